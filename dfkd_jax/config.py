@@ -1,0 +1,131 @@
+"""The base configuration every run starts from, and its validation.
+
+Configs are code: ``configs/<dataset>/<method>.py`` calls ``base_config()``, lets a
+method module set its published defaults (``dfkd_jax.methods.<name>.configure``),
+then sets what that experiment changes. Every key a run can take exists here, so
+``--config.<key>=<value>`` on an unknown key fails with the valid names.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+
+import ml_collections
+
+
+def default_cache_dir() -> str:
+    return os.environ.get("DFKD_JAX_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "dfkd_jax"))
+
+
+def base_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.method = ""  # a name in dfkd_jax.methods.METHODS
+
+    c.data = ml_collections.ConfigDict()
+    c.data.dataset = "fashion_mnist"
+    c.data.data_dir = ""  # where tfds datasets are built; "" = $DFKD_JAX_DATA_DIR or ~/tensorflow_datasets
+    c.data.source_dir = ""  # folder with the raw files (IDX, CIFAR tarball); "" = known places / download
+    c.data.eval_batch_size = 1000
+
+    c.teacher = ml_collections.ConfigDict()
+    c.teacher.arch = "lenet5"
+    c.teacher.checkpoint = ""  # teacher folder; "" = <cache>/teachers/<dataset>_<arch>
+    c.teacher.train_if_missing = True  # train it on the real data when the folder does not exist
+    c.teacher.epochs = 10
+    c.teacher.batch_size = 128
+    c.teacher.lr = 1e-3
+    c.teacher.label_noise = 0.0
+
+    c.generator = ml_collections.ConfigDict()
+    c.generator.arch = "dafl"
+    c.generator.nz = 100
+    c.generator.ngf = 64
+    c.generator.optimizer = "adam"
+    c.generator.lr = 1e-3
+    c.generator.b1 = 0.9
+    c.generator.b2 = 0.999
+    c.generator.momentum = 0.9
+    c.generator.weight_decay = 0.0
+    c.generator.schedule = "constant"  # constant | cosine | step
+    c.generator.milestones = (0.2, 0.4)  # fractions of the run, for the step schedule
+    c.generator.decay = 0.1
+    c.generator.grad_clip = 0.0  # 0 = off
+    c.generator.steps = 1  # k: generator updates per round
+    c.generator.terms = ml_collections.ConfigDict()  # term name -> weight (dfkd_jax.objectives)
+
+    c.student = ml_collections.ConfigDict()
+    c.student.arch = "lenet5_half"
+    c.student.optimizer = "sgd"
+    c.student.lr = 0.1
+    c.student.b1 = 0.9
+    c.student.b2 = 0.999
+    c.student.momentum = 0.9
+    c.student.weight_decay = 5e-4
+    c.student.schedule = "constant"
+    c.student.milestones = (0.2, 0.4)
+    c.student.decay = 0.1
+    c.student.grad_clip = 0.0
+    c.student.steps = 5  # m: student updates per round
+    c.student.batch = "fresh"  # fresh: new z per student step | reuse: the last generator step's batch
+    c.student.terms = ml_collections.ConfigDict()
+    c.student.tau = 1.0  # temperature of the kd term
+
+    c.hparams = ml_collections.ConfigDict()
+    c.hparams.balance_log_base = 0.0  # 0 = natural log; DAFL uses 10
+
+    c.train = ml_collections.ConfigDict()
+    c.train.rounds = 200
+    c.train.batch_size = 256
+    c.train.eval_every = 20
+    c.train.log_every = 10
+    c.train.checkpoint_every = 50
+    c.train.sample_every = 100
+    c.train.keep_checkpoints = 2
+    c.train.progress = True
+
+    c.distributed = False  # call jax.distributed.initialize() (multi-host runs)
+    c.compute_dtype = "float32"
+    return c
+
+
+def _all_keys(cfg, prefix=""):
+    for k, v in cfg.items():
+        name = f"{prefix}{k}"
+        yield name
+        if isinstance(v, ml_collections.ConfigDict) and k != "terms":
+            yield from _all_keys(v, name + ".")
+
+
+def unknown_key_message(key: str, cfg: ml_collections.ConfigDict) -> str:
+    keys = list(_all_keys(cfg))
+    close = difflib.get_close_matches(key, keys, n=5)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    return f"Unknown config key {key!r}.{hint} Valid keys: {', '.join(keys)}."
+
+
+def validate(cfg: ml_collections.ConfigDict) -> None:
+    """Check names a run would otherwise trip over deep inside (method, terms, schedules)."""
+    from dfkd_jax import methods, objectives
+    from dfkd_jax.models import ARCHITECTURES, GENERATORS
+
+    if cfg.method not in methods.METHODS:
+        raise ValueError(f"Unknown method {cfg.method!r}. Valid methods: {', '.join(sorted(methods.METHODS))}.")
+    for role, registry in (("generator", objectives.GENERATOR_TERMS), ("student", objectives.STUDENT_TERMS)):
+        for name in cfg[role].terms:
+            if name not in registry:
+                raise ValueError(f"Unknown {role} term {name!r} in config.{role}.terms. "
+                                 f"Valid {role} terms: {', '.join(sorted(registry))}.")
+        if cfg[role].schedule not in ("constant", "cosine", "step"):
+            raise ValueError(f"config.{role}.schedule must be constant, cosine or step, not {cfg[role].schedule!r}.")
+        if cfg[role].optimizer not in ("sgd", "adam"):
+            raise ValueError(f"config.{role}.optimizer must be sgd or adam, not {cfg[role].optimizer!r}.")
+    for key, names in (("teacher.arch", ARCHITECTURES), ("student.arch", ARCHITECTURES), ("generator.arch", GENERATORS)):
+        section, field = key.split(".")
+        if cfg[section][field] not in names:
+            raise ValueError(f"Unknown config.{key} {cfg[section][field]!r}. Valid names: {', '.join(sorted(names))}.")
+    if cfg.student.batch not in ("fresh", "reuse"):
+        raise ValueError(f"config.student.batch must be fresh or reuse, not {cfg.student.batch!r}.")
+    if cfg.compute_dtype not in ("float32", "bfloat16"):
+        raise ValueError(f"config.compute_dtype must be float32 or bfloat16, not {cfg.compute_dtype!r}.")

@@ -1,0 +1,1 @@
+"""The distillation engine: states, the jitted round, sharding, checkpoints and the loop."""

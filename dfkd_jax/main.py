@@ -1,0 +1,63 @@
+"""Command line: ``python -m dfkd_jax.main --config configs/fashion_mnist/dafl.py --workdir runs/x``.
+
+Overrides: ``--config.<key>=<value>`` (e.g. ``--config.train.rounds=500``). All logic
+lives in ``dfkd_jax.engine.loop`` so it can be imported and tested.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/<dataset>/<method>.py).",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Folder for checkpoints, metrics, samples and results; "
+                               "rerunning with the same folder resumes.")
+
+
+def _main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    from dfkd_jax.engine.loop import NonFiniteLossError, train_and_evaluate
+    from dfkd_jax.data import DatasetNotFoundError
+    from dfkd_jax.teacher import CheckpointMismatchError
+    try:
+        train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    except (NonFiniteLossError, DatasetNotFoundError, CheckpointMismatchError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+def _friendly_flag_errors(argv):
+    """Turn ml_collections' unknown-key errors into a message listing the valid keys."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        msg = str(e)
+        import re
+        m = re.search(r"--config\.([\w.]+)", " ".join(argv))
+        if _CONFIG.value is not None or m is None:
+            pass
+        key = None
+        for arg in argv[1:]:
+            if arg.startswith("--config."):
+                candidate = arg[len("--config."):].split("=", 1)[0]
+                if candidate and (candidate in msg or candidate.split(".")[-1] in msg):
+                    key = candidate
+        if key and ("not found" in msg.lower() or "could not" in msg.lower() or "no key" in msg.lower()):
+            from dfkd_jax.config import base_config, unknown_key_message
+            msg = unknown_key_message(key, base_config())
+        print(f"error: {msg}", file=sys.stderr)
+        sys.exit(2)
+
+
+def run():
+    from absl import logging
+    logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint step at INFO
+    app.run(_main, flags_parser=_friendly_flag_errors)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,22 @@
+"""Methods: each module sets a method's terms, step counts and published defaults on a config.
+
+A method is configuration, not code: ``configure(config)`` chooses the generator and
+student terms (``dfkd_jax.objectives``), the number of generator and student updates
+per round, which batch the student learns from, and the optimisers of the paper.
+The engine's round is the same for all of them.
+"""
+
+from __future__ import annotations
+
+from dfkd_jax.methods import dafl, dfad
+
+METHODS = {
+    "dfad": dfad,
+    "dafl": dafl,
+}
+
+
+def configure(config, method: str):
+    if method not in METHODS:
+        raise ValueError(f"Unknown method {method!r}. Valid methods: {', '.join(sorted(METHODS))}.")
+    return METHODS[method].configure(config)

@@ -1,0 +1,83 @@
+"""Generators of the online-generator and inversion families (NHWC outputs).
+
+``DAFLGenerator`` is DAFL/DFAD's ``GeneratorA``; ``CMIGenerator`` is the CMI/Fast
+``Generator``. Both start from ``Linear(nz -> 2*ngf*(s/4)^2)`` viewed as an NCHW
+map (the view order is reproduced so converted weights agree), then two nearest
+x2 upsamplings with 3x3 convolutions. Generators always run in train mode: their
+BatchNorms normalise with the statistics of the (global) batch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from dfkd_jax.models.layers import batch_norm, conv, dense, torch_view_to_nhwc, upsample2x
+
+
+class DAFLGenerator(nn.Module):
+    """DAFL (Chen et al., ICCV 2019) / DFAD (Fang et al., 2019) ``GeneratorA``.
+
+    Output: ``Tanh`` followed by a BatchNorm without affine parameters, i.e. each
+    channel standardised over the batch. The teacher consumes it directly, with no
+    further normalisation (its statistics already match a normalised input).
+    PyTorch keys: ``l1.0``, ``conv_blocks0.0``, ``conv_blocks1.{0,1}``,
+    ``conv_blocks2.{0,1,3,5}``.
+    """
+
+    nz: int = 100
+    ngf: int = 64
+    channels: int = 1
+    img_size: int = 32
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, z, train: bool = True):
+        s = self.img_size // 4
+        c = 2 * self.ngf
+        h = dense(c * s * s, self.nz, name="l1_0", dtype=self.dtype)(z.astype(self.dtype))
+        h = torch_view_to_nhwc(h, c, s)
+        h = batch_norm(train, name="conv_blocks0_0", dtype=self.dtype)(h)
+        h = upsample2x(h)
+        h = conv(c, 3, c, padding=1, name="conv_blocks1_0", dtype=self.dtype)(h)
+        h = nn.leaky_relu(batch_norm(train, name="conv_blocks1_1", dtype=self.dtype)(h), 0.2)
+        h = upsample2x(h)
+        h = conv(self.ngf, 3, c, padding=1, name="conv_blocks2_0", dtype=self.dtype)(h)
+        h = nn.leaky_relu(batch_norm(train, name="conv_blocks2_1", dtype=self.dtype)(h), 0.2)
+        h = conv(self.channels, 3, self.ngf, padding=1, name="conv_blocks2_3", dtype=self.dtype)(h)
+        h = jnp.tanh(h)
+        h = batch_norm(train, name="conv_blocks2_5", affine=False, dtype=self.dtype)(h)
+        return h.astype(jnp.float32)
+
+
+class CMIGenerator(nn.Module):
+    """CMI (Fang et al., IJCAI 2021) / Fast (Fang et al., AAAI 2022) ``Generator``.
+
+    Output in [0, 1] (Sigmoid); the synthesiser normalises it with the teacher's
+    constants. PyTorch keys: ``l1.0``, ``conv_blocks.{0,2,3,6,7,9}``.
+    2,328,899 parameters at nz=256, ngf=64, 32x32x3.
+    """
+
+    nz: int = 256
+    ngf: int = 64
+    channels: int = 3
+    img_size: int = 32
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, z, train: bool = True):
+        s = self.img_size // 4
+        c = 2 * self.ngf
+        h = dense(c * s * s, self.nz, name="l1_0", dtype=self.dtype)(z.astype(self.dtype))
+        h = torch_view_to_nhwc(h, c, s)
+        h = batch_norm(train, name="conv_blocks_0", dtype=self.dtype)(h)
+        h = upsample2x(h)
+        h = conv(c, 3, c, padding=1, use_bias=False, name="conv_blocks_2", dtype=self.dtype)(h)
+        h = nn.leaky_relu(batch_norm(train, name="conv_blocks_3", dtype=self.dtype)(h), 0.2)
+        h = upsample2x(h)
+        h = conv(self.ngf, 3, c, padding=1, use_bias=False, name="conv_blocks_6", dtype=self.dtype)(h)
+        h = nn.leaky_relu(batch_norm(train, name="conv_blocks_7", dtype=self.dtype)(h), 0.2)
+        h = conv(self.channels, 3, self.ngf, padding=1, name="conv_blocks_9", dtype=self.dtype)(h)
+        return nn.sigmoid(h).astype(jnp.float32)

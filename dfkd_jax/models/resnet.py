@@ -1,0 +1,80 @@
+"""CIFAR ResNet-18/34 (post-activation BasicBlock, 3x3 stem, no max-pool).
+
+The CMI/Fast ``resnet18``/``resnet34`` and DFAD's ``ResNet18_8x``/``ResNet34_8x``
+share one state_dict layout, which the Flax names mirror:
+
+| PyTorch key                    | Flax path                         |
+| ``conv1.weight``               | ``params/conv1/kernel``           |
+| ``layer2.0.conv1.weight``      | ``params/layer2_0/conv1/kernel``  |
+| ``layer2.0.shortcut.0.weight`` | ``params/layer2_0/shortcut_0/kernel`` |
+| ``layer2.0.shortcut.1.running_mean`` | ``batch_stats/layer2_0/shortcut_1/mean`` |
+| ``linear.weight``              | ``params/linear/kernel``          |
+
+Parameters at 10 classes: resnet18 11,173,962; resnet34 21,282,122.
+``blocks`` holds the four stage outputs (layer1..layer4); ``feature`` the pooled
+512-d vector the ``linear`` head reads.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from dfkd_jax.models.layers import batch_norm, conv, dense
+
+
+class BasicBlock(nn.Module):
+    """conv3x3(stride) - BN - ReLU - conv3x3 - BN, + shortcut, ReLU."""
+
+    in_planes: int
+    planes: int
+    stride: int = 1
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        out = conv(self.planes, 3, self.in_planes, stride=self.stride, padding=1, use_bias=False,
+                   name="conv1", dtype=self.dtype)(x)
+        out = nn.relu(batch_norm(train, name="bn1", dtype=self.dtype)(out))
+        out = conv(self.planes, 3, self.planes, padding=1, use_bias=False, name="conv2", dtype=self.dtype)(out)
+        out = batch_norm(train, name="bn2", dtype=self.dtype)(out)
+        if self.stride != 1 or self.in_planes != self.planes:
+            sc = conv(self.planes, 1, self.in_planes, stride=self.stride, use_bias=False,
+                      name="shortcut_0", dtype=self.dtype)(x)
+            sc = batch_norm(train, name="shortcut_1", dtype=self.dtype)(sc)
+        else:
+            sc = x
+        return nn.relu(out + sc)
+
+
+class ResNet(nn.Module):
+    num_classes: int = 10
+    num_blocks: Sequence[int] = (2, 2, 2, 2)
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = x.astype(self.dtype)
+        out = conv(64, 3, x.shape[-1], padding=1, use_bias=False, name="conv1", dtype=self.dtype)(x)
+        out = nn.relu(batch_norm(train, name="bn1", dtype=self.dtype)(out))
+        in_planes = 64
+        blocks = []
+        for stage, (planes, n, stride) in enumerate(zip((64, 128, 256, 512), self.num_blocks, (1, 2, 2, 2)), 1):
+            for i in range(n):
+                out = BasicBlock(in_planes, planes, stride if i == 0 else 1, dtype=self.dtype,
+                                 name=f"layer{stage}_{i}")(out, train)
+                in_planes = planes
+            blocks.append(out)
+        feature = jnp.mean(out, axis=(1, 2))
+        logits = dense(self.num_classes, in_planes, name="linear", dtype=self.dtype)(feature)
+        return logits.astype(jnp.float32), {"feature": feature, "blocks": tuple(blocks)}
+
+
+def resnet18(num_classes: int = 10, dtype: Any = jnp.float32) -> ResNet:
+    return ResNet(num_classes=num_classes, num_blocks=(2, 2, 2, 2), dtype=dtype)
+
+
+def resnet34(num_classes: int = 10, dtype: Any = jnp.float32) -> ResNet:
+    return ResNet(num_classes=num_classes, num_blocks=(3, 4, 6, 3), dtype=dtype)

@@ -1,0 +1,163 @@
+"""Registered architectures and generators: parameter counts (docs/models.md), output structure.
+
+Everything here is shape-level (``jax.eval_shape``): no convolution is computed.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dfkd_jax.models import ARCHITECTURES, GENERATORS, build_generator, build_model
+
+# Parameter counts at 10 classes (docs/models.md, from the reference zoos).
+PARAMS_10 = {
+    "lenet5": 61_706,
+    "lenet5_half": 15_738,
+    "lenet5_half_zskd": 35_820,
+    "resnet18": 11_173_962,
+    "resnet34": 21_282_122,
+    "wrn16_1": 175_066,
+    "wrn16_2": 691_674,
+    "wrn40_1": 563_930,
+    "wrn40_2": 2_243_546,
+    "vgg8": 3_918_858,
+    "vgg11": 9_231_114,
+}
+HEAD_WIDTH = {"lenet5": 84, "lenet5_half": 42, "lenet5_half_zskd": 84, "resnet18": 512, "resnet34": 512,
+              "wrn16_1": 64, "wrn16_2": 128, "wrn40_1": 64, "wrn40_2": 128, "vgg8": 512, "vgg11": 512}
+FEATURE_DIM = {**HEAD_WIDTH, "lenet5": 120, "lenet5_half": 60, "lenet5_half_zskd": 120}
+
+# (generator, kwargs, params): CMI's count is in docs/models.md; the DAFL ones follow from its layer list
+# (Linear nz->8192, BN 128, conv 128->128 +b, BN, conv 128->64 +b, BN, conv 64->nc +b, BN without affine).
+GENERATOR_PARAMS = [
+    ("cmi", dict(nz=256, ngf=64, channels=3, img_size=32), 2_328_899),
+    ("dafl", dict(nz=100, ngf=64, channels=1, img_size=32), 1_049_985),
+    ("dafl", dict(nz=256, ngf=64, channels=3, img_size=32), 2_329_091),
+]
+
+BLOCK_SHAPES = {
+    "resnet18": [(32, 32, 64), (16, 16, 128), (8, 8, 256), (4, 4, 512)],
+    "resnet34": [(32, 32, 64), (16, 16, 128), (8, 8, 256), (4, 4, 512)],
+    "wrn16_1": [(32, 32, 16), (16, 16, 32), (8, 8, 64)],
+    "wrn16_2": [(32, 32, 32), (16, 16, 64), (8, 8, 128)],
+    "wrn40_1": [(32, 32, 16), (16, 16, 32), (8, 8, 64)],
+    "wrn40_2": [(32, 32, 32), (16, 16, 64), (8, 8, 128)],
+    "vgg8": [(32, 32, 64), (16, 16, 128), (8, 8, 256), (4, 4, 512), (4, 4, 512)],
+    "vgg11": [(32, 32, 64), (16, 16, 128), (8, 8, 256), (4, 4, 512), (4, 4, 512)],
+    "lenet5": [(14, 14, 6), (5, 5, 16), (1, 1, 120)],
+}
+
+
+def _channels(arch: str) -> int:
+    return 1 if arch.startswith("lenet") else 3
+
+
+def _shapes(arch, num_classes=10, batch=2, size=32, train=False, dtype=jnp.float32):
+    model = build_model(arch, num_classes, dtype=dtype)
+    x = jax.ShapeDtypeStruct((batch, size, size, _channels(arch)), jnp.float32)
+    variables = jax.eval_shape(lambda v: model.init(jax.random.key(0), v, train=False), x)
+    if train:
+        out = jax.eval_shape(lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"]), variables, x)[0]
+    else:
+        out = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, x)
+    return variables, out
+
+
+def _count(tree) -> int:
+    return int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
+
+
+def test_every_registered_architecture_has_a_count():
+    assert set(PARAMS_10) == set(ARCHITECTURES)
+
+
+@pytest.mark.parametrize("arch", sorted(PARAMS_10))
+def test_parameter_count_and_outputs(arch):
+    variables, (logits, aux) = _shapes(arch)
+    assert _count(variables["params"]) == PARAMS_10[arch]
+    assert logits.shape == (2, 10) and logits.dtype == jnp.float32
+    assert set(aux) >= {"feature", "blocks"}
+    assert aux["feature"].shape == (2, FEATURE_DIM[arch])
+    assert isinstance(aux["blocks"], tuple) and len(aux["blocks"]) >= 3
+    if arch in BLOCK_SHAPES:
+        assert [b.shape[1:] for b in aux["blocks"]] == BLOCK_SHAPES[arch]
+    for b in aux["blocks"]:
+        assert b.ndim == 4 and b.shape[0] == 2
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "wrn40_2", "vgg8", "lenet5"])
+def test_hundred_classes_changes_only_the_head(arch):
+    v10, _ = _shapes(arch, 10)
+    v100, (logits, _) = _shapes(arch, 100)
+    assert logits.shape == (2, 100)
+    assert _count(v100["params"]) - _count(v10["params"]) == 90 * (HEAD_WIDTH[arch] + 1)
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "wrn16_1", "vgg11"])
+def test_train_mode_and_bfloat16(arch):
+    _, (logits, aux) = _shapes(arch, train=True)
+    assert logits.shape == (2, 10)
+    _, (logits, aux) = _shapes(arch, dtype=jnp.bfloat16)
+    assert logits.dtype == jnp.float32
+    assert aux["blocks"][0].dtype == jnp.bfloat16
+    variables, _ = _shapes(arch, dtype=jnp.bfloat16)
+    assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(variables))
+
+
+def test_vgg_pools_after_block3_only_for_64px():
+    _, (_, aux32) = _shapes("vgg11", size=32)
+    _, (_, aux64) = _shapes("vgg11", size=64)
+    assert [b.shape[1] for b in aux32["blocks"]] == [32, 16, 8, 4, 4]
+    assert [b.shape[1] for b in aux64["blocks"]] == [64, 32, 16, 8, 4]
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "wrn16_2", "vgg8"])
+def test_every_batchnorm_is_a_flax_batchnorm(arch):
+    """The engine captures BN inputs by intercepting nn.BatchNorm.__call__: every BN must be one."""
+    model = build_model(arch, 10)
+    x = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32)
+    variables = jax.eval_shape(lambda v: model.init(jax.random.key(0), v, train=False), x)
+    seen = []
+
+    def interceptor(next_fun, args, kwargs, context):
+        if isinstance(context.module, nn.BatchNorm) and context.method_name == "__call__":
+            seen.append("/".join(context.module.path))
+        return next_fun(*args, **kwargs)
+
+    with nn.intercept_methods(interceptor):
+        jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, x)
+    n_bn = len(jax.tree.leaves(variables["batch_stats"])) // 2
+    assert len(seen) == len(set(seen)) == n_bn
+
+
+@pytest.mark.parametrize("name,kwargs,params", GENERATOR_PARAMS)
+def test_generator_parameter_counts(name, kwargs, params):
+    gen = build_generator(name, **kwargs)
+    z = jax.ShapeDtypeStruct((2, kwargs["nz"]), jnp.float32)
+    variables = jax.eval_shape(lambda v: gen.init(jax.random.key(0), v, train=True), z)
+    assert _count(variables["params"]) == params
+    out, _ = jax.eval_shape(lambda v, z: gen.apply(v, z, train=True, mutable=["batch_stats"]), variables, z)
+    assert out.shape == (2, kwargs["img_size"], kwargs["img_size"], kwargs["channels"])
+
+
+def test_generator_registry_is_covered():
+    assert {g for g, _, _ in GENERATOR_PARAMS} == set(GENERATORS)
+
+
+def test_docs_table_matches_the_counts():
+    """docs/models.md states the same parameter counts as this file checks."""
+    import os
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "models.md")
+    rows = {}
+    for line in open(path):
+        if line.startswith("| `"):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            rows.setdefault(cells[0].strip("`"), []).append(cells[-1])
+    for arch, n in PARAMS_10.items():
+        assert rows[arch] == [f"{n:,}"], arch
+    assert sorted(rows["dafl"] + rows["cmi"]) == sorted(f"{n:,}" for _, _, n in GENERATOR_PARAMS)
