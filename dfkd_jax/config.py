@@ -26,7 +26,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.data = ml_collections.ConfigDict()
     c.data.dataset = "fashion_mnist"
     c.data.data_dir = ""  # where tfds datasets are built; "" = $DFKD_JAX_DATA_DIR or ~/tensorflow_datasets
-    c.data.source_dir = ""  # folder with the raw files (IDX, CIFAR tarball); "" = known places / download
+    # folder with the raw files (IDX, CIFAR tarball); "" = known places, then download
+    c.data.source_dir = os.environ.get("DFKD_JAX_SOURCE_DIR", "")
     c.data.eval_batch_size = 1000
 
     c.teacher = ml_collections.ConfigDict()
@@ -68,7 +69,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.student.decay = 0.1
     c.student.grad_clip = 0.0
     c.student.steps = 5  # m: student updates per round
-    c.student.batch = "fresh"  # fresh: new z per student step | reuse: the last generator step's batch
+    # fresh: new z per student step | reuse: the last generator step's batch | pool: draw from the
+    # on-device pool of the last ``pool_size`` generated samples (dfkd_jax.pool)
+    c.student.batch = "fresh"
+    c.student.pool_size = 4096
     c.student.terms = ml_collections.ConfigDict()
     c.student.tau = 1.0  # temperature of the kd term
 
@@ -125,7 +129,9 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
         section, field = key.split(".")
         if cfg[section][field] not in names:
             raise ValueError(f"Unknown config.{key} {cfg[section][field]!r}. Valid names: {', '.join(sorted(names))}.")
-    if cfg.student.batch not in ("fresh", "reuse"):
-        raise ValueError(f"config.student.batch must be fresh or reuse, not {cfg.student.batch!r}.")
+    if cfg.student.batch not in ("fresh", "reuse", "pool"):
+        raise ValueError(f"config.student.batch must be fresh, reuse or pool, not {cfg.student.batch!r}.")
+    if cfg.student.batch == "pool" and cfg.student.pool_size < cfg.train.batch_size:
+        raise ValueError("config.student.pool_size must be at least config.train.batch_size.")
     if cfg.compute_dtype not in ("float32", "bfloat16"):
         raise ValueError(f"config.compute_dtype must be float32 or bfloat16, not {cfg.compute_dtype!r}.")

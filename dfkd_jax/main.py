@@ -30,25 +30,17 @@ def _main(argv):
         sys.exit(1)
 
 
-def _friendly_flag_errors(argv):
-    """Turn ml_collections' unknown-key errors into a message listing the valid keys."""
+def _parse_flags(argv):
+    """Parse flags; a bad ``--config.<key>`` override exits with the valid keys instead of a traceback."""
     try:
         return flags.FLAGS(argv)
-    except flags.Error as e:
-        msg = str(e)
-        import re
-        m = re.search(r"--config\.([\w.]+)", " ".join(argv))
-        if _CONFIG.value is not None or m is None:
-            pass
-        key = None
-        for arg in argv[1:]:
-            if arg.startswith("--config."):
-                candidate = arg[len("--config."):].split("=", 1)[0]
-                if candidate and (candidate in msg or candidate.split(".")[-1] in msg):
-                    key = candidate
-        if key and ("not found" in msg.lower() or "could not" in msg.lower() or "no key" in msg.lower()):
+    except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
+        msg = str(e).strip("'\"")
+        overrides = [a[len("--config."):].split("=", 1)[0] for a in argv[1:] if a.startswith("--config.")]
+        bad = [k for k in overrides if k.split(".")[-1] in msg]
+        if bad and isinstance(e, (AttributeError, KeyError)):
             from dfkd_jax.config import base_config, unknown_key_message
-            msg = unknown_key_message(key, base_config())
+            msg = unknown_key_message(bad[0], base_config())
         print(f"error: {msg}", file=sys.stderr)
         sys.exit(2)
 
@@ -56,7 +48,7 @@ def _friendly_flag_errors(argv):
 def run():
     from absl import logging
     logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint step at INFO
-    app.run(_main, flags_parser=_friendly_flag_errors)
+    app.run(_main, flags_parser=_parse_flags)
 
 
 if __name__ == "__main__":

@@ -23,9 +23,10 @@ from jax.sharding import Mesh
 
 from dfkd_jax import metrics as metrics_lib
 from dfkd_jax import objectives
+from dfkd_jax import pool as pool_lib
 from dfkd_jax.data.pipeline import eval_batches
 from dfkd_jax.engine import optim, sharding
-from dfkd_jax.engine.round import RoundSpec, make_round
+from dfkd_jax.engine.round import RoundSpec, generate, make_round
 from dfkd_jax.engine.state import DistillState, ModelState
 from dfkd_jax.models import build_generator, build_model
 from dfkd_jax.teacher import Teacher
@@ -65,7 +66,8 @@ class Distiller:
             nz=int(config.generator.nz),
             generator_terms=tuple((k, float(v)) for k, v in config.generator.terms.items()),
             student_terms=tuple((k, float(v)) for k, v in config.student.terms.items()),
-            hparams=objectives.HParams.from_config(config))
+            hparams=objectives.HParams.from_config(config),
+            normalize=(meta.mean, meta.std) if generator.output_space == "pixels" else None)
         d = cls(config, teacher, mesh, generator, student, tx_g, tx_s, spec)
         d._build()
         return d
@@ -96,7 +98,10 @@ class Distiller:
         def init_fn():
             g = self._init_model(self.generator, k_g, jnp.zeros((2, self.spec.nz), jnp.float32), self.tx_g)
             s = self._init_model(self.student, k_s, jnp.zeros((2, h, w, c), jnp.float32), self.tx_s)
-            return DistillState(round=jnp.zeros((), jnp.int32), rng=k_run, generator=g, student=s)
+            pool = None
+            if self.spec.student_batch == "pool":
+                pool = pool_lib.init_pool(int(self.config.student.pool_size), (h, w, c), self.teacher.meta.num_classes)
+            return DistillState(round=jnp.zeros((), jnp.int32), rng=k_run, generator=g, student=s, pool=pool)
 
         return jax.jit(init_fn, out_shardings=self._repl)()
 
@@ -139,8 +144,7 @@ class Distiller:
 
     # -- samples --------------------------------------------------------------------------------
     def _sample_fn(self, g: ModelState, z):
-        x, _ = self.generator.apply(g.variables(), z, train=True, mutable=["batch_stats"])
-        return x
+        return generate(self.generator, self.spec, g.variables(), z)[0]
 
     def sample(self, state: DistillState, n: int = 64, seed: int = 1234) -> np.ndarray:
         """``n`` synthetic images in the networks' input space (host array)."""

@@ -11,7 +11,9 @@ gradients reaching G through the teacher (and the student for adversarial terms)
 Each student update uses either a fresh batch G(z') with the generator frozen
 (``student.batch = 'fresh'``, DFAD) or the images of the last generator update,
 made before that update (``'reuse'``, DAFL: both networks learn from one batch per
-iteration). During generator updates the student's BatchNorm statistics are not
+iteration), or on a batch drawn from the on-device pool that every generator update
+pushes its batch into (``'pool'``, see ``dfkd_jax.pool``): the student then takes
+many cheap updates per expensive generator update without fitting one batch. During generator updates the student's BatchNorm statistics are not
 updated (only its own updates move them).
 """
 
@@ -25,6 +27,7 @@ import jax.numpy as jnp
 from jax.sharding import NamedSharding
 
 from dfkd_jax import objectives
+from dfkd_jax import pool as pool_lib
 from dfkd_jax.engine.state import DistillState, ModelState
 
 
@@ -48,12 +51,23 @@ class RoundSpec:
 
     generator_steps: int
     student_steps: int
-    student_batch: str  # 'fresh' | 'reuse'
+    student_batch: str  # 'fresh' | 'reuse' | 'pool'
     batch_size: int
     nz: int
     generator_terms: tuple[tuple[str, float], ...]
     student_terms: tuple[tuple[str, float], ...]
     hparams: objectives.HParams
+    # (mean, std) applied to generator outputs in pixel space ([0, 1]); None if already normalised
+    normalize: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+
+
+def generate(generator, spec: RoundSpec, variables: dict, z):
+    """``(x, new_batch_stats)``: generator images in the networks' input space (train-mode BN)."""
+    x, stats = _forward(generator, variables, z, train=True)
+    if spec.normalize is not None:
+        mean, std = (jnp.asarray(v, x.dtype) for v in spec.normalize)
+        x = (x - mean) / std
+    return x, stats
 
 
 def make_round(spec: RoundSpec, generator, student, teacher, tx_g, tx_s,
@@ -76,7 +90,7 @@ def make_round(spec: RoundSpec, generator, student, teacher, tx_g, tx_s,
         z = draw_z(key)
 
         def loss_fn(params):
-            x, g_stats = _forward(generator, {"params": params, "batch_stats": g.batch_stats}, z, train=True)
+            x, g_stats = generate(generator, spec, {"params": params, "batch_stats": g.batch_stats}, z)
             x = shard(x)
             t_logits, t_feature = teacher_forward(t_vars, x)
             s_logits = s_feature = None
@@ -110,7 +124,7 @@ def make_round(spec: RoundSpec, generator, student, teacher, tx_g, tx_s,
         return s, {"student/loss": loss, **{f"student/{n}": jnp.mean(v) for n, v in parts.items()}}
 
     def fresh_batch(g: ModelState, t_vars, key):
-        x, _ = _forward(generator, g.variables(), draw_z(key), train=True)
+        x, _ = generate(generator, spec, g.variables(), draw_z(key))
         x = jax.lax.stop_gradient(shard(x))
         t_logits, t_feature = teacher_forward(t_vars, x)
         return x, jax.lax.stop_gradient(t_logits), jax.lax.stop_gradient(t_feature)
@@ -118,23 +132,29 @@ def make_round(spec: RoundSpec, generator, student, teacher, tx_g, tx_s,
     def round_fn(state: DistillState, t_vars) -> tuple[DistillState, dict]:
         key = jax.random.fold_in(state.rng, state.round)
         keys = jax.random.split(key, spec.generator_steps + spec.student_steps)
-        g, s = state.generator, state.student
+        g, s, pool = state.generator, state.student, state.pool
         history: dict[str, list] = {}
         last_batch = None
         for i in range(spec.generator_steps):
             g, m, last_batch = generator_update(g, s, t_vars, keys[i], state.round)
+            if spec.student_batch == "pool":
+                pool = pool_lib.push(pool, last_batch[0], last_batch[1])
             for k_, v in m.items():
                 history.setdefault(k_, []).append(v)
         for j in range(spec.student_steps):
+            key_j = keys[spec.generator_steps + j]
             if spec.student_batch == "reuse" and last_batch is not None:
                 batch = last_batch
+            elif spec.student_batch == "pool":
+                x, t_logits = pool_lib.sample(pool, key_j, spec.batch_size)
+                batch = (shard(x), shard(t_logits), None)
             else:
-                batch = fresh_batch(g, t_vars, keys[spec.generator_steps + j])
+                batch = fresh_batch(g, t_vars, key_j)
             s, m = student_update(s, batch, state.round)
             for k_, v in m.items():
                 history.setdefault(k_, []).append(v)
         metrics = {k_: jnp.mean(jnp.stack(v)) for k_, v in history.items()}
-        new_state = state.replace(round=state.round + 1, generator=g, student=s)
+        new_state = state.replace(round=state.round + 1, generator=g, student=s, pool=pool)
         return new_state, metrics
 
     return round_fn

@@ -29,9 +29,11 @@ class DistillState:
     ``rng`` is a raw uint32 key; each round folds ``round`` into it on the device, so
     the random stream of round r is the same whether the run was resumed or not.
     The teacher's variables are not here: they are a constant argument of the round.
+    ``pool`` (``student.batch='pool'``) holds past synthetic samples on the device.
     """
 
     round: jax.Array
     rng: jax.Array
     generator: ModelState
     student: ModelState
+    pool: Any = None  # dfkd_jax.pool.Pool when the student learns from a pool of past samples

@@ -32,6 +32,8 @@ class DAFLGenerator(nn.Module):
     channels: int = 1
     img_size: int = 32
     dtype: Any = jnp.float32
+    # 'standardized': already in the networks' input space (no normaliser applied)
+    output_space = "standardized"
 
     @nn.compact
     def __call__(self, z, train: bool = True):
@@ -65,6 +67,8 @@ class CMIGenerator(nn.Module):
     channels: int = 3
     img_size: int = 32
     dtype: Any = jnp.float32
+    # 'pixels': images in [0, 1]; the engine normalises them with the teacher's mean/std
+    output_space = "pixels"
 
     @nn.compact
     def __call__(self, z, train: bool = True):

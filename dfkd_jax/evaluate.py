@@ -1,0 +1,156 @@
+"""Evaluate checkpoints on a dataset's real test split.
+
+    python -m dfkd_jax.evaluate CKPT [--against CKPT2] [--dataset NAME] [--json PATH]
+
+CKPT is a teacher folder (``teacher.json`` + ``variables/``: trained by
+tools/train_teacher.py or converted by tools/convert_torch_checkpoint.py) or a run's
+workdir (its ``config.json`` names the student; the latest checkpoint is used).
+With ``--against`` (usually the teacher), it also reports Agree@1 (top-1 agreement)
+and probability loyalty (mean of 1 - sqrt(JS) between the two softmax outputs,
+AdaDFKD), with CKPT as the student and CKPT2 as the reference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dfkd_jax import data, metrics
+from dfkd_jax.data.pipeline import eval_batches, preprocess
+from dfkd_jax.engine import sharding
+from dfkd_jax.models import build_model
+from dfkd_jax.teacher import Teacher, TeacherMeta, is_teacher_dir, load_teacher
+
+
+def load_classifier(path: str) -> Teacher:
+    """A teacher folder, or the student of a run's workdir, as ``Teacher(model, variables, meta)``."""
+    path = os.path.abspath(path)
+    if is_teacher_dir(path):
+        return load_teacher(path)
+    config_file = os.path.join(path, "config.json")
+    if not os.path.isfile(config_file):
+        raise FileNotFoundError(f"{path} is neither a teacher folder (teacher.json + variables/) nor a run "
+                                "workdir (config.json + checkpoints/).")
+    with open(config_file) as f:
+        config = json.load(f)
+    from dfkd_jax.engine.checkpoint import Checkpoints
+    ckpts = Checkpoints(os.path.join(path, "checkpoints"))
+    step = ckpts.latest()
+    if step is None:
+        raise FileNotFoundError(f"The run in {path} has no checkpoint yet.")
+    import orbax.checkpoint as ocp
+    with ocp.StandardCheckpointer() as ckptr:
+        state = ckptr.restore(os.path.join(ckpts.directory, str(step), "state"))
+    ckpts.close()
+    teacher_meta_file = os.path.join(_teacher_dir(config), "teacher.json")
+    spec = data.get_spec(config["data"]["dataset"])
+    mean, std = spec.mean, spec.std
+    if os.path.isfile(teacher_meta_file):  # the student sees what its teacher saw
+        with open(teacher_meta_file) as f:
+            tmeta = TeacherMeta.from_json(json.load(f))
+        mean, std = tmeta.mean, tmeta.std
+    student = state["student"]
+    variables = {"params": student["params"]}
+    if student.get("batch_stats"):
+        variables["batch_stats"] = student["batch_stats"]
+    arch = config["student"]["arch"]
+    meta = TeacherMeta(arch=arch, dataset=spec.name, num_classes=spec.num_classes, input_shape=spec.image_shape,
+                       mean=mean, std=std, source=f"student of {path} at round {step}")
+    return Teacher(build_model(arch, spec.num_classes), variables, meta)
+
+
+def _teacher_dir(config: dict[str, Any]) -> str:
+    from dfkd_jax.config import default_cache_dir
+    if config["teacher"]["checkpoint"]:
+        return os.path.abspath(os.path.expanduser(config["teacher"]["checkpoint"]))
+    name = f"{config['data']['dataset']}_{config['teacher']['arch']}"
+    if config["teacher"].get("label_noise"):
+        name += f"_noise{config['teacher']['label_noise']:g}"
+    return os.path.join(default_cache_dir(), "teachers", name)
+
+
+def evaluate(model: Teacher, dataset: str | None = None, against: Teacher | None = None, *,
+             batch_size: int = 1000, data_dir: str | None = None, source_dir: str | None = None) -> dict:
+    """Accuracy of ``model`` (and of ``against``, with Agree@1 and loyalty) on the test split."""
+    dataset = dataset or model.meta.dataset
+    spec = data.get_spec(dataset)
+    images, labels = data.load_split(dataset, "test", data_dir=data_dir, source_dir=source_dir)
+    mesh = sharding.make_mesh()
+    batch_size = max(mesh.devices.size, batch_size - batch_size % mesh.devices.size)
+
+    def inputs(m: Teacher):
+        norm = spec.__class__(**{**spec.__dict__, "mean": m.meta.mean, "std": m.meta.std})
+        return preprocess(images, norm)
+
+    def logits_fn(m: Teacher):
+        return jax.jit(lambda v, x: m.model.apply(v, x, train=False)[0])
+
+    models = [model] + ([against] if against is not None else [])
+    xs = [inputs(m) for m in models]
+    fns = [logits_fn(m) for m in models]
+    variables = [sharding.replicate_tree(m.variables, mesh) for m in models]
+    totals: dict[str, float] = {}
+    y_all = labels.astype(np.int32)
+    for i, (x0, y, mask) in enumerate(eval_batches(xs[0], y_all, batch_size, sharding=sharding.batch_sharding(mesh))):
+        outs = [fns[0](variables[0], x0)]
+        if against is not None:
+            x1 = jax.device_put(np.asarray(_batch(xs[1], i, batch_size)), sharding.batch_sharding(mesh))
+            outs.append(fns[1](variables[1], x1))
+        part = {"correct": metrics.correct(outs[0], y, mask), "count": jnp.sum(mask)}
+        if against is not None:
+            part.update(reference_correct=metrics.correct(outs[1], y, mask),
+                        agree=metrics.agreement(outs[0], outs[1], mask),
+                        loyalty=metrics.loyalty(outs[0], outs[1], mask))
+        for k, v in part.items():
+            totals[k] = totals.get(k, 0.0) + float(v)
+    n = totals.pop("count")
+    result = {"dataset": dataset, "examples": int(n), "arch": model.meta.arch, "accuracy": totals["correct"] / n}
+    if against is not None:
+        result.update(reference_arch=against.meta.arch, reference_accuracy=totals["reference_correct"] / n,
+                      agree=totals["agree"] / n, loyalty=totals["loyalty"] / n)
+    return result
+
+
+def _batch(x: np.ndarray, i: int, batch_size: int) -> np.ndarray:
+    chunk = x[i * batch_size:(i + 1) * batch_size]
+    if len(chunk) < batch_size:
+        chunk = np.concatenate([chunk, np.zeros((batch_size - len(chunk), *x.shape[1:]), x.dtype)])
+    return chunk
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint", help="teacher folder or run workdir")
+    p.add_argument("--against", help="a second checkpoint (e.g. the teacher): Agree@1 and loyalty")
+    p.add_argument("--dataset", help="dataset name (default: the checkpoint's)")
+    p.add_argument("--batch_size", type=int, default=1000)
+    p.add_argument("--data_dir", default=None)
+    p.add_argument("--source_dir", default=None)
+    p.add_argument("--json", help="also write the result to this file")
+    args = p.parse_args(argv)
+    try:
+        model = load_classifier(args.checkpoint)
+        against = load_classifier(args.against) if args.against else None
+        result = evaluate(model, args.dataset, against, batch_size=args.batch_size, data_dir=args.data_dir,
+                          source_dir=args.source_dir)
+    except (FileNotFoundError, ValueError) as e:
+        sys.exit(f"error: {e}")
+    print(f"{result['arch']} on {result['dataset']} test ({result['examples']} images): "
+          f"accuracy {100 * result['accuracy']:.2f}%")
+    if against is not None:
+        print(f"{result['reference_arch']} (reference): accuracy {100 * result['reference_accuracy']:.2f}%; "
+              f"Agree@1 {100 * result['agree']:.2f}%; probability loyalty {result['loyalty']:.4f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""On-device pool of synthetic samples: a FIFO ring buffer that lives in the state.
+
+Generator updates push their (stop-gradient) images and the teacher's logits on them;
+student updates draw uniformly from what the pool holds. The pool is part of
+``DistillState``, so it is donated with it, checkpointed with it, and never leaves the
+device (reference inversion code round-trips every batch through PNG files instead).
+It is replicated over the mesh: a draw gathers from the full pool on every device and
+the drawn batch is then sharded like any other, which keeps 1-device and N-device runs
+identical.
+"""
+
+from __future__ import annotations
+
+import flax
+import jax
+import jax.numpy as jnp
+
+
+@flax.struct.dataclass
+class Pool:
+    x: jax.Array  # (P, H, W, C) images in the networks' input space
+    t_logits: jax.Array  # (P, K) teacher logits on them
+    ptr: jax.Array  # next slot to write
+    count: jax.Array  # filled slots (<= P)
+
+    @property
+    def size(self) -> int:
+        return self.x.shape[0]
+
+
+def init_pool(size: int, image_shape, num_classes: int) -> Pool:
+    return Pool(x=jnp.zeros((size, *image_shape), jnp.float32), t_logits=jnp.zeros((size, num_classes), jnp.float32),
+                ptr=jnp.zeros((), jnp.int32), count=jnp.zeros((), jnp.int32))
+
+
+def push(pool: Pool, x: jax.Array, t_logits: jax.Array) -> Pool:
+    """Write a batch at the head, overwriting the oldest samples once the pool is full."""
+    b = x.shape[0]
+    idx = (pool.ptr + jnp.arange(b, dtype=jnp.int32)) % pool.size
+    return Pool(x=pool.x.at[idx].set(x.astype(pool.x.dtype)),
+                t_logits=pool.t_logits.at[idx].set(t_logits.astype(jnp.float32)),
+                ptr=(pool.ptr + b) % pool.size, count=jnp.minimum(pool.count + b, pool.size))
+
+
+def sample(pool: Pool, key: jax.Array, batch_size: int) -> tuple[jax.Array, jax.Array]:
+    """``batch_size`` samples drawn uniformly (with replacement) from the filled part."""
+    idx = jax.random.randint(key, (batch_size,), 0, jnp.maximum(pool.count, 1))
+    return pool.x[idx], pool.t_logits[idx]

@@ -1,0 +1,151 @@
+"""The command line end to end, on a tiny Fashion-MNIST written in the real IDX format.
+
+Every run is a real process: ``python -m dfkd_jax.main``. They share one persistent
+XLA compilation cache, so only the first one pays for compiling the round.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from tests.data_fixtures import write_fake_idx_dataset
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROUNDS = 8
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    base = tmp_path_factory.mktemp("cli")
+    write_fake_idx_dataset(base / "idx", n_train=256, n_test=48)
+    e = dict(os.environ)
+    e.update({
+        "DFKD_JAX_DATA_DIR": str(base / "tfds"), "DFKD_JAX_CACHE": str(base / "cache"),
+        "DFKD_JAX_NO_DOWNLOAD": "1", "JAX_PLATFORMS": "cpu",
+        "JAX_COMPILATION_CACHE_DIR": str(base / "xla_cache"),
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+        "PYTHONPATH": ROOT,
+    })
+    e.pop("DFKD_JAX_KILL_AT_ROUND", None)
+    e.pop("DFKD_JAX_SOURCE_DIR", None)
+    return {"base": base, "env": e}
+
+
+def args_for(env, workdir, *extra):
+    return [sys.executable, "-m", "dfkd_jax.main", "--config", os.path.join(ROOT, "configs/fashion_mnist/dfad.py"),
+            "--workdir", str(workdir),
+            f"--config.data.source_dir={env['base'] / 'idx'}",
+            f"--config.teacher.checkpoint={env['base'] / 'teacher'}",
+            "--config.teacher.epochs=1", "--config.teacher.batch_size=64",
+            "--config.generator.ngf=4", "--config.generator.nz=8",
+            "--config.train.batch_size=16", f"--config.train.rounds={ROUNDS}",
+            "--config.train.eval_every=4", "--config.train.log_every=2", "--config.train.checkpoint_every=4",
+            "--config.train.sample_every=4", "--config.data.eval_batch_size=32", *extra]
+
+
+def run(env, workdir, *extra, extra_env=None, check=True):
+    e = dict(env["env"], **(extra_env or {}))
+    proc = subprocess.run(args_for(env, workdir, *extra), env=e, capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def final_state(workdir, step=ROUNDS):
+    with ocp.StandardCheckpointer() as ckptr:
+        return ckptr.restore(os.path.join(workdir, "checkpoints", str(step), "state"))
+
+
+@pytest.fixture(scope="module")
+def straight(env):
+    workdir = env["base"] / "straight"
+    proc = run(env, workdir)
+    return workdir, proc
+
+
+def test_cli_end_to_end(straight, env):
+    workdir, proc = straight
+    assert "student" in proc.stdout and "teacher" in proc.stdout and "best" in proc.stdout  # the summary
+    results = json.loads((workdir / "results.json").read_text())
+    assert results["rounds"] == ROUNDS and results["method"] == "dfad"
+    for key in ("best", "last", "mean"):
+        assert 0.0 <= results["student"][key] <= 1.0
+    assert 0.0 <= results["teacher"]["accuracy"] <= 1.0
+    assert [h["round"] for h in results["history"]] == [4, 8]
+    lines = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert {x["kind"] for x in lines} == {"train", "eval"}
+    assert all(np.isfinite(x["student/l1"]) for x in lines if x["kind"] == "train")
+    assert (workdir / "samples" / "round_000008.png").exists()
+    assert json.loads((workdir / "config.json").read_text())["method"] == "dfad"
+    assert (env["base"] / "teacher" / "teacher.json").exists()  # trained and cached on first use
+
+
+def test_killed_run_resumes_to_the_same_parameters(straight, env):
+    """2N rounds straight == N rounds, SIGKILL right after the checkpoint, rerun to 2N."""
+    workdir = env["base"] / "killed"
+    proc = run(env, workdir, extra_env={"DFKD_JAX_KILL_AT_ROUND": str(ROUNDS // 2)}, check=False)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    assert not (workdir / "results.json").exists()
+    proc = run(env, workdir)
+    assert f"Resuming from the checkpoint of round {ROUNDS // 2}" in proc.stdout
+    a, b = final_state(straight[0]), final_state(workdir)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
+    ra = json.loads((straight[0] / "results.json").read_text())
+    rb = json.loads((workdir / "results.json").read_text())
+    assert [h["accuracy"] for h in ra["history"]] == [h["accuracy"] for h in rb["history"]]
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(straight, env):
+    workdir = env["base"] / "nan"
+    # the student's learning rate jumps to 1e28 after half the run: its loss must blow up
+    proc = run(env, workdir, "--config.student.schedule=step", "--config.student.milestones=(0.5,)",
+               "--config.student.decay=1e30", "--config.train.checkpoint_every=2", check=False)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "Non-finite loss" in proc.stderr and "student/" in proc.stderr
+    steps = sorted(int(p) for p in os.listdir(workdir / "checkpoints") if p.isdigit())
+    assert steps and steps[-1] <= ROUNDS // 2
+    assert f"last good checkpoint is round {steps[-1]}" in proc.stderr
+    state = final_state(workdir, steps[-1])
+    assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(state))
+
+
+def test_unknown_config_key_lists_valid_keys(env, tmp_path):
+    proc = run(env, tmp_path / "w", "--config.train.roundz=3", check=False)
+    assert proc.returncode != 0
+    assert "train.roundz" in proc.stderr and "train.rounds" in proc.stderr
+
+
+def test_unknown_method_lists_methods(env, tmp_path):
+    proc = run(env, tmp_path / "w", "--config.method=nope", check=False)
+    assert proc.returncode == 1
+    assert "Unknown method 'nope'" in proc.stderr and "dafl" in proc.stderr and "dfad" in proc.stderr
+
+
+def test_missing_dataset_names_the_fix(env, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    e = dict(env, env=dict(env["env"], DFKD_JAX_DATA_DIR=str(tmp_path / "tfds")))
+    proc = run(e, tmp_path / "w", f"--config.data.source_dir={empty}", check=False)
+    assert proc.returncode == 1
+    assert "apt-get install dataset-fashion-mnist" in proc.stderr and "source_dir" in proc.stderr
+
+
+def test_teacher_that_does_not_fit_lists_keys(straight, env, tmp_path):
+    """A teacher folder whose variables are not those of its architecture."""
+    from dfkd_jax.models import build_model
+    from dfkd_jax.teacher import TeacherMeta, save_teacher
+    model = build_model("lenet5_half", 10)
+    variables = model.init(jax.random.PRNGKey(0), np.zeros((1, 32, 32, 1), np.float32))
+    meta = TeacherMeta("lenet5", "fashion_mnist", 10, (32, 32, 1), (0.286,), (0.353,))
+    save_teacher(str(tmp_path / "bad_teacher"), variables, meta)
+    proc = run(env, tmp_path / "w", f"--config.teacher.checkpoint={tmp_path / 'bad_teacher'}", check=False)
+    assert proc.returncode == 1
+    assert "mis-shaped" in proc.stderr and "params/conv1/kernel" in proc.stderr
+    assert "would fit: lenet5_half" in proc.stderr
