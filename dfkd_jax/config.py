@@ -36,7 +36,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.teacher.train_if_missing = True  # train it on the real data when the folder does not exist
     c.teacher.epochs = 10
     c.teacher.batch_size = 128
-    c.teacher.lr = 1e-3
+    c.teacher.lr = 2e-3  # Adam, cosine decay
     c.teacher.label_noise = 0.0
 
     c.generator = ml_collections.ConfigDict()

@@ -50,8 +50,9 @@ def train_teacher(arch: str, dataset: str, *, epochs: int = 10, batch_size: int 
                   optimizer: str = "adam", weight_decay: float = 0.0, augment_data: bool = False,
                   label_noise: float = 0.0, seed: int = 0, data_dir: str | None = None,
                   source_dir: str | None = None, mesh=None, show_progress: bool = True,
-                  log: Callable[[str], None] = print) -> tuple[dict[str, Any], TeacherMeta]:
+                  log: Callable[[str], None] | None = None) -> tuple[dict[str, Any], TeacherMeta]:
     """Train ``arch`` on ``dataset``'s training split; return its variables and metadata (with test accuracy)."""
+    log = log or (lambda msg: print(msg, flush=True))
     spec = data.get_spec(dataset)
     mesh = sharding.make_mesh() if mesh is None else mesh
     sharding.check_batch_size(batch_size, mesh, "teacher.batch_size")

@@ -149,3 +149,21 @@ def test_teacher_that_does_not_fit_lists_keys(straight, env, tmp_path):
     assert proc.returncode == 1
     assert "mis-shaped" in proc.stderr and "params/conv1/kernel" in proc.stderr
     assert "would fit: lenet5_half" in proc.stderr
+
+
+def test_evaluate_command_reports_accuracy_agreement_and_loyalty(straight, env, tmp_path):
+    workdir, _ = straight
+    out = tmp_path / "eval.json"
+    cmd = [sys.executable, "-m", "dfkd_jax.evaluate", str(workdir), "--against", str(env["base"] / "teacher"),
+           "--source_dir", str(env["base"] / "idx"), "--batch_size", "32", "--json", str(out)]
+    proc = subprocess.run(cmd, env=env["env"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    final = json.loads((workdir / "results.json").read_text())
+    assert result["examples"] == 48 and result["arch"] == "lenet5_half" and result["reference_arch"] == "lenet5"
+    # the same numbers the run itself reported for its last checkpoint
+    assert result["accuracy"] == pytest.approx(final["student"]["last"], abs=1e-6)
+    assert result["reference_accuracy"] == pytest.approx(final["teacher"]["accuracy"], abs=1e-6)
+    assert result["agree"] == pytest.approx(final["agree"], abs=1e-6)
+    assert result["loyalty"] == pytest.approx(final["loyalty"], abs=1e-5)
+    assert "Agree@1" in proc.stdout

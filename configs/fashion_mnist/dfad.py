@@ -1,4 +1,15 @@
-"""DFAD on Fashion-MNIST: LeNet-5 teacher -> LeNet-5-half (DAFL variant)."""
+"""DFAD on Fashion-MNIST, LeNet-5 -> LeNet-5-half (DAFL variant), tuned for 2 CPU cores.
+
+The objectives are DFAD's (generator -L1(s, t), student L1(s, t)) with its MNIST
+settings (student SGD lr 0.01, momentum 0.9, wd 1e-4, x0.1 at 20% and 40%; generator
+Adam lr 1e-3). Changed, and why (docs/fashion_mnist.md has the runs):
+- a small generator (ngf 8): the generator's convolutions dominate a round on XLA:CPU;
+- the student learns from the on-device pool of the last 8,192 synthetic samples, 10
+  updates per generator update instead of 5 on fresh batches (fresh batches: 33% after
+  100 rounds; pool: 54%). It still plateaus near 54%: the adversarial generator keeps
+  chasing the student's weak spots rather than covering the classes. DAFL is the
+  default for this reason (configs/fashion_mnist/default.py).
+"""
 
 from dfkd_jax.config import base_config
 from dfkd_jax.methods import dfad
@@ -10,9 +21,16 @@ def get_config():
     c.teacher.arch = "lenet5"
     c.student.arch = "lenet5_half"
     c.generator.nz = 100
-    c.generator.ngf = 32
+    c.generator.ngf = 8
     c.student.lr = 0.01
     c.student.weight_decay = 1e-4
-    c.train.batch_size = 128
-    c.train.rounds = 400
+    c.student.batch = "pool"
+    c.student.pool_size = 8192
+    c.student.steps = 10
+    c.train.batch_size = 256
+    c.train.rounds = 700
+    c.train.eval_every = 50
+    c.train.log_every = 25
+    c.train.checkpoint_every = 100
+    c.train.sample_every = 100
     return c

@@ -70,9 +70,10 @@ def _check_batch_size(batch_size: int, sharding) -> None:
 
 
 def _put(arrays: tuple[np.ndarray, ...], sharding) -> tuple:
+    """Host arrays (the same on every process) -> global arrays; each device takes its slice."""
     if sharding is None:
         return arrays
-    return tuple(jax.device_put(a, sharding) for a in arrays)
+    return tuple(jax.make_array_from_callback(a.shape, sharding, lambda idx, a=a: a[idx]) for a in arrays)
 
 
 def eval_batches(
