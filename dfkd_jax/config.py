@@ -94,16 +94,16 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
-def _all_keys(cfg, prefix=""):
+def all_keys(cfg, prefix=""):
     for k, v in cfg.items():
         name = f"{prefix}{k}"
         yield name
         if isinstance(v, ml_collections.ConfigDict) and k != "terms":
-            yield from _all_keys(v, name + ".")
+            yield from all_keys(v, name + ".")
 
 
 def unknown_key_message(key: str, cfg: ml_collections.ConfigDict) -> str:
-    keys = list(_all_keys(cfg))
+    keys = list(all_keys(cfg))
     close = difflib.get_close_matches(key, keys, n=5)
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
     return f"Unknown config key {key!r}.{hint} Valid keys: {', '.join(keys)}."

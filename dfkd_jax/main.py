@@ -36,11 +36,13 @@ def _parse_flags(argv):
         return flags.FLAGS(argv)
     except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
         msg = str(e).strip("'\"")
-        overrides = [a[len("--config."):].split("=", 1)[0] for a in argv[1:] if a.startswith("--config.")]
-        bad = [k for k in overrides if k.split(".")[-1] in msg]
-        if bad and isinstance(e, (AttributeError, KeyError)):
-            from dfkd_jax.config import base_config, unknown_key_message
-            msg = unknown_key_message(bad[0], base_config())
+        if isinstance(e, (AttributeError, KeyError)):
+            from dfkd_jax.config import all_keys, base_config, unknown_key_message
+            valid = set(all_keys(base_config()))
+            overrides = [a[len("--config."):].split("=", 1)[0] for a in argv[1:] if a.startswith("--config.")]
+            bad = [k for k in overrides if k not in valid and ".terms." not in k]
+            if bad:
+                msg = unknown_key_message(bad[0], base_config())
         print(f"error: {msg}", file=sys.stderr)
         sys.exit(2)
 

@@ -1,7 +1,7 @@
 """DAFL on Fashion-MNIST, LeNet-5 -> LeNet-5-half (DAFL variant), tuned for 2 CPU cores.
 
-The generator objective is DAFL's (one_hot 1, activation 0.1, balance 5 in log10,
-Adam lr 0.2). What this config changes, and why (docs/fashion_mnist.md has the runs):
+The generator objective is DAFL's (one_hot 1, activation 0.1, balance 5 in log10).
+What this config changes, and why (docs/fashion_mnist.md has the runs):
 - a small generator (ngf 8): on XLA:CPU the generator's convolutions are nearly the
   whole cost of a round (ngf 32: 3.6 s, ngf 16: 1.1 s, ngf 8: 0.46 s at batch 256);
 - the student learns from the on-device pool of the last 16,384 synthetic samples,
@@ -11,7 +11,10 @@ Adam lr 0.2). What this config changes, and why (docs/fashion_mnist.md has the r
 - KD at tau 4 instead of 1: the one-hot term makes the teacher confident on its
   samples, and tau 1 leaves the student little beyond the argmax (48% vs 64% after
   50 rounds);
-- cosine decay of the student's learning rate.
+- cosine decay of the student's learning rate;
+- generator Adam lr 1e-3 instead of DAFL's 0.2: at 0.2 the Tanh output saturates and the
+  samples become flat images with a few dark blobs; at 1e-3 they are smooth textures
+  (56.4% -> 60.7% at round 150; lr 1e-2 was unstable).
 """
 
 from dfkd_jax.config import base_config
@@ -25,6 +28,7 @@ def get_config():
     c.student.arch = "lenet5_half"
     c.generator.nz = 100
     c.generator.ngf = 8
+    c.generator.lr = 1e-3
     c.student.batch = "pool"
     c.student.pool_size = 16384
     c.student.steps = 20

@@ -28,7 +28,7 @@ def get_config():
     c.student.pool_size = 8192
     c.student.steps = 10
     c.train.batch_size = 256
-    c.train.rounds = 700
+    c.train.rounds = 600
     c.train.eval_every = 50
     c.train.log_every = 25
     c.train.checkpoint_every = 100

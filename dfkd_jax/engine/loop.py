@@ -144,39 +144,41 @@ def train_and_evaluate(config, workdir: str, log: Callable[[str], None] | None =
     t_start = time.time()
     bar = progress(range(start, rounds), initial=start, total=rounds, desc=f"{config.method} rounds",
                    enabled=bool(tcfg.progress and is_main))
-    for r in bar:
-        t0 = time.time()
-        state, m = distiller.round(state)
-        done = r + 1
-        pending.append((done, m))
-        if r == start:
-            jax.block_until_ready(m)
-            compile_s = time.time() - t0
-        if done % tcfg.log_every == 0 or done == rounds:
-            flush()
-        if done % tcfg.eval_every == 0 or done == rounds:
-            ev = distiller.evaluate(state, test_x, test_y)
-            ev["wall_time_s"] = round(elapsed + time.time() - t_start, 2)
-            history.append({"round": done, **ev})
-            writer.write({"round": done, "kind": "eval", **ev})
-            bar.set_postfix(acc=f"{100 * ev['accuracy']:.2f}%",
-                            best=f"{100 * max(h['accuracy'] for h in history):.2f}%")
-        if is_main and (done % tcfg.sample_every == 0 or done == rounds):
-            outputs.save_grid(os.path.join(workdir, "samples", f"round_{done:06d}.png"),
-                              distiller.sample(state, 64), teacher.meta.mean, teacher.meta.std)
-        if done % tcfg.checkpoint_every == 0 or done == rounds:
-            flush()
-            ckpts.save(done, state, {"history": history, "elapsed": elapsed + time.time() - t_start})
-            last_good = done
-            if done == kill_at:
-                ckpts.wait()
-                os.kill(os.getpid(), signal.SIGKILL)
-        if r > start:
-            steady_rounds += 1
-            steady_time += time.time() - t0
-    bar.close()
-    flush()
-    ckpts.close()
+    try:
+        for r in bar:
+            t0 = time.time()
+            state, m = distiller.round(state)
+            done = r + 1
+            pending.append((done, m))
+            if r == start:
+                jax.block_until_ready(m)
+                compile_s = time.time() - t0
+            if done % tcfg.log_every == 0 or done == rounds:
+                flush()
+            if done % tcfg.eval_every == 0 or done == rounds:
+                ev = distiller.evaluate(state, test_x, test_y)
+                ev["wall_time_s"] = round(elapsed + time.time() - t_start, 2)
+                history.append({"round": done, **ev})
+                writer.write({"round": done, "kind": "eval", **ev})
+                bar.set_postfix(acc=f"{100 * ev['accuracy']:.2f}%",
+                                best=f"{100 * max(h['accuracy'] for h in history):.2f}%")
+            if is_main and (done % tcfg.sample_every == 0 or done == rounds):
+                outputs.save_grid(os.path.join(workdir, "samples", f"round_{done:06d}.png"),
+                                  distiller.sample(state, 64), teacher.meta.mean, teacher.meta.std)
+            if done % tcfg.checkpoint_every == 0 or done == rounds:
+                flush()
+                ckpts.save(done, state, {"history": history, "elapsed": elapsed + time.time() - t_start})
+                last_good = done
+                if done == kill_at:
+                    ckpts.wait()
+                    os.kill(os.getpid(), signal.SIGKILL)
+            if r > start:
+                steady_rounds += 1
+                steady_time += time.time() - t0
+        bar.close()
+        flush()
+    finally:
+        ckpts.close()  # finish in-flight saves, also when a NaN or an error stops the run
     wall = elapsed + time.time() - t_start
 
     if not history:  # resumed a finished run
