@@ -38,7 +38,8 @@ def test_converted_wrn_teacher_runs_dfad_rounds(tmp_path):
         state, metrics = d.round(state)
     metrics = jax.device_get(metrics)
     assert np.isfinite(metrics["student/l1"]) and metrics["student/l1"] > 0
-    assert metrics["generator/adv_l1"] == pytest.approx(metrics["generator/loss"]) < 0  # -L1
+    assert metrics["generator/adv_l1"] == pytest.approx(metrics["generator/loss"])
+    assert metrics["generator/adv_l1"] < 0  # the generator minimises -L1
     after = jax.device_get(state.student.params)
     assert not np.allclose(before["fc"]["kernel"], after["fc"]["kernel"])
     # the teacher is untouched and still agrees with PyTorch on the synthetic images
