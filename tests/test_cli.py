@@ -167,3 +167,11 @@ def test_evaluate_command_reports_accuracy_agreement_and_loyalty(straight, env, 
     assert result["agree"] == pytest.approx(final["agree"], abs=1e-6)
     assert result["loyalty"] == pytest.approx(final["loyalty"], abs=1e-5)
     assert "Agree@1" in proc.stdout
+
+
+def test_rerunning_a_finished_run_prints_its_results(straight, env):
+    workdir, _ = straight
+    before = (workdir / "results.json").read_text()
+    proc = run(env, workdir)
+    assert f"is complete ({ROUNDS} rounds)" in proc.stdout and "best" in proc.stdout
+    assert (workdir / "results.json").read_text() == before

@@ -113,6 +113,14 @@ def train_and_evaluate(config, workdir: str, log: Callable[[str], None] | None =
     distiller = Distiller.from_config(config, teacher)
     ckpts = Checkpoints(os.path.join(workdir, "checkpoints"), config.train.keep_checkpoints)
     start = ckpts.latest()
+    results_file = os.path.join(workdir, "results.json")
+    if start is not None and start >= int(config.train.rounds) and os.path.isfile(results_file):
+        ckpts.close()
+        with open(results_file) as f:
+            results = json.load(f)
+        log(f"The run in {workdir} is complete ({start} rounds); its results:")
+        log(outputs.summary_text(results))
+        return results
     if start is not None:
         state, record = ckpts.restore(start, distiller.abstract_state())
         history, elapsed = record["history"], record["elapsed"]
@@ -199,7 +207,7 @@ def train_and_evaluate(config, workdir: str, log: Callable[[str], None] | None =
         "history": history, "workdir": workdir,
     }
     if is_main:
-        with open(os.path.join(workdir, "results.json"), "w") as f:
+        with open(results_file, "w") as f:
             json.dump(results, f, indent=2)
         log(outputs.summary_text(results))
     return results
