@@ -13,13 +13,13 @@ AdaDFKD), with CKPT as the student and CKPT2 as the reference.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
-from typing import Any
-
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 from dfkd_jax import data, metrics
@@ -49,7 +49,8 @@ def load_classifier(path: str) -> Teacher:
     with ocp.StandardCheckpointer() as ckptr:
         state = ckptr.restore(os.path.join(ckpts.directory, str(step), "state"))
     ckpts.close()
-    teacher_meta_file = os.path.join(_teacher_dir(config), "teacher.json")
+    from dfkd_jax.engine.loop import teacher_path
+    teacher_meta_file = os.path.join(teacher_path(ml_collections.ConfigDict(config)), "teacher.json")
     spec = data.get_spec(config["data"]["dataset"])
     mean, std = spec.mean, spec.std
     if os.path.isfile(teacher_meta_file):  # the student sees what its teacher saw
@@ -66,16 +67,6 @@ def load_classifier(path: str) -> Teacher:
     return Teacher(build_model(arch, spec.num_classes), variables, meta)
 
 
-def _teacher_dir(config: dict[str, Any]) -> str:
-    from dfkd_jax.config import default_cache_dir
-    if config["teacher"]["checkpoint"]:
-        return os.path.abspath(os.path.expanduser(config["teacher"]["checkpoint"]))
-    name = f"{config['data']['dataset']}_{config['teacher']['arch']}"
-    if config["teacher"].get("label_noise"):
-        name += f"_noise{config['teacher']['label_noise']:g}"
-    return os.path.join(default_cache_dir(), "teachers", name)
-
-
 def evaluate(model: Teacher, dataset: str | None = None, against: Teacher | None = None, *,
              batch_size: int = 1000, data_dir: str | None = None, source_dir: str | None = None) -> dict:
     """Accuracy of ``model`` (and of ``against``, with Agree@1 and loyalty) on the test split."""
@@ -86,43 +77,31 @@ def evaluate(model: Teacher, dataset: str | None = None, against: Teacher | None
     batch_size = max(mesh.devices.size, batch_size - batch_size % mesh.devices.size)
 
     def inputs(m: Teacher):
-        norm = spec.__class__(**{**spec.__dict__, "mean": m.meta.mean, "std": m.meta.std})
-        return preprocess(images, norm)
-
-    def logits_fn(m: Teacher):
-        return jax.jit(lambda v, x: m.model.apply(v, x, train=False)[0])
+        return preprocess(images, dataclasses.replace(spec, mean=m.meta.mean, std=m.meta.std))
 
     models = [model] + ([against] if against is not None else [])
-    xs = [inputs(m) for m in models]
-    fns = [logits_fn(m) for m in models]
+    fns = [jax.jit(lambda v, x, m=m: m.model.apply(v, x, train=False)[0]) for m in models]
     variables = [sharding.replicate_tree(m.variables, mesh) for m in models]
-    totals: dict[str, float] = {}
     y_all = labels.astype(np.int32)
-    for i, (x0, y, mask) in enumerate(eval_batches(xs[0], y_all, batch_size, sharding=sharding.batch_sharding(mesh))):
-        outs = [fns[0](variables[0], x0)]
-        if against is not None:
-            x1 = jax.device_put(np.asarray(_batch(xs[1], i, batch_size)), sharding.batch_sharding(mesh))
-            outs.append(fns[1](variables[1], x1))
+    # one batch stream per model (each sees its own normalisation); the same rows in the same order
+    streams = [eval_batches(inputs(m), y_all, batch_size, sharding=sharding.batch_sharding(mesh)) for m in models]
+    totals = None
+    for batches in zip(*streams):
+        _, y, mask = batches[0]
+        outs = [fn(v, x) for fn, v, (x, _, _) in zip(fns, variables, batches)]
         part = {"correct": metrics.correct(outs[0], y, mask), "count": jnp.sum(mask)}
         if against is not None:
             part.update(reference_correct=metrics.correct(outs[1], y, mask),
                         agree=metrics.agreement(outs[0], outs[1], mask),
                         loyalty=metrics.loyalty(outs[0], outs[1], mask))
-        for k, v in part.items():
-            totals[k] = totals.get(k, 0.0) + float(v)
+        totals = part if totals is None else jax.tree.map(jnp.add, totals, part)
+    totals = {k: float(v) for k, v in jax.device_get(totals).items()}
     n = totals.pop("count")
     result = {"dataset": dataset, "examples": int(n), "arch": model.meta.arch, "accuracy": totals["correct"] / n}
     if against is not None:
         result.update(reference_arch=against.meta.arch, reference_accuracy=totals["reference_correct"] / n,
                       agree=totals["agree"] / n, loyalty=totals["loyalty"] / n)
     return result
-
-
-def _batch(x: np.ndarray, i: int, batch_size: int) -> np.ndarray:
-    chunk = x[i * batch_size:(i + 1) * batch_size]
-    if len(chunk) < batch_size:
-        chunk = np.concatenate([chunk, np.zeros((batch_size - len(chunk), *x.shape[1:]), x.dtype)])
-    return chunk
 
 
 def main(argv=None):

@@ -9,6 +9,7 @@ evaluation history are all in it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -105,7 +106,7 @@ def train_and_evaluate(config, workdir: str, log: Callable[[str], None] | None =
         raise ValueError(f"The teacher takes {teacher.meta.input_shape} inputs with {teacher.meta.num_classes} "
                          f"classes; dataset {config.data.dataset!r} has {spec.image_shape} and "
                          f"{spec.num_classes}. Choose the dataset the teacher was trained for.")
-    norm_spec = spec.__class__(**{**spec.__dict__, "mean": teacher.meta.mean, "std": teacher.meta.std})
+    norm_spec = dataclasses.replace(spec, mean=teacher.meta.mean, std=teacher.meta.std)
     test_x, test_y = data.load_split(config.data.dataset, "test", data_dir=config.data.data_dir or None,
                                      source_dir=config.data.source_dir or None)
     test_x, test_y = preprocess(test_x, norm_spec), test_y.astype(np.int32)

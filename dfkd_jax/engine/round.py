@@ -102,9 +102,9 @@ def make_round(spec: RoundSpec, generator, student, teacher, tx_g, tx_s,
             total, parts = objectives.combine(g_weights, objectives.GENERATOR_TERMS, view, spec.hparams)
             return total, (parts, g_stats, x, t_logits, t_feature)
 
-        grads, (parts, g_stats, x, t_logits, t_feature) = jax.grad(loss_fn, has_aux=True)(g.params)
+        (total, (parts, g_stats, x, t_logits, t_feature)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            g.params)
         g = _apply_update(g, tx_g, grads, g_stats)
-        total = sum(float(g_weights[n]) * v for n, v in parts.items())
         metrics = {"generator/loss": total, **{f"generator/{n}": v for n, v in parts.items()}}
         batch = (jax.lax.stop_gradient(x), jax.lax.stop_gradient(t_logits), jax.lax.stop_gradient(t_feature))
         return g, metrics, batch
