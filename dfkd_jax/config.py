@@ -55,6 +55,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.generator.grad_clip = 0.0  # 0 = off
     c.generator.steps = 1  # k: generator updates per round
     c.generator.terms = ml_collections.ConfigDict()  # term name -> weight (dfkd_jax.objectives)
+    # term name -> (begin, end) fractions of the run: the weight ramps linearly from 0 to its value
+    c.generator.ramps = ml_collections.ConfigDict()
 
     c.student = ml_collections.ConfigDict()
     c.student.arch = "lenet5_half"
@@ -74,10 +76,23 @@ def base_config() -> ml_collections.ConfigDict:
     c.student.batch = "fresh"
     c.student.pool_size = 4096
     c.student.terms = ml_collections.ConfigDict()
+    c.student.ramps = ml_collections.ConfigDict()
     c.student.tau = 1.0  # temperature of the kd term
+    # CuDFKD's self-paced weight v per sample (lambda from hparams.spl_lambda0, growing by hparams.spl_growth)
+    c.student.self_paced = False
 
     c.hparams = ml_collections.ConfigDict()
     c.hparams.balance_log_base = 0.0  # 0 = natural log; DAFL uses 10
+    c.hparams.balance_tau = 1.0  # temperature of the teacher's softmax in the balance term
+    c.hparams.adv_tau = 3.0  # temperature of the adv_kd, adv_kd_masked and adv_js terms
+    c.hparams.spl_lambda0 = 2.0  # self-paced lambda at the start
+    c.hparams.spl_growth = 10.0  # lambda's growth over the run (the papers' alpha x student iterations)
+    c.hparams.r2m_queue_size = 8192  # AdaDFKD N_neg
+    c.hparams.r2m_temperature = 0.07
+    c.hparams.r2m_window = 0.9  # k
+    c.hparams.r2m_begin = 0.25  # b
+    c.hparams.r2m_end = 0.75  # f
+    c.hparams.relation_temperature = 0.07
 
     c.train = ml_collections.ConfigDict()
     c.train.rounds = 200
@@ -98,7 +113,7 @@ def all_keys(cfg, prefix=""):
     for k, v in cfg.items():
         name = f"{prefix}{k}"
         yield name
-        if isinstance(v, ml_collections.ConfigDict) and k != "terms":
+        if isinstance(v, ml_collections.ConfigDict) and k not in ("terms", "ramps"):
             yield from all_keys(v, name + ".")
 
 
@@ -121,6 +136,12 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
             if name not in registry:
                 raise ValueError(f"Unknown {role} term {name!r} in config.{role}.terms. "
                                  f"Valid {role} terms: {', '.join(sorted(registry))}.")
+        for name in cfg[role].ramps:
+            if name not in cfg[role].terms:
+                raise ValueError(f"config.{role}.ramps names {name!r}, which is not in config.{role}.terms.")
+            begin, end = cfg[role].ramps[name]
+            if not 0.0 <= begin <= end <= 1.0:
+                raise ValueError(f"config.{role}.ramps.{name} must be (begin, end) with 0 <= begin <= end <= 1.")
         if cfg[role].schedule not in ("constant", "cosine", "step"):
             raise ValueError(f"config.{role}.schedule must be constant, cosine or step, not {cfg[role].schedule!r}.")
         if cfg[role].optimizer not in ("sgd", "adam"):

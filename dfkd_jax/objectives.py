@@ -5,11 +5,18 @@ A method's config is a weight per term name, e.g. DFAD is
 ``generator.terms = {'one_hot': 1, 'activation': 0.1, 'balance': 5}``,
 ``student.terms = {'kd': 1}``. Each entry adapts one pure function of
 ``dfkd_jax.terms`` to the arrays a step has at hand (a ``View``), so the step
-itself is the same for every method.
+itself is the same for every method. A term declares what it ``needs`` beyond
+the teacher's logits and features (the student's outputs, block-group outputs,
+the teacher's BatchNorm input statistics, the projected student keys and the
+R2M queue); the round computes exactly those.
 
 Generator terms return a scalar (minimised by the generator); student terms
-return one value per sample (so a method can weight samples, e.g. self-paced
-learning) and the step takes their mean over the global batch.
+return one value per sample (a scalar broadcasts), so a method can weight samples
+(CuDFKD's self-paced weight), and the step takes their mean over the global batch.
+
+A term's weight can follow a ramp over the run (``ramps``): CuDFKD's adversarial
+curriculum ``alpha_adv(e)`` grows linearly from 0 between two fractions of the run
+and then stays at the configured weight.
 """
 
 from __future__ import annotations
@@ -26,65 +33,161 @@ from dfkd_jax import terms
 
 @flax.struct.dataclass
 class View:
-    """What one step sees of a synthetic batch."""
+    """What one step sees of a synthetic batch (fields a term does not need are None)."""
 
     x: jax.Array  # the synthetic images, as the networks consume them
     t_logits: jax.Array
-    t_feature: jax.Array
+    t_feature: Any = None
     s_logits: Any = None
     s_feature: Any = None
-    round: Any = 0  # the round index (for schedules)
+    t_blocks: Any = None  # teacher block-group outputs
+    s_blocks: Any = None
+    t_bn: Any = None  # [(batch_mean, batch_var, running_mean, running_var)] per teacher BN layer
+    s_key: Any = None  # L2-normalised student features, projected to the teacher's width
+    s_projected: Any = None  # the same before normalisation, with gradient to student and projector
+    queue: Any = None  # (N, D) R2M queue of past student keys
+    progress: Any = 0.0  # fraction of the run done, in [0, 1] (for schedules)
 
 
 @dataclasses.dataclass(frozen=True)
 class HParams:
-    """Static hyperparameters the terms read (from ``config.student``/``config.hparams``)."""
+    """Static hyperparameters the terms read (``config.student.tau`` and ``config.hparams``)."""
 
-    tau: float = 1.0
+    tau: float = 1.0  # the student's kd temperature
     balance_log_base: float = 0.0  # 0 = natural log
+    balance_tau: float = 1.0
+    adv_tau: float = 3.0  # temperature of adv_kd and adv_js
+    r2m_temperature: float = 0.07
+    r2m_window: float = 0.9  # k: the width of the kept band of negatives, a fraction of the queue
+    r2m_begin: float = 0.25  # b: fraction of the run at which the band starts sliding
+    r2m_end: float = 0.75  # f: fraction at which it reaches the hardest negatives
+    relation_temperature: float = 0.07
 
     @classmethod
     def from_config(cls, cfg) -> "HParams":
-        return cls(tau=float(cfg.student.tau), balance_log_base=float(cfg.hparams.balance_log_base))
+        h = cfg.hparams
+        return cls(tau=float(cfg.student.tau), balance_log_base=float(h.balance_log_base),
+                   balance_tau=float(h.balance_tau),
+                   adv_tau=float(h.adv_tau), r2m_temperature=float(h.r2m_temperature),
+                   r2m_window=float(h.r2m_window), r2m_begin=float(h.r2m_begin), r2m_end=float(h.r2m_end),
+                   relation_temperature=float(h.relation_temperature))
 
 
 @dataclasses.dataclass(frozen=True)
 class Term:
     fn: Callable[[View, HParams], jax.Array]
-    needs_student: bool = False
+    needs: frozenset = frozenset()  # subset of NEEDS
     doc: str = ""
+
+
+NEEDS = ("student", "t_feature", "t_blocks", "s_blocks", "bn", "key", "queue")
 
 
 def _log_base(h: HParams):
     return h.balance_log_base or None
 
 
+def r2m_band(progress, h: HParams):
+    """AdaDFKD's difficulty band ``[h(e), h(e) + k)`` as fractions of the sorted queue.
+
+    ``h(e) = clip((1 - k) (e - bE) / ((f - b) E), 0, 1 - k)`` with ``e / E = progress``:
+    the band starts on the least similar (easiest) negatives and slides to the most
+    similar (hardest) ones between fractions b and f of the run.
+    """
+    k = h.r2m_window
+    lo = jnp.clip((1.0 - k) * (progress - h.r2m_begin) / (h.r2m_end - h.r2m_begin), 0.0, 1.0 - k)
+    return lo, lo + k
+
+
+def r2m(view: View, h: HParams) -> jax.Array:
+    """AdaDFKD's Relationship Refinement Module loss (Li et al., Neural Networks 2024). Scalar.
+
+    Reading of the released code (methods.md): anchor ``q_i = normalise(f_T(x_i))``
+    (gradient reaches the generator through the teacher), positive ``k_i`` = the
+    student's projected, normalised feature on the same sample (no gradient), and as
+    negatives the queue of past student keys, of which each anchor keeps only the band
+    of ranks ``[h N, (h + k) N)`` of ``q_i . Q_j`` sorted ascending (``r2m_band``).
+    InfoNCE at temperature 0.07 with the positive at index 0, averaged over the batch.
+    """
+    q = terms.l2_normalize(view.t_feature)
+    k_pos = jax.lax.stop_gradient(view.s_key)
+    queue = jax.lax.stop_gradient(view.queue)
+    n = queue.shape[0]
+    lo, hi = r2m_band(view.progress, h)
+    sims = jax.lax.stop_gradient(q) @ queue.T
+    rank = jnp.argsort(jnp.argsort(sims, axis=-1), axis=-1)
+    keep = (rank >= jnp.floor(lo * n)) & (rank < jnp.floor(hi * n))
+    return jnp.mean(terms.info_nce(q, k_pos, queue, h.r2m_temperature, mask=keep))
+
+
+STUDENT = frozenset({"student"})
+
 GENERATOR_TERMS: dict[str, Term] = {
-    "adv_l1": Term(lambda v, h: -jnp.mean(terms.l1(v.s_logits, v.t_logits)), True,
+    "adv_l1": Term(lambda v, h: -jnp.mean(terms.l1(v.s_logits, v.t_logits)), STUDENT,
                    "DFAD Eq. 5: maximise the student-teacher L1 discrepancy (classification)."),
-    "adv_log_l1": Term(lambda v, h: -jnp.log(jnp.mean(terms.l1(v.s_logits, v.t_logits)) + 1.0), True,
+    "adv_log_l1": Term(lambda v, h: -jnp.log(jnp.mean(terms.l1(v.s_logits, v.t_logits)) + 1.0), STUDENT,
                        "DFAD Eq. 6: -log(L1 + 1), the segmentation form; bounded gradient as L1 grows."),
-    "one_hot": Term(lambda v, h: jnp.mean(terms.one_hot(v.t_logits)), False,
+    "adv_kl": Term(lambda v, h: -jnp.mean(terms.kl(v.t_logits, v.s_logits, 1.0)), STUDENT,
+                   "ZSKT (Micaelli & Storkey 2019, Eq. 1) and DFQ: maximise KL(t || s) at tau 1."),
+    "adv_kd": Term(lambda v, h: -jnp.mean(terms.kd(v.s_logits, v.t_logits, h.adv_tau)), STUDENT,
+                   "CuDFKD / AdaDFKD: maximise tau^2 KL_tau(t || s) at tau = hparams.adv_tau (3: KL_3 x 9)."),
+    "adv_js": Term(lambda v, h: terms.adi_competition_batch(v.s_logits, v.t_logits, h.adv_tau), STUDENT,
+                   "ADI / PRE-DFKD: 1 - clip(mean JS_tau(s, t), 0, 1), probabilities clamped to [0.01, 0.99]."),
+    "adv_kd_masked": Term(lambda v, h: jnp.mean(terms.cmi_adversarial(v.s_logits, v.t_logits, h.adv_tau)), STUDENT,
+                          "CMI's masked form at tau = hparams.adv_tau: only samples on which s and t agree "
+                          "(the CuDFKD / AdaDFKD released code, adv_type 'kl', tau 3)."),
+    "one_hot": Term(lambda v, h: jnp.mean(terms.one_hot(v.t_logits)), frozenset(),
                     "DAFL Eq. 2: cross-entropy of the teacher against its own argmax."),
-    "activation": Term(lambda v, h: terms.activation(v.t_feature), False,
+    "activation": Term(lambda v, h: terms.activation(v.t_feature), frozenset(),
                        "DAFL Eq. 3: -mean |f_T| of the teacher's features."),
-    "balance": Term(lambda v, h: terms.balance(v.t_logits, log_base=_log_base(h)), False,
-                    "DAFL Eq. 4: -H(p_bar), spreads the batch over classes."),
+    "balance": Term(lambda v, h: terms.balance(v.t_logits, log_base=_log_base(h), tau=h.balance_tau), frozenset(),
+                    "DAFL Eq. 4: -H(p_bar), spreads the batch over classes (p at tau = hparams.balance_tau)."),
+    "bn": Term(lambda v, h: terms.bn_stats(v.t_bn), frozenset({"bn"}),
+               "DeepInversion Eq. 4 (DFQ's BNS loss): teacher BN input statistics against the running ones."),
+    "r2m": Term(r2m, frozenset({"student", "key", "queue"}), r2m.__doc__.splitlines()[0]),
 }
 
 STUDENT_TERMS: dict[str, Term] = {
-    "l1": Term(lambda v, h: terms.l1(v.s_logits, v.t_logits), True, "DFAD Eq. 4: mean |s - t| over classes."),
-    "kd": Term(lambda v, h: terms.kd(v.s_logits, v.t_logits, h.tau), True,
+    "l1": Term(lambda v, h: terms.l1(v.s_logits, v.t_logits), STUDENT, "DFAD Eq. 4: mean |s - t| over classes."),
+    "kd": Term(lambda v, h: terms.kd(v.s_logits, v.t_logits, h.tau), STUDENT,
                "Hinton KD: tau^2 KL(softmax(t/tau) || softmax(s/tau))."),
+    "kl": Term(lambda v, h: terms.kl(v.t_logits, v.s_logits, 1.0), STUDENT,
+               "ZSKT / DFQ: KL(t || s) at tau 1."),
+    "attention": Term(lambda v, h: terms.attention(v.s_blocks, v.t_blocks), frozenset({"student", "t_blocks",
+                                                                                           "s_blocks"}),
+                      "ZSKT: attention transfer over block groups (weight beta = 250; code convention)."),
+    "relation": Term(lambda v, h: terms.batch_info_nce(v.s_projected, v.t_feature, h.relation_temperature),
+                     frozenset({"student", "key", "t_feature"}),
+                     "AdaDFKD: in-batch InfoNCE, each projected student feature picks out its teacher feature."),
 }
 
 
-def needs_student(weights: dict[str, float], registry: dict[str, Term]) -> bool:
-    return any(registry[name].needs_student for name, w in weights.items() if w)
+def needs(weights: dict[str, float], registry: dict[str, Term]) -> frozenset:
+    """Everything the terms with non-zero weight need (names from ``NEEDS``)."""
+    out: frozenset = frozenset()
+    for name, w in weights.items():
+        if w:
+            out = out | registry[name].needs
+    return out
 
 
-def combine(weights: dict[str, float], registry: dict[str, Term], view: View, h: HParams):
-    """``(sum_i w_i * term_i, {name: term_i})`` over the terms with non-zero weight."""
+def ramp_factor(progress, ramp: tuple[float, float]):
+    """0 before fraction ``begin`` of the run, 1 after ``end``, linear in between."""
+    begin, end = ramp
+    if end <= begin:
+        return jnp.where(progress >= begin, 1.0, 0.0)
+    return jnp.clip((progress - begin) / (end - begin), 0.0, 1.0)
+
+
+def combine(weights: dict[str, float], registry: dict[str, Term], view: View, h: HParams,
+            ramps: dict[str, tuple[float, float]] | None = None):
+    """``(sum_i w_i(progress) * term_i, {name: term_i})`` over the terms with non-zero weight."""
+    ramps = ramps or {}
     parts = {name: registry[name].fn(view, h) for name, w in weights.items() if w}
-    total = sum(float(weights[name]) * value for name, value in parts.items())
+    total = 0.0
+    for name, value in parts.items():
+        w = float(weights[name])
+        if name in ramps:
+            w = w * ramp_factor(view.progress, ramps[name])
+        total = total + w * value
     return total, parts

@@ -1,4 +1,4 @@
-"""On-device pool of synthetic samples: a FIFO ring buffer that lives in the state.
+"""On-device FIFO buffers that live in the state: the pool of synthetic samples and the R2M key queue.
 
 Generator updates push their (stop-gradient) images and the teacher's logits on them;
 student updates draw uniformly from what the pool holds. The pool is part of
@@ -46,3 +46,28 @@ def sample(pool: Pool, key: jax.Array, batch_size: int) -> tuple[jax.Array, jax.
     """``batch_size`` samples drawn uniformly (with replacement) from the filled part."""
     idx = jax.random.randint(key, (batch_size,), 0, jnp.maximum(pool.count, 1))
     return pool.x[idx], pool.t_logits[idx]
+
+
+@flax.struct.dataclass
+class KeyQueue:
+    """AdaDFKD's FIFO queue of past student keys (MoCo-style), part of the state.
+
+    Starts filled with random unit vectors (as MoCo's queue), so every slot is a
+    valid negative from the first round; each generator update pushes its batch's
+    keys over the oldest ones.
+    """
+
+    keys: jax.Array  # (N, D), rows L2-normalised
+    ptr: jax.Array
+
+
+def init_queue(key: jax.Array, size: int, dim: int) -> KeyQueue:
+    k = jax.random.normal(key, (size, dim), jnp.float32)
+    k = k / jnp.linalg.norm(k, axis=-1, keepdims=True)
+    return KeyQueue(keys=k, ptr=jnp.zeros((), jnp.int32))
+
+
+def push_keys(queue: KeyQueue, keys: jax.Array) -> KeyQueue:
+    b = keys.shape[0]
+    idx = (queue.ptr + jnp.arange(b, dtype=jnp.int32)) % queue.keys.shape[0]
+    return KeyQueue(keys=queue.keys.at[idx].set(keys.astype(jnp.float32)), ptr=(queue.ptr + b) % queue.keys.shape[0])

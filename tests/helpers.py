@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
@@ -28,3 +29,34 @@ def tiny_config(method: str = "dfad", rounds: int = 6):
     c.train.rounds = rounds
     c.train.progress = False
     return c
+
+
+class TinyBNNet(nn.Module):
+    """A LeNet-shaped teacher with BatchNorm (block outputs 14x14, 5x5, 1x1 like LeNet-5's),
+    so the bn term and the attention term have something to read, at test cost."""
+
+    num_classes: int = 10
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        def block(h, c, pool, name):
+            h = nn.Conv(c, (5, 5), padding="VALID", name=f"{name}_conv")(h)
+            h = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9, name=f"{name}_bn")(h))
+            return nn.max_pool(h, (2, 2), (2, 2)) if pool else h
+
+        a1 = block(x, 6, True, "b1")
+        a2 = block(a1, 8, True, "b2")
+        a3 = block(a2, 24, False, "b3")
+        feature = a3.reshape(a3.shape[0], -1)
+        return nn.Dense(self.num_classes, name="fc")(feature), {"feature": feature, "blocks": (a1, a2, a3)}
+
+
+def bn_teacher(seed: int = 0) -> Teacher:
+    """An untrained ``TinyBNNet`` with non-trivial running statistics."""
+    model = TinyBNNet()
+    variables = model.init(jax.random.PRNGKey(seed), jnp.zeros((1, 32, 32, 1)), train=False)
+    x = jax.random.normal(jax.random.PRNGKey(seed + 1), (16, 32, 32, 1)) * 1.5 + 0.3
+    _, upd = model.apply(variables, x, train=True, mutable=["batch_stats"])
+    variables = {"params": variables["params"], "batch_stats": upd["batch_stats"]}
+    meta = TeacherMeta("tiny_bn", "fashion_mnist", 10, (32, 32, 1), (0.2860,), (0.3530,))
+    return Teacher(model, jax.device_get(variables), meta)

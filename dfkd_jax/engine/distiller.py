@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -34,6 +35,14 @@ from dfkd_jax.teacher import Teacher
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
+def _feature_width(model, input_shape) -> int:
+    """Width of a classifier's pooled feature (``aux['feature']``), from shapes only."""
+    x = jax.ShapeDtypeStruct((2, *input_shape), jnp.float32)
+    variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros(x.shape), train=False))
+    (_, aux) = jax.eval_shape(lambda v: model.apply(v, jnp.zeros(x.shape), train=False), variables)
+    return int(aux["feature"].shape[-1])
+
+
 @dataclasses.dataclass
 class Distiller:
     config: Any
@@ -44,6 +53,9 @@ class Distiller:
     tx_g: Any
     tx_s: Any
     spec: RoundSpec
+    projector: Any = None  # learned linear map student features -> teacher width (AdaDFKD), or None
+    feature_dims: tuple[int, int] = (0, 0)  # (teacher, student) pooled-feature widths
+    needs: frozenset = frozenset()
 
     @classmethod
     def from_config(cls, config, teacher: Teacher, mesh: Mesh | None = None) -> "Distiller":
@@ -57,7 +69,7 @@ class Distiller:
         generator = build_generator(config.generator.arch, nz=config.generator.nz, ngf=config.generator.ngf,
                                     channels=c, img_size=h, dtype=dtype)
         student = build_model(config.student.arch, meta.num_classes, dtype=dtype)
-        rounds = config.train.rounds
+        rounds = int(config.train.rounds)
         tx_g = optim.make_optimizer(config.generator, rounds * config.generator.steps)
         tx_s = optim.make_optimizer(config.student, rounds * config.student.steps)
         spec = RoundSpec(
@@ -67,8 +79,23 @@ class Distiller:
             generator_terms=tuple((k, float(v)) for k, v in config.generator.terms.items()),
             student_terms=tuple((k, float(v)) for k, v in config.student.terms.items()),
             hparams=objectives.HParams.from_config(config),
-            normalize=(meta.mean, meta.std) if generator.output_space == "pixels" else None)
-        d = cls(config, teacher, mesh, generator, student, tx_g, tx_s, spec)
+            normalize=(meta.mean, meta.std) if generator.output_space == "pixels" else None,
+            rounds=rounds,
+            generator_ramps=tuple((k, tuple(map(float, v))) for k, v in config.generator.ramps.items()),
+            student_ramps=tuple((k, tuple(map(float, v))) for k, v in config.student.ramps.items()),
+            self_paced=((float(config.hparams.spl_lambda0), float(config.hparams.spl_growth))
+                        if config.student.self_paced else None))
+        needs = (objectives.needs(dict(spec.generator_terms), objectives.GENERATOR_TERMS)
+                 | objectives.needs(dict(spec.student_terms), objectives.STUDENT_TERMS))
+        if "bn" in needs and "batch_stats" not in teacher.variables:
+            raise ValueError(f"The bn term needs a teacher with BatchNorm layers; {meta.arch} has none. "
+                             "Set --config.generator.terms.bn=0.")
+        t_dim, s_dim = (_feature_width(m, meta.input_shape) for m in (teacher.model, student))
+        projector = None
+        if "key" in needs and t_dim != s_dim:
+            projector = nn.Dense(t_dim, use_bias=False, name="projector")
+        d = cls(config, teacher, mesh, generator, student, tx_g, tx_s, spec, projector=projector,
+                feature_dims=(t_dim, s_dim), needs=needs)
         d._build()
         return d
 
@@ -77,7 +104,7 @@ class Distiller:
         repl = sharding.replicated(self.mesh)
         self.teacher_variables = sharding.replicate_tree(self.teacher.variables, self.mesh)
         round_fn = make_round(self.spec, self.generator, self.student, self.teacher.model, self.tx_g, self.tx_s,
-                              sharding.batch_sharding(self.mesh))
+                              sharding.batch_sharding(self.mesh), projector=self.projector)
         self._round = jax.jit(round_fn, donate_argnums=(0,))
         self._round_raw = round_fn
         self._eval = jax.jit(self._eval_batch)
@@ -85,7 +112,7 @@ class Distiller:
         self._repl = repl
 
     def _init_model(self, model, key, x, tx) -> ModelState:
-        variables = model.init(key, x, train=False)
+        variables = model.init(key, x, **({} if isinstance(model, nn.Dense) else {"train": False}))
         params = variables["params"]
         return ModelState(params=params, batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params))
 
@@ -94,6 +121,8 @@ class Distiller:
         h, w, c = self.teacher.meta.input_shape
         key = jax.random.PRNGKey(seed)
         k_g, k_s, k_run = jax.random.split(key, 3)
+        k_q, k_p = jax.random.split(jax.random.fold_in(key, 7))
+        t_dim, s_dim = self.feature_dims
 
         def init_fn():
             g = self._init_model(self.generator, k_g, jnp.zeros((2, self.spec.nz), jnp.float32), self.tx_g)
@@ -101,7 +130,13 @@ class Distiller:
             pool = None
             if self.spec.student_batch == "pool":
                 pool = pool_lib.init_pool(int(self.config.student.pool_size), (h, w, c), self.teacher.meta.num_classes)
-            return DistillState(round=jnp.zeros((), jnp.int32), rng=k_run, generator=g, student=s, pool=pool)
+            queue = projector = None
+            if "queue" in self.needs:
+                queue = pool_lib.init_queue(k_q, int(self.config.hparams.r2m_queue_size), t_dim)
+            if self.projector is not None:
+                projector = self._init_model(self.projector, k_p, jnp.zeros((2, s_dim), jnp.float32), self.tx_s)
+            return DistillState(round=jnp.zeros((), jnp.int32), rng=k_run, generator=g, student=s, pool=pool,
+                                queue=queue, projector=projector)
 
         return jax.jit(init_fn, out_shardings=self._repl)()
 

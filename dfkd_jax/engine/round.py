@@ -15,6 +15,14 @@ iteration), or on a batch drawn from the on-device pool that every generator upd
 pushes its batch into (``'pool'``, see ``dfkd_jax.pool``): the student then takes
 many cheap updates per expensive generator update without fitting one batch. During generator updates the student's BatchNorm statistics are not
 updated (only its own updates move them).
+
+What a step computes beyond logits and features follows from the terms' ``needs``
+(``dfkd_jax.objectives``): the teacher's BatchNorm input statistics (``bn``, via
+``dfkd_jax.bn_capture``), block-group outputs (ZSKT's attention), projected student
+keys and the key queue (AdaDFKD). Schedules (term-weight ramps, the R2M band, the
+self-paced lambda) read ``progress`` = (round + step fraction) / rounds, a traced
+value, so they never recompile. With ``self_paced`` the student's per-sample loss is
+weighted by CuDFKD's v (computed without gradient) before the batch mean.
 """
 
 from __future__ import annotations
@@ -26,7 +34,8 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import NamedSharding
 
-from dfkd_jax import objectives
+from dfkd_jax import objectives, terms
+from dfkd_jax.bn_capture import apply_with_bn_stats
 from dfkd_jax import pool as pool_lib
 from dfkd_jax.engine.state import DistillState, ModelState
 
@@ -59,6 +68,11 @@ class RoundSpec:
     hparams: objectives.HParams
     # (mean, std) applied to generator outputs in pixel space ([0, 1]); None if already normalised
     normalize: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+    rounds: int = 1  # length of the run: schedules read progress = round / rounds
+    generator_ramps: tuple[tuple[str, tuple[float, float]], ...] = ()
+    student_ramps: tuple[tuple[str, tuple[float, float]], ...] = ()
+    # CuDFKD's self-paced student weight: (lambda_0, growth of lambda over the run); None = off
+    self_paced: tuple[float, float] | None = None
 
 
 def generate(generator, spec: RoundSpec, variables: dict, z):
@@ -70,11 +84,31 @@ def generate(generator, spec: RoundSpec, variables: dict, z):
     return x, stats
 
 
+def student_objective(spec: RoundSpec, view: objectives.View):
+    """``(loss, parts, extra)``: the student's weighted terms, per sample, then (with
+    ``spec.self_paced``) CuDFKD's self-paced weight ``v_i`` (no gradient) at
+    ``lambda = lambda_0 + growth * progress``, then the mean over the global batch."""
+    per_sample, parts = objectives.combine(dict(spec.student_terms), objectives.STUDENT_TERMS, view, spec.hparams,
+                                           dict(spec.student_ramps))
+    per_sample = jnp.broadcast_to(per_sample, (view.x.shape[0],))
+    extra = {}
+    if spec.self_paced is not None:
+        lam0, growth = spec.self_paced
+        v = terms.self_paced_weight(per_sample, lam0 + growth * view.progress)
+        extra["student/self_paced_weight"] = jnp.mean(v)
+        per_sample = v * per_sample
+    return jnp.mean(per_sample), parts, extra
+
+
 def make_round(spec: RoundSpec, generator, student, teacher, tx_g, tx_s,
-               batch_sharding: NamedSharding | None) -> Callable[[DistillState, Any], tuple[DistillState, dict]]:
+               batch_sharding: NamedSharding | None, projector=None) -> Callable[[DistillState, Any],
+                                                                           tuple[DistillState, dict]]:
+    """The round function. ``projector``: the Flax module mapping student features to the teacher's width."""
     g_weights = dict(spec.generator_terms)
     s_weights = dict(spec.student_terms)
-    g_needs_student = objectives.needs_student(g_weights, objectives.GENERATOR_TERMS)
+    g_ramps = dict(spec.generator_ramps)
+    g_needs = objectives.needs(g_weights, objectives.GENERATOR_TERMS)
+    s_needs = objectives.needs(s_weights, objectives.STUDENT_TERMS)
 
     def shard(a):
         return a if batch_sharding is None else jax.lax.with_sharding_constraint(a, batch_sharding)
@@ -82,65 +116,97 @@ def make_round(spec: RoundSpec, generator, student, teacher, tx_g, tx_s,
     def draw_z(key):
         return shard(jax.random.normal(key, (spec.batch_size, spec.nz), jnp.float32))
 
-    def teacher_forward(t_vars, x):
-        t_logits, t_aux = teacher.apply(t_vars, x, train=False)
-        return t_logits, t_aux["feature"]
+    def progress(rnd, step=0, steps=1):
+        return (rnd.astype(jnp.float32) + step / steps) / spec.rounds
 
-    def generator_update(g: ModelState, s: ModelState, t_vars, key, rnd):
+    def teacher_forward(t_vars, x, with_bn=False):
+        """``(logits, aux, bn_stats)`` of the eval-mode teacher."""
+        if with_bn:
+            (t_logits, t_aux), bn = apply_with_bn_stats(teacher, t_vars, x, train=False)
+            return t_logits, t_aux, bn
+        t_logits, t_aux = teacher.apply(t_vars, x, train=False)
+        return t_logits, t_aux, None
+
+    def project(p_params, s_feature):
+        return s_feature if p_params is None else projector.apply({"params": p_params}, s_feature)
+
+    def generator_update(g: ModelState, s: ModelState, p_params, queue, t_vars, key, prog):
         z = draw_z(key)
 
         def loss_fn(params):
             x, g_stats = generate(generator, spec, {"params": params, "batch_stats": g.batch_stats}, z)
             x = shard(x)
-            t_logits, t_feature = teacher_forward(t_vars, x)
-            s_logits = s_feature = None
-            if g_needs_student:
+            t_logits, t_aux, t_bn = teacher_forward(t_vars, x, with_bn="bn" in g_needs)
+            view = objectives.View(x=x, t_logits=t_logits, t_feature=t_aux["feature"], t_bn=t_bn,
+                                   queue=None if queue is None else queue.keys, progress=prog)
+            if "student" in g_needs:
                 (s_logits, s_aux), _ = _forward(student, s.variables(), x, train=True)
-                s_feature = s_aux["feature"]
-            view = objectives.View(x=x, t_logits=t_logits, t_feature=t_feature, s_logits=s_logits,
-                                   s_feature=s_feature, round=rnd)
-            total, parts = objectives.combine(g_weights, objectives.GENERATOR_TERMS, view, spec.hparams)
-            return total, (parts, g_stats, x, t_logits, t_feature)
+                view = view.replace(s_logits=s_logits, s_feature=s_aux["feature"])
+                if "key" in g_needs:
+                    s_key = terms.l2_normalize(project(p_params, s_aux["feature"]))
+                    view = view.replace(s_key=jax.lax.stop_gradient(s_key))
+            total, parts = objectives.combine(g_weights, objectives.GENERATOR_TERMS, view, spec.hparams, g_ramps)
+            return total, (parts, g_stats, view)
 
-        (total, (parts, g_stats, x, t_logits, t_feature)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            g.params)
+        (total, (parts, g_stats, view)), grads = jax.value_and_grad(loss_fn, has_aux=True)(g.params)
         g = _apply_update(g, tx_g, grads, g_stats)
+        if queue is not None:
+            queue = pool_lib.push_keys(queue, view.s_key)
         metrics = {"generator/loss": total, **{f"generator/{n}": v for n, v in parts.items()}}
-        batch = (jax.lax.stop_gradient(x), jax.lax.stop_gradient(t_logits), jax.lax.stop_gradient(t_feature))
-        return g, metrics, batch
+        batch = (jax.lax.stop_gradient(view.x), jax.lax.stop_gradient(view.t_logits),
+                 jax.lax.stop_gradient(view.t_feature))
+        return g, queue, metrics, batch
 
-    def student_update(s: ModelState, batch, rnd):
+    def student_update(s: ModelState, proj: ModelState | None, batch, t_vars, prog):
         x, t_logits, t_feature = batch
+        t_blocks = None
+        if "t_blocks" in s_needs or ("t_feature" in s_needs and t_feature is None):
+            _, t_aux, _ = teacher_forward(t_vars, x)
+            t_feature, t_blocks = jax.lax.stop_gradient((t_aux["feature"], t_aux.get("blocks")))
+        use_proj = proj is not None and "key" in s_needs
 
-        def loss_fn(params):
+        def loss_fn(params, p_params):
             (s_logits, s_aux), s_stats = _forward(student, {**s.variables(), "params": params}, x, train=True)
-            view = objectives.View(x=x, t_logits=t_logits, t_feature=t_feature, s_logits=s_logits,
-                                   s_feature=s_aux["feature"], round=rnd)
-            per_sample, parts = objectives.combine(s_weights, objectives.STUDENT_TERMS, view, spec.hparams)
-            return jnp.mean(per_sample), (parts, s_stats)
+            view = objectives.View(x=x, t_logits=t_logits, t_feature=t_feature, t_blocks=t_blocks,
+                                   s_logits=s_logits, s_feature=s_aux["feature"], s_blocks=s_aux.get("blocks"),
+                                   progress=prog)
+            if "key" in s_needs:
+                view = view.replace(s_projected=project(p_params, s_aux["feature"]))
+            loss, parts, extra = student_objective(spec, view)
+            return loss, (parts, s_stats, extra)
 
-        (loss, (parts, s_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(s.params)
+        p_params = proj.params if use_proj else None
+        (loss, (parts, s_stats, extra)), (grads, p_grads) = jax.value_and_grad(loss_fn, argnums=(0, 1),
+                                                                              has_aux=True)(s.params, p_params)
         s = _apply_update(s, tx_s, grads, s_stats)
-        return s, {"student/loss": loss, **{f"student/{n}": jnp.mean(v) for n, v in parts.items()}}
+        if use_proj:
+            proj = _apply_update(proj, tx_s, p_grads, proj.batch_stats)
+        return s, proj, {"student/loss": loss, **{f"student/{n}": jnp.mean(v) for n, v in parts.items()}, **extra}
 
     def fresh_batch(g: ModelState, t_vars, key):
         x, _ = generate(generator, spec, g.variables(), draw_z(key))
         x = jax.lax.stop_gradient(shard(x))
-        t_logits, t_feature = teacher_forward(t_vars, x)
-        return x, jax.lax.stop_gradient(t_logits), jax.lax.stop_gradient(t_feature)
+        t_logits, t_aux, _ = teacher_forward(t_vars, x)
+        return x, jax.lax.stop_gradient(t_logits), jax.lax.stop_gradient(t_aux["feature"])
 
     def round_fn(state: DistillState, t_vars) -> tuple[DistillState, dict]:
         key = jax.random.fold_in(state.rng, state.round)
         keys = jax.random.split(key, spec.generator_steps + spec.student_steps)
-        g, s, pool = state.generator, state.student, state.pool
+        g, s, pool, queue, proj = state.generator, state.student, state.pool, state.queue, state.projector
         history: dict[str, list] = {}
         last_batch = None
-        for i in range(spec.generator_steps):
-            g, m, last_batch = generator_update(g, s, t_vars, keys[i], state.round)
-            if spec.student_batch == "pool":
-                pool = pool_lib.push(pool, last_batch[0], last_batch[1])
+
+        def record(m):
             for k_, v in m.items():
                 history.setdefault(k_, []).append(v)
+
+        for i in range(spec.generator_steps):
+            g, queue, m, last_batch = generator_update(
+                g, s, None if proj is None else proj.params, queue, t_vars, keys[i],
+                progress(state.round, i, spec.generator_steps))
+            if spec.student_batch == "pool":
+                pool = pool_lib.push(pool, last_batch[0], last_batch[1])
+            record(m)
         for j in range(spec.student_steps):
             key_j = keys[spec.generator_steps + j]
             if spec.student_batch == "reuse" and last_batch is not None:
@@ -150,11 +216,11 @@ def make_round(spec: RoundSpec, generator, student, teacher, tx_g, tx_s,
                 batch = (shard(x), shard(t_logits), None)
             else:
                 batch = fresh_batch(g, t_vars, key_j)
-            s, m = student_update(s, batch, state.round)
-            for k_, v in m.items():
-                history.setdefault(k_, []).append(v)
+            s, proj, m = student_update(s, proj, batch, t_vars, progress(state.round, j, spec.student_steps))
+            record(m)
         metrics = {k_: jnp.mean(jnp.stack(v)) for k_, v in history.items()}
-        new_state = state.replace(round=state.round + 1, generator=g, student=s, pool=pool)
+        new_state = state.replace(round=state.round + 1, generator=g, student=s, pool=pool, queue=queue,
+                                  projector=proj)
         return new_state, metrics
 
     return round_fn

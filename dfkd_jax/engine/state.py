@@ -29,7 +29,10 @@ class DistillState:
     ``rng`` is a raw uint32 key; each round folds ``round`` into it on the device, so
     the random stream of round r is the same whether the run was resumed or not.
     The teacher's variables are not here: they are a constant argument of the round.
-    ``pool`` (``student.batch='pool'``) holds past synthetic samples on the device.
+    ``pool`` (``student.batch='pool'``) holds past synthetic samples on the device;
+    ``queue`` AdaDFKD's queue of past student keys; ``projector`` the learned linear map
+    from the student's feature width to the teacher's (AdaDFKD, when the widths differ);
+    ``memory`` PRE-DFKD's VAE. Fields a method does not use are None (no leaves).
     """
 
     round: jax.Array
@@ -37,3 +40,6 @@ class DistillState:
     generator: ModelState
     student: ModelState
     pool: Any = None  # dfkd_jax.pool.Pool when the student learns from a pool of past samples
+    queue: Any = None  # dfkd_jax.pool.KeyQueue
+    projector: Any = None  # ModelState of the student-feature projection
+    memory: Any = None  # ModelState of the generative memory (VAE)

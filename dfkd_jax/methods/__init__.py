@@ -8,11 +8,15 @@ The engine's round is the same for all of them.
 
 from __future__ import annotations
 
-from dfkd_jax.methods import dafl, dfad
+from dfkd_jax.methods import adadfkd, cudfkd, dafl, dfad, dfq, zskt
 
 METHODS = {
     "dfad": dfad,
     "dafl": dafl,
+    "zskt": zskt,
+    "dfq": dfq,
+    "cudfkd": cudfkd,
+    "adadfkd": adadfkd,
 }
 
 
