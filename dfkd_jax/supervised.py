@@ -48,10 +48,14 @@ def augment(key, x):
 
 def train_teacher(arch: str, dataset: str, *, epochs: int = 10, batch_size: int = 128, lr: float = 1e-3,
                   optimizer: str = "adam", weight_decay: float = 0.0, augment_data: bool = False,
-                  label_noise: float = 0.0, seed: int = 0, data_dir: str | None = None,
+                  label_noise: float = 0.0, train_examples: int = 0, seed: int = 0, data_dir: str | None = None,
                   source_dir: str | None = None, mesh=None, show_progress: bool = True,
                   log: Callable[[str], None] | None = None) -> tuple[dict[str, Any], TeacherMeta]:
-    """Train ``arch`` on ``dataset``'s training split; return its variables and metadata (with test accuracy)."""
+    """Train ``arch`` on ``dataset``'s training split; return its variables and metadata (with test accuracy).
+
+    ``train_examples`` > 0 trains on that many training examples drawn at random (seeded), for
+    CIFAR-shaped teachers on a CPU budget; the test split is always complete.
+    """
     log = log or (lambda msg: print(msg, flush=True))
     spec = data.get_spec(dataset)
     mesh = sharding.make_mesh() if mesh is None else mesh
@@ -60,6 +64,11 @@ def train_teacher(arch: str, dataset: str, *, epochs: int = 10, batch_size: int 
     test_x, test_y = data.load_split(dataset, "test", data_dir=data_dir or None, source_dir=source_dir or None)
     train_x, test_x = preprocess(train_x, spec), preprocess(test_x, spec)
     train_y = train_y.astype(np.int32)
+    if train_examples:
+        if train_examples > len(train_x):
+            raise ValueError(f"train_examples={train_examples} exceeds the {len(train_x)} training examples.")
+        keep = np.sort(np.random.default_rng(seed).choice(len(train_x), train_examples, replace=False))
+        train_x, train_y = train_x[keep], train_y[keep]
     if label_noise:
         train_y = noisy_labels(train_y, label_noise, spec.num_classes, seed)
     model = build_model(arch, spec.num_classes)
@@ -131,6 +140,6 @@ def train_teacher(arch: str, dataset: str, *, epochs: int = 10, batch_size: int 
                        mean=spec.mean, std=spec.std, test_accuracy=acc,
                        source="trained by dfkd_jax.supervised.train_teacher",
                        extra={"epochs": epochs, "batch_size": batch_size, "lr": lr, "optimizer": optimizer,
-                              "label_noise": label_noise, "seed": seed, "augment": augment_data,
+                              "label_noise": label_noise, "train_examples": len(train_x), "seed": seed, "augment": augment_data,
                               "train_seconds": round(time.time() - start, 1)})
     return variables, meta

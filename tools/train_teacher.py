@@ -2,6 +2,8 @@
 
     python tools/train_teacher.py --dataset fashion_mnist --arch lenet5 --out teachers/fmnist_lenet5
     python tools/train_teacher.py --dataset fashion_mnist --arch lenet5 --label_noise 0.2 --out teachers/noisy
+    python tools/train_teacher.py --dataset fashion_mnist32x3 --arch wrn16_2 --train_examples 16384 --epochs 2 \
+        --out teachers/fashion_mnist32x3_wrn16_2
 
 The folder it writes (teacher.json + variables/) is what ``--config.teacher.checkpoint`` takes.
 """
@@ -27,6 +29,8 @@ def main(argv=None):
     p.add_argument("--weight_decay", type=float, default=0.0)
     p.add_argument("--augment", action="store_true", help="random crop (pad 4) and flip")
     p.add_argument("--label_noise", type=float, default=0.0, help="fraction of training labels replaced at random")
+    p.add_argument("--train_examples", type=int, default=0,
+                   help="train on this many training examples drawn at random (0 = all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data_dir", default="")
     p.add_argument("--source_dir", default="")
@@ -38,7 +42,8 @@ def main(argv=None):
     try:
         variables, meta = train_teacher(args.arch, args.dataset, epochs=args.epochs, batch_size=args.batch_size,
                                         lr=args.lr, optimizer=args.optimizer, weight_decay=args.weight_decay,
-                                        augment_data=args.augment, label_noise=args.label_noise, seed=args.seed,
+                                        augment_data=args.augment, label_noise=args.label_noise,
+                                        train_examples=args.train_examples, seed=args.seed,
                                         data_dir=args.data_dir, source_dir=args.source_dir)
     except (DatasetNotFoundError, ValueError) as e:
         sys.exit(f"error: {e}")
