@@ -38,6 +38,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.teacher.batch_size = 128
     c.teacher.lr = 2e-3  # Adam, cosine decay
     c.teacher.label_noise = 0.0
+    c.teacher.train_examples = 0  # train on this many training examples drawn at random (0 = all)
 
     c.generator = ml_collections.ConfigDict()
     c.generator.arch = "dafl"
@@ -80,6 +81,17 @@ def base_config() -> ml_collections.ConfigDict:
     c.student.tau = 1.0  # temperature of the kd term
     # CuDFKD's self-paced weight v per sample (lambda from hparams.spl_lambda0, growing by hparams.spl_growth)
     c.student.self_paced = False
+
+    # PRE-DFKD's generative memory (dfkd_jax.memory): a VAE trained on the novel samples, replayed to the student
+    c.memory = ml_collections.ConfigDict()
+    c.memory.enabled = False
+    c.memory.nz = 256  # the VAE's latent size
+    c.memory.ngf = 0  # decoder width; 0 = generator.ngf
+    c.memory.batch_size = 128  # replayed samples per student update (and per VAE update)
+    c.memory.update_steps = 4  # the VAE trains during the first update_steps student updates of a round
+    c.memory.lr = 5e-4  # Adam
+    c.memory.kl_weight = 1e-5
+    c.memory.z_lr = 0.02  # the one Adam step on replay latents
 
     c.hparams = ml_collections.ConfigDict()
     c.hparams.balance_log_base = 0.0  # 0 = natural log; DAFL uses 10

@@ -62,6 +62,16 @@ def test_dfq_losses():
     np.testing.assert_allclose(s, kl, rtol=1e-6)
 
 
+def test_predfkd_losses():
+    v = _view()
+    _, g, s = _combine("predfkd", v)
+    want = float(jnp.mean(terms.one_hot(v.t_logits))) + 5 * float(terms.balance(v.t_logits, log_base=10.0)) \
+        + 0.1 * float(terms.activation(v.t_feature)) \
+        + 1.0 - float(np.clip(np.mean(np.asarray(terms.js(v.s_logits, v.t_logits, 3.0))), 0, 1))
+    assert g == pytest.approx(want, rel=1e-6)
+    np.testing.assert_allclose(s, np.asarray(terms.l1(v.s_logits, v.t_logits)), rtol=1e-6)
+
+
 @pytest.mark.parametrize("method", ["cudfkd", "adadfkd"])
 def test_curriculum_methods_losses(method):
     """CuDFKD: one_hot + bn + 20 balance(tau 20) + alpha(e) * masked 9 KL_3; AdaDFKD adds 0.1 R2M.
@@ -148,10 +158,11 @@ def _config(method):
     c.generator.arch = "dafl"
     c.generator.nz = 16
     c.hparams.r2m_queue_size = 32
+    c.memory.batch_size, c.memory.nz, c.memory.update_steps = 4, 8, 1
     return c
 
 
-@pytest.mark.parametrize("method", ["zskt", "dfq", "cudfkd"])
+@pytest.mark.parametrize("method", ["zskt", "dfq", "cudfkd", "predfkd"])
 def test_method_runs_through_the_engine(teacher, method):
     d = Distiller.from_config(_config(method), teacher, make_mesh(jax.devices()[:1]))
     state = d.init(0)
@@ -161,8 +172,12 @@ def test_method_runs_through_the_engine(teacher, method):
     metrics = jax.device_get(metrics)
     assert all(np.isfinite(v) for v in metrics.values()), metrics
     assert not np.allclose(before["fc2"]["kernel"], jax.device_get(state.student.params)["fc2"]["kernel"])
-    expected = {"zskt": "student/attention", "dfq": "generator/bn", "cudfkd": "student/self_paced_weight"}[method]
+    expected = {"zskt": "student/attention", "dfq": "generator/bn", "cudfkd": "student/self_paced_weight",
+                "predfkd": "memory/reconstruction"}[method]
     assert expected in metrics
+    if method == "predfkd":  # the memory learns during the first update_steps student updates
+        assert not np.allclose(jax.device_get(state.memory.params["decoder"]["l1_0"]["kernel"]),
+                               jax.device_get(d.init(0).memory.params["decoder"]["l1_0"]["kernel"]))
 
 
 def test_adadfkd_state_and_devices(teacher):

@@ -37,6 +37,7 @@ GENERATOR_PARAMS = [
     ("cmi", dict(nz=256, ngf=64, channels=3, img_size=32), 2_328_899),
     ("dafl", dict(nz=100, ngf=64, channels=1, img_size=32), 1_049_985),
     ("dafl", dict(nz=256, ngf=64, channels=3, img_size=32), 2_329_091),
+    ("dafl_sn", dict(nz=100, ngf=64, channels=1, img_size=32), 1_049_985),  # spectral norm adds no parameters
 ]
 
 BLOCK_SHAPES = {
@@ -160,4 +161,4 @@ def test_docs_table_matches_the_counts():
             rows.setdefault(cells[0].strip("`"), []).append(cells[-1])
     for arch, n in PARAMS_10.items():
         assert rows[arch] == [f"{n:,}"], arch
-    assert sorted(rows["dafl"] + rows["cmi"]) == sorted(f"{n:,}" for _, _, n in GENERATOR_PARAMS)
+    assert sorted(rows["dafl"] + rows["cmi"] + rows["dafl_sn"]) == sorted(f"{n:,}" for _, _, n in GENERATOR_PARAMS)

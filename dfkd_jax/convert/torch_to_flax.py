@@ -211,7 +211,10 @@ def match(state_dict: Mapping[str, np.ndarray], name: str, num_classes: int | No
 
 
 def _all_names(include_generators: bool = True) -> list[str]:
-    return sorted(ARCHITECTURES) + (sorted(GENERATORS) if include_generators else [])
+    """The models a checkpoint can be matched against: classifiers, and the generators that have a
+    PyTorch key layout (``dafl_sn`` is a dfkd_jax-trained variant with none)."""
+    gens = sorted(name for name in GENERATORS if name in L._GENERATOR_KEYS) if include_generators else []
+    return sorted(ARCHITECTURES) + gens
 
 
 def _ranked(state_dict: Mapping[str, np.ndarray], include_generators: bool = True) -> list[Match]:

@@ -20,6 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from jax.sharding import Mesh
 
 from dfkd_jax import metrics as metrics_lib
@@ -27,9 +28,10 @@ from dfkd_jax import objectives
 from dfkd_jax import pool as pool_lib
 from dfkd_jax.data.pipeline import eval_batches
 from dfkd_jax.engine import optim, sharding
-from dfkd_jax.engine.round import RoundSpec, generate, make_round
+from dfkd_jax.engine.round import MemorySpec, RoundSpec, generate, make_round
 from dfkd_jax.engine.state import DistillState, ModelState
 from dfkd_jax.models import build_generator, build_model
+from dfkd_jax.models.vae import VAE
 from dfkd_jax.teacher import Teacher
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -56,6 +58,8 @@ class Distiller:
     projector: Any = None  # learned linear map student features -> teacher width (AdaDFKD), or None
     feature_dims: tuple[int, int] = (0, 0)  # (teacher, student) pooled-feature widths
     needs: frozenset = frozenset()
+    vae: Any = None  # PRE-DFKD's memory and its optimiser
+    tx_m: Any = None
 
     @classmethod
     def from_config(cls, config, teacher: Teacher, mesh: Mesh | None = None) -> "Distiller":
@@ -84,7 +88,16 @@ class Distiller:
             generator_ramps=tuple((k, tuple(map(float, v))) for k, v in config.generator.ramps.items()),
             student_ramps=tuple((k, tuple(map(float, v))) for k, v in config.student.ramps.items()),
             self_paced=((float(config.hparams.spl_lambda0), float(config.hparams.spl_growth))
-                        if config.student.self_paced else None))
+                        if config.student.self_paced else None),
+            memory=(MemorySpec(nz=int(config.memory.nz), batch_size=int(config.memory.batch_size),
+                               update_steps=int(config.memory.update_steps), kl_weight=float(config.memory.kl_weight),
+                               z_lr=float(config.memory.z_lr)) if config.memory.enabled else None))
+        vae = tx_m = None
+        if spec.memory is not None:
+            sharding.check_batch_size(spec.memory.batch_size, mesh, "memory.batch_size")
+            vae = VAE(nz=spec.memory.nz, ngf=int(config.memory.ngf or config.generator.ngf), channels=c, img_size=h,
+                      dtype=dtype)
+            tx_m = optax.adam(float(config.memory.lr))
         needs = (objectives.needs(dict(spec.generator_terms), objectives.GENERATOR_TERMS)
                  | objectives.needs(dict(spec.student_terms), objectives.STUDENT_TERMS))
         if "bn" in needs and "batch_stats" not in teacher.variables:
@@ -95,7 +108,7 @@ class Distiller:
         if "key" in needs and t_dim != s_dim:
             projector = nn.Dense(t_dim, use_bias=False, name="projector")
         d = cls(config, teacher, mesh, generator, student, tx_g, tx_s, spec, projector=projector,
-                feature_dims=(t_dim, s_dim), needs=needs)
+                feature_dims=(t_dim, s_dim), needs=needs, vae=vae, tx_m=tx_m)
         d._build()
         return d
 
@@ -104,7 +117,8 @@ class Distiller:
         repl = sharding.replicated(self.mesh)
         self.teacher_variables = sharding.replicate_tree(self.teacher.variables, self.mesh)
         round_fn = make_round(self.spec, self.generator, self.student, self.teacher.model, self.tx_g, self.tx_s,
-                              sharding.batch_sharding(self.mesh), projector=self.projector)
+                              sharding.batch_sharding(self.mesh), projector=self.projector, vae=self.vae,
+                              tx_m=self.tx_m)
         self._round = jax.jit(round_fn, donate_argnums=(0,))
         self._round_raw = round_fn
         self._eval = jax.jit(self._eval_batch)
@@ -121,7 +135,7 @@ class Distiller:
         h, w, c = self.teacher.meta.input_shape
         key = jax.random.PRNGKey(seed)
         k_g, k_s, k_run = jax.random.split(key, 3)
-        k_q, k_p = jax.random.split(jax.random.fold_in(key, 7))
+        k_q, k_p, k_m = jax.random.split(jax.random.fold_in(key, 7), 3)
         t_dim, s_dim = self.feature_dims
 
         def init_fn():
@@ -135,8 +149,13 @@ class Distiller:
                 queue = pool_lib.init_queue(k_q, int(self.config.hparams.r2m_queue_size), t_dim)
             if self.projector is not None:
                 projector = self._init_model(self.projector, k_p, jnp.zeros((2, s_dim), jnp.float32), self.tx_s)
+            memory = None
+            if self.vae is not None:
+                v = self.vae.init({"params": k_m}, jnp.zeros((2, h, w, c), jnp.float32), k_m, train=False)
+                memory = ModelState(params=v["params"], batch_stats=v.get("batch_stats", {}),
+                                    opt_state=self.tx_m.init(v["params"]))
             return DistillState(round=jnp.zeros((), jnp.int32), rng=k_run, generator=g, student=s, pool=pool,
-                                queue=queue, projector=projector)
+                                queue=queue, projector=projector, memory=memory)
 
         return jax.jit(init_fn, out_shardings=self._repl)()
 

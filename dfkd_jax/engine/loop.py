@@ -44,6 +44,8 @@ def teacher_path(config) -> str:
     name = f"{config.data.dataset}_{config.teacher.arch}"
     if config.teacher.label_noise:
         name += f"_noise{config.teacher.label_noise:g}"
+    if config.teacher.train_examples:
+        name += f"_n{config.teacher.train_examples}"
     return os.path.join(default_cache_dir(), "teachers", name)
 
 
@@ -62,7 +64,7 @@ def obtain_teacher(config, log: Callable[[str], None] = print) -> Teacher:
         variables, meta = train_teacher(
             config.teacher.arch, config.data.dataset, epochs=config.teacher.epochs,
             batch_size=config.teacher.batch_size, lr=config.teacher.lr, label_noise=config.teacher.label_noise,
-            seed=config.seed, data_dir=config.data.data_dir, source_dir=config.data.source_dir,
+            train_examples=config.teacher.train_examples, seed=config.seed, data_dir=config.data.data_dir, source_dir=config.data.source_dir,
             show_progress=config.train.progress, log=log)
         if jax.process_index() == 0:
             save_teacher(path, variables, meta)

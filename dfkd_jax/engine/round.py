@@ -23,6 +23,13 @@ keys and the key queue (AdaDFKD). Schedules (term-weight ramps, the R2M band, th
 self-paced lambda) read ``progress`` = (round + step fraction) / rounds, a traced
 value, so they never recompile. With ``self_paced`` the student's per-sample loss is
 weighted by CuDFKD's v (computed without gradient) before the batch mean.
+
+With a generative memory (PRE-DFKD, ``spec.memory``) every student update also replays
+``memory.batch_size`` samples from the VAE (``dfkd_jax.memory.replay``) and learns from
+the novel batch and the replayed one together (one concatenated batch, one mean: our
+reading of "L1 on novel + memory batch"); during the first ``update_steps`` student
+updates of a round the VAE first takes an Adam step on half of the novel batch plus
+its replayed samples.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import NamedSharding
 
+from dfkd_jax import memory as memory_lib
 from dfkd_jax import objectives, terms
 from dfkd_jax.bn_capture import apply_with_bn_stats
 from dfkd_jax import pool as pool_lib
@@ -73,6 +81,18 @@ class RoundSpec:
     student_ramps: tuple[tuple[str, tuple[float, float]], ...] = ()
     # CuDFKD's self-paced student weight: (lambda_0, growth of lambda over the run); None = off
     self_paced: tuple[float, float] | None = None
+    memory: "MemorySpec | None" = None  # PRE-DFKD's generative memory
+
+
+@dataclasses.dataclass(frozen=True)
+class MemorySpec:
+    """PRE-DFKD's memory (``config.memory``, see ``dfkd_jax.memory``)."""
+
+    nz: int
+    batch_size: int
+    update_steps: int
+    kl_weight: float
+    z_lr: float
 
 
 def generate(generator, spec: RoundSpec, variables: dict, z):
@@ -101,9 +121,10 @@ def student_objective(spec: RoundSpec, view: objectives.View):
 
 
 def make_round(spec: RoundSpec, generator, student, teacher, tx_g, tx_s,
-               batch_sharding: NamedSharding | None, projector=None) -> Callable[[DistillState, Any],
-                                                                           tuple[DistillState, dict]]:
-    """The round function. ``projector``: the Flax module mapping student features to the teacher's width."""
+               batch_sharding: NamedSharding | None, projector=None, vae=None,
+               tx_m=None) -> Callable[[DistillState, Any], tuple[DistillState, dict]]:
+    """The round function. ``projector``: the Flax module mapping student features to the teacher's width;
+    ``vae``/``tx_m``: the generative memory and its optimiser (when ``spec.memory``)."""
     g_weights = dict(spec.generator_terms)
     s_weights = dict(spec.student_terms)
     g_ramps = dict(spec.generator_ramps)
@@ -183,6 +204,31 @@ def make_round(spec: RoundSpec, generator, student, teacher, tx_g, tx_s,
             proj = _apply_update(proj, tx_s, p_grads, proj.batch_stats)
         return s, proj, {"student/loss": loss, **{f"student/{n}": jnp.mean(v) for n, v in parts.items()}, **extra}
 
+    def teacher_logits_fn(t_vars):
+        return lambda images: teacher.apply(t_vars, images, train=False)[0]
+
+    def with_memory(mem: ModelState, batch, t_vars, key, update: bool):
+        """Replay from the memory (after a VAE update if ``update``); the student's batch with it appended."""
+        ms = spec.memory
+        k_replay, k_vae = jax.random.split(key)
+        t_fn = teacher_logits_fn(t_vars)
+        x_mem = shard(memory_lib.replay(vae, mem.variables(), k_replay, ms.batch_size, ms.nz, t_fn, ms.z_lr,
+                                        spec.hparams.balance_log_base or None))
+        metrics = {}
+        if update:
+            x_fit = jnp.concatenate([batch[0][: spec.batch_size // 2], x_mem])
+
+            def loss_fn(params):
+                return memory_lib.vae_loss(vae, {**mem.variables(), "params": params}, x_fit, k_vae, t_fn,
+                                           ms.kl_weight)
+
+            (loss, (stats, parts)), grads = jax.value_and_grad(loss_fn, has_aux=True)(mem.params)
+            mem = _apply_update(mem, tx_m, grads, stats)
+            metrics = {"memory/loss": loss, **{f"memory/{n}": v for n, v in parts.items()}}
+        t_mem = jax.lax.stop_gradient(t_fn(x_mem))
+        batch = (jnp.concatenate([batch[0], x_mem]), jnp.concatenate([batch[1], t_mem]), None)
+        return mem, batch, metrics
+
     def fresh_batch(g: ModelState, t_vars, key):
         x, _ = generate(generator, spec, g.variables(), draw_z(key))
         x = jax.lax.stop_gradient(shard(x))
@@ -192,7 +238,8 @@ def make_round(spec: RoundSpec, generator, student, teacher, tx_g, tx_s,
     def round_fn(state: DistillState, t_vars) -> tuple[DistillState, dict]:
         key = jax.random.fold_in(state.rng, state.round)
         keys = jax.random.split(key, spec.generator_steps + spec.student_steps)
-        g, s, pool, queue, proj = state.generator, state.student, state.pool, state.queue, state.projector
+        g, s, pool, queue, proj, mem = (state.generator, state.student, state.pool, state.queue, state.projector,
+                                        state.memory)
         history: dict[str, list] = {}
         last_batch = None
 
@@ -216,11 +263,15 @@ def make_round(spec: RoundSpec, generator, student, teacher, tx_g, tx_s,
                 batch = (shard(x), shard(t_logits), None)
             else:
                 batch = fresh_batch(g, t_vars, key_j)
+            if spec.memory is not None:
+                mem, batch, m = with_memory(mem, batch, t_vars, jax.random.fold_in(key_j, 1),
+                                            update=j < spec.memory.update_steps)
+                record(m)
             s, proj, m = student_update(s, proj, batch, t_vars, progress(state.round, j, spec.student_steps))
             record(m)
         metrics = {k_: jnp.mean(jnp.stack(v)) for k_, v in history.items()}
         new_state = state.replace(round=state.round + 1, generator=g, student=s, pool=pool, queue=queue,
-                                  projector=proj)
+                                  projector=proj, memory=mem)
         return new_state, metrics
 
     return round_fn

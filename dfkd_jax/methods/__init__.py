@@ -8,7 +8,7 @@ The engine's round is the same for all of them.
 
 from __future__ import annotations
 
-from dfkd_jax.methods import adadfkd, cudfkd, dafl, dfad, dfq, zskt
+from dfkd_jax.methods import adadfkd, cudfkd, dafl, dfad, dfq, predfkd, zskt
 
 METHODS = {
     "dfad": dfad,
@@ -17,6 +17,7 @@ METHODS = {
     "dfq": dfq,
     "cudfkd": cudfkd,
     "adadfkd": adadfkd,
+    "predfkd": predfkd,
 }
 
 

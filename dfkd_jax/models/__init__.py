@@ -8,7 +8,7 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax.numpy as jnp
 
-from dfkd_jax.models.generators import CMIGenerator, DAFLGenerator
+from dfkd_jax.models.generators import CMIGenerator, DAFLGenerator, DAFLGeneratorSN
 from dfkd_jax.models.lenet import LeNet5
 from dfkd_jax.models.resnet import ResNet
 from dfkd_jax.models.vgg import VGG, VGG_CFGS
@@ -32,6 +32,7 @@ ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
 
 GENERATORS: dict[str, Callable[..., nn.Module]] = {
     "dafl": DAFLGenerator,
+    "dafl_sn": DAFLGeneratorSN,
     "cmi": CMIGenerator,
 }
 

@@ -1,9 +1,11 @@
 """Generators of the online-generator and inversion families (NHWC outputs).
 
-``DAFLGenerator`` is DAFL/DFAD's ``GeneratorA``; ``CMIGenerator`` is the CMI/Fast
-``Generator``. Both start from ``Linear(nz -> 2*ngf*(s/4)^2)`` viewed as an NCHW
-map (the view order is reproduced so converted weights agree), then two nearest
-x2 upsamplings with 3x3 convolutions. Generators always run in train mode: their
+``DAFLGenerator`` is DAFL/DFAD's ``GeneratorA``; ``DAFLGeneratorSN`` is the same
+network with spectral normalisation on its convolutions (PRE-DFKD's novel-sample
+generator); ``CMIGenerator`` is the CMI/Fast ``Generator``. All start from
+``Linear(nz -> 2*ngf*(s/4)^2)`` viewed as an NCHW map (the view order is
+reproduced so converted weights agree), then two nearest x2 upsamplings with
+3x3 convolutions. Generators always run in train mode: their
 BatchNorms normalise with the statistics of the (global) batch.
 """
 
@@ -34,6 +36,21 @@ class DAFLGenerator(nn.Module):
     dtype: Any = jnp.float32
     # 'standardized': already in the networks' input space (no normaliser applied)
     output_space = "standardized"
+    # class-level switch (not a constructor field): DAFLGeneratorSN sets it
+    spectral_norm = False
+
+    @nn.nowrap
+    def _conv(self, h, features: int, in_features: int, name: str, train: bool):
+        """3x3 conv (padding 1), wrapped in ``nn.SpectralNorm`` when ``spectral_norm``.
+
+        The wrapped conv keeps its own name, so the ``params`` tree is the same as
+        without spectral norm; the power-iteration state (``u``, ``sigma``) sits in
+        ``batch_stats`` under ``<name>_sn`` and is updated when ``train``.
+        """
+        layer = conv(features, 3, in_features, padding=1, name=name, dtype=self.dtype)
+        if not self.spectral_norm:
+            return layer(h)
+        return nn.SpectralNorm(layer, n_steps=1, name=f"{name}_sn")(h, update_stats=train)
 
     @nn.compact
     def __call__(self, z, train: bool = True):
@@ -43,15 +60,38 @@ class DAFLGenerator(nn.Module):
         h = torch_view_to_nhwc(h, c, s)
         h = batch_norm(train, name="conv_blocks0_0", dtype=self.dtype)(h)
         h = upsample2x(h)
-        h = conv(c, 3, c, padding=1, name="conv_blocks1_0", dtype=self.dtype)(h)
+        h = self._conv(h, c, c, "conv_blocks1_0", train)
         h = nn.leaky_relu(batch_norm(train, name="conv_blocks1_1", dtype=self.dtype)(h), 0.2)
         h = upsample2x(h)
-        h = conv(self.ngf, 3, c, padding=1, name="conv_blocks2_0", dtype=self.dtype)(h)
+        h = self._conv(h, self.ngf, c, "conv_blocks2_0", train)
         h = nn.leaky_relu(batch_norm(train, name="conv_blocks2_1", dtype=self.dtype)(h), 0.2)
-        h = conv(self.channels, 3, self.ngf, padding=1, name="conv_blocks2_3", dtype=self.dtype)(h)
+        h = self._conv(h, self.channels, self.ngf, "conv_blocks2_3", train)
         h = jnp.tanh(h)
         h = batch_norm(train, name="conv_blocks2_5", affine=False, dtype=self.dtype)(h)
         return h.astype(jnp.float32)
+
+
+class DAFLGeneratorSN(DAFLGenerator):
+    """PRE-DFKD's novel-sample generator (Binici et al., AAAI 2022): ``DAFLGenerator``
+    with spectral normalisation (Miyato et al., ICLR 2018) on its three convolutions.
+
+    Each conv kernel, viewed as a ``(k*k*in, out)`` matrix, is divided by its
+    largest singular value, estimated by one power iteration per call from the
+    vector ``u`` kept in ``batch_stats`` (``<conv name>_sn``). With
+    ``train=True`` and ``mutable=['batch_stats']`` (how the engine calls
+    generators) ``u`` and ``sigma`` are updated, so the estimate converges over
+    the steps, as in ``torch.nn.utils.spectral_norm`` in training mode. The
+    linear layer and the BatchNorms are not normalised. Same fields, same
+    ``params`` tree and parameter count as ``DAFLGenerator``; ``batch_stats``
+    additionally holds ``u`` (``(1, out)``) and ``sigma`` per conv.
+
+    Flax quirk: ``init`` stores each conv kernel already divided by the first
+    power-iteration estimate (from the random initial ``u``), and ``sigma``
+    as 1. Only the kernels' scale differs from ``DAFLGenerator``'s init with
+    the same key; the forward pass is invariant to that scale.
+    """
+
+    spectral_norm = True
 
 
 class CMIGenerator(nn.Module):
