@@ -22,16 +22,40 @@ achieved FLOP/s; for
 PyTorch the FLOPs ``torch.utils.flop_counter`` counts in the first warmup round
 (convolutions and matrix products only). ``ratio_torch_over_jax`` > 1 means the
 dfkd_jax round is faster.
+
+``dtype='bfloat16'`` sets the config's ``compute_dtype`` (generator and student compute in
+bfloat16, parameters stay float32); the teacher is built in ``teacher_dtype`` (default
+float32, as ``dfkd_jax.engine.loop`` loads teachers). ``torch_autocast='bfloat16'`` runs the
+PyTorch round's forward passes under ``torch.autocast``.
+
+Memory (``report[side]['memory']``, see ``MEMORY_NOTES``): for JAX, the compiled round's
+buffers from XLA's ``memory_analysis()`` and, where the backend keeps allocator statistics
+(GPUs, TPUs), the device's ``peak_bytes_in_use``; for PyTorch on CUDA
+``torch.cuda.max_memory_allocated()`` over the timed rounds; on CPUs the increase of the
+process's maximum resident set size (``resource.getrusage``) over each framework's phase.
+The PyTorch phase (building its models, its warmup rounds) comes first, so its RSS
+increase is measured from the baseline after the imports; the JAX phase follows and its
+RSS increase counts only what goes beyond the PyTorch phase's high-water mark (a lower
+bound): on CPUs the XLA buffer figure is the one to compare.
+
+The suite (``SUITES``, ``run_suite``, ``format_suite_table``, ``suite_markdown``,
+``write_markdown_section``) runs a list of cases and tabulates them with the matmul peaks
+of ``dfkd_jax.bench.peak``; ``tools/benchmark.py --suite NAME`` runs each case in a fresh
+process, so that every case's peak-memory figures are its own.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
+import math
 import os
 import platform
+import resource
 import statistics
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Callable
 
 import jax
@@ -43,9 +67,20 @@ from dfkd_jax.data.specs import get_spec
 from dfkd_jax.models import build_model
 from dfkd_jax.teacher import Teacher, TeacherMeta
 
-__all__ = ["random_teacher", "random_state", "bench_config", "xla_flops", "run_benchmark", "format_report", "parse_pair"]
+__all__ = ["random_teacher", "random_state", "bench_config", "xla_flops", "xla_memory", "device_memory",
+           "max_rss_bytes", "run_benchmark", "format_report", "parse_pair", "SuiteCase", "SUITES", "suite_cases",
+           "run_suite", "suite_rows", "format_suite_table", "suite_markdown", "write_markdown_section"]
 
 METHODS = ("dfad",)  # the methods the PyTorch reference round implements
+DTYPES = ("float32", "bfloat16")
+SHORT_DTYPES = {"float32": "fp32", "bfloat16": "bf16"}
+
+MEMORY_NOTES = {
+    "xla": "XLA buffers of the compiled round (memory_analysis: arguments + outputs + temporaries - donated aliases)",
+    "dev": "JAX device allocator's peak_bytes_in_use during the case, less the bytes in use before it",
+    "cuda": "torch.cuda.max_memory_allocated() over the timed rounds",
+    "rss": "increase of the process's maximum resident set size over the PyTorch phase (resource.getrusage)",
+}
 
 
 def _random_like(tree, rng: np.random.Generator, collection: str = ""):
@@ -71,14 +106,18 @@ def _random_like(tree, rng: np.random.Generator, collection: str = ""):
     return out
 
 
-def random_teacher(arch: str = "lenet5", dataset: str = "fashion_mnist", seed: int = 0) -> Teacher:
+def random_teacher(arch: str = "lenet5", dataset: str = "fashion_mnist", seed: int = 0,
+                   dtype: str = "float32") -> Teacher:
     """A ``Teacher`` (registry model ``arch``) with random weights, for ``dataset``'s input shape and classes.
 
     The weights are drawn with numpy from the shapes (``jax.eval_shape``), which costs no
     XLA compilation (compiling a jitted ``model.init`` takes seconds on small CPUs).
+    ``dtype`` is the teacher's compute dtype (its parameters are float32 either way).
     """
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, not {dtype!r}.")
     spec = get_spec(dataset)
-    model = build_model(arch, spec.num_classes)
+    model = build_model(arch, spec.num_classes, dtype=getattr(jnp, dtype))
     x = jnp.zeros((1, *spec.image_shape), jnp.float32)
     shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x, train=False))
     variables = _random_like(shapes, np.random.default_rng(seed))
@@ -120,8 +159,9 @@ def parse_pair(pair: str) -> tuple[str, str]:
 
 
 def bench_config(method: str = "dfad", teacher: str = "lenet5", student: str = "lenet5_half",
-                 dataset: str = "fashion_mnist", batch: int = 256, ngf: int = 64, nz: int = 100, rounds: int = 100):
-    """The method's published config with the benchmark's sizes and constant learning rates."""
+                 dataset: str = "fashion_mnist", batch: int = 256, ngf: int = 64, nz: int = 100, rounds: int = 100,
+                 dtype: str = "float32"):
+    """The method's published config with the benchmark's sizes, constant learning rates and ``compute_dtype``."""
     from dfkd_jax import config as config_lib
     from dfkd_jax import methods
 
@@ -135,6 +175,7 @@ def bench_config(method: str = "dfad", teacher: str = "lenet5", student: str = "
     c.train.batch_size = int(batch)
     c.train.rounds = max(int(rounds), 1)
     c.train.progress = False
+    c.compute_dtype = str(dtype)
     config_lib.validate(c)
     return c
 
@@ -153,6 +194,57 @@ def xla_flops(compiled) -> float | None:
     entries = analysis if isinstance(analysis, (list, tuple)) else [analysis]
     values = [float(e["flops"]) for e in entries if e and e.get("flops") is not None and float(e["flops"]) >= 0]
     return float(sum(values)) if values else None
+
+
+def xla_memory(compiled) -> dict[str, int | None]:
+    """Buffer sizes of a compiled JAX computation from XLA's ``memory_analysis()`` (bytes).
+
+    ``total_bytes`` is arguments + outputs + temporaries - aliases (outputs written into
+    donated arguments); ``reported_peak_bytes`` is the ``peak_memory_in_bytes`` field where
+    this jaxlib has it (XLA:CPU's is not a whole-program peak). Every field is ``None`` when
+    the backend or version does not say.
+    """
+    fields = {"argument_bytes": "argument_size_in_bytes", "output_bytes": "output_size_in_bytes",
+              "temp_bytes": "temp_size_in_bytes", "alias_bytes": "alias_size_in_bytes",
+              "generated_code_bytes": "generated_code_size_in_bytes", "reported_peak_bytes": "peak_memory_in_bytes"}
+    out: dict[str, int | None] = dict.fromkeys(fields, None)
+    out["total_bytes"] = None
+    try:
+        stats = compiled.memory_analysis()
+    except Exception:  # not implemented on this backend
+        stats = None
+    if stats is None:
+        return out
+    for key, attr in fields.items():
+        v = stats.get(attr) if isinstance(stats, Mapping) else getattr(stats, attr, None)
+        try:
+            out[key] = None if v is None else int(v)
+        except (TypeError, ValueError):
+            pass
+    parts = [out["argument_bytes"], out["output_bytes"], out["temp_bytes"]]
+    if all(v is not None for v in parts):
+        out["total_bytes"] = int(sum(parts) - (out["alias_bytes"] or 0))
+    if not out["reported_peak_bytes"]:  # 0 where XLA does not estimate it
+        out["reported_peak_bytes"] = None
+    return out
+
+
+def device_memory(device=None) -> dict[str, int] | None:
+    """The JAX device allocator's ``bytes_in_use`` and ``peak_bytes_in_use`` (``None`` where not kept, e.g. CPU)."""
+    try:
+        device = device if device is not None else jax.devices()[0]
+        stats = device.memory_stats()
+    except Exception:
+        return None
+    if not stats or "peak_bytes_in_use" not in stats:
+        return None
+    return {k: int(stats[k]) for k in ("bytes_in_use", "peak_bytes_in_use", "bytes_limit") if k in stats}
+
+
+def max_rss_bytes() -> int:
+    """This process's maximum resident set size so far, in bytes (``ru_maxrss``: KiB on Linux, bytes on macOS)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(rss if sys.platform == "darwin" else rss * 1024)
 
 
 def _blocks(rounds: int, blocks: int) -> list[int]:
@@ -195,10 +287,12 @@ def _version(name: str) -> str | None:
 
 
 class _JaxSide:
-    def __init__(self, cfg, seed: int, log: Callable[[str], None]):
+    def __init__(self, cfg, seed: int, log: Callable[[str], None], teacher_dtype: str = "float32"):
         from dfkd_jax.engine.distiller import Distiller
 
-        teacher = random_teacher(cfg.teacher.arch, cfg.data.dataset, seed)
+        self.device = jax.devices()[0]
+        self.device_memory_before = device_memory(self.device)
+        teacher = random_teacher(cfg.teacher.arch, cfg.data.dataset, seed, dtype=teacher_dtype)
         self.d = Distiller.from_config(cfg, teacher)
         self.state = random_state(self.d, seed)
         t0 = time.perf_counter()
@@ -209,6 +303,7 @@ class _JaxSide:
         # XLA analyses the SPMD-partitioned program, i.e. one device's share of the round
         self.flops_per_device = xla_flops(self.compiled)
         self.flops = None if self.flops_per_device is None else self.flops_per_device * self.devices
+        self.xla_memory = xla_memory(self.compiled)
         self.metrics = None
         log(f"jax: compiled the round in {self.compile_s:.1f} s")
 
@@ -222,9 +317,29 @@ class _JaxSide:
         m = jax.device_get(self.metrics) if self.metrics is not None else {}
         return {k: float(m[k]) for k in ("generator/loss", "student/loss") if k in m}
 
+    def memory(self, rss_increase: int | None) -> dict[str, Any]:
+        before, after = self.device_memory_before, device_memory(self.device)
+        out: dict[str, Any] = {"xla": self.xla_memory, "device": None, "host_max_rss_increase_bytes": rss_increase}
+        if after is not None:
+            out["device"] = {"peak_bytes_in_use": after.get("peak_bytes_in_use"),
+                             "peak_bytes_in_use_before": (before or {}).get("peak_bytes_in_use"),
+                             "bytes_in_use_before": (before or {}).get("bytes_in_use"),
+                             "bytes_limit": after.get("bytes_limit")}
+        # the headline figure: the allocator's peak if this case set it (less what was live before the
+        # case), else XLA's buffer total
+        dev = out["device"]
+        if dev and dev["peak_bytes_in_use"] and (dev["peak_bytes_in_use"] > (dev["peak_bytes_in_use_before"] or 0)):
+            out["peak_bytes"] = dev["peak_bytes_in_use"] - (dev["bytes_in_use_before"] or 0)
+            out["peak_source"] = "dev"
+        elif self.xla_memory.get("total_bytes") is not None:
+            out["peak_bytes"], out["peak_source"] = self.xla_memory["total_bytes"], "xla"
+        else:
+            out["peak_bytes"], out["peak_source"] = None, None
+        return out
+
 
 class _TorchSide:
-    def __init__(self, cfg, device: str, seed: int, threads: int | None):
+    def __init__(self, cfg, device: str, seed: int, threads: int | None, autocast: str | None = None):
         torch = torch_round.setup_torch(device, threads)
         self.torch = torch
         torch.manual_seed(seed)
@@ -233,9 +348,13 @@ class _TorchSide:
         teacher = torch_round.build_model(cfg.teacher.arch, spec.num_classes, c)
         student = torch_round.build_model(cfg.student.arch, spec.num_classes, c)
         generator = torch_round.build_generator(int(cfg.generator.nz), int(cfg.generator.ngf), c, h)
-        self.r = torch_round.DFADRound.from_config(cfg, teacher, student, generator, device=device)
+        self.r = torch_round.DFADRound.from_config(cfg, teacher, student, generator, device=device, autocast=autocast)
         self.out = None
         self.flops = None
+
+    @property
+    def cuda(self) -> bool:
+        return self.r.device.type == "cuda"
 
     def round(self, count_flops: bool = False) -> float:
         t0 = time.perf_counter()
@@ -250,37 +369,66 @@ class _TorchSide:
         self.r.synchronize()
         return time.perf_counter() - t0
 
+    def reset_peak_memory(self) -> None:
+        if self.cuda:
+            self.r.synchronize()
+            self.torch.cuda.reset_peak_memory_stats(self.r.device)
+
+    def memory(self, rss_increase: int | None) -> dict[str, Any]:
+        out: dict[str, Any] = {"cuda_max_allocated_bytes": None, "cuda_max_reserved_bytes": None,
+                               "host_max_rss_increase_bytes": rss_increase}
+        if self.cuda:
+            out["cuda_max_allocated_bytes"] = int(self.torch.cuda.max_memory_allocated(self.r.device))
+            out["cuda_max_reserved_bytes"] = int(self.torch.cuda.max_memory_reserved(self.r.device))
+            out["peak_bytes"], out["peak_source"] = out["cuda_max_allocated_bytes"], "cuda"
+        else:
+            out["peak_bytes"], out["peak_source"] = rss_increase, "rss"
+        return out
+
     def losses(self) -> dict[str, float]:
         if self.out is None:
             return {}
         return {"generator/loss": float(self.out["generator/loss"]),
-                "student/loss": float(self.out["student/loss"].mean())}
+                "student/loss": float(self.out["student/loss"].float().mean())}
 
 
 def run_benchmark(method: str = "dfad", pair: str = "lenet5:lenet5_half", dataset: str = "fashion_mnist",
                   batch: int = 256, ngf: int = 64, nz: int = 100, rounds: int = 5, warmup: int = 1,
                   blocks: int = 2, device: str = "cpu", seed: int = 0, threads: int | None = None,
-                  log: Callable[[str], None] | None = None) -> dict[str, Any]:
+                  log: Callable[[str], None] | None = None, dtype: str = "float32",
+                  teacher_dtype: str = "float32", torch_autocast: str | None = None) -> dict[str, Any]:
     """Time ``rounds`` JAX rounds and ``rounds`` PyTorch rounds in alternating blocks; a report dict.
 
-    The timed rounds are split into ``blocks`` blocks per framework, run in the order
-    JAX, PyTorch, PyTorch, JAX, JAX, ... after ``warmup`` untimed rounds of each.
+    The warmup rounds come first, PyTorch's then JAX's (``warmup`` untimed rounds each;
+    the JAX round is compiled before its warmup), then the timed rounds, split into
+    ``blocks`` blocks per framework run in the order JAX, PyTorch, PyTorch, JAX, JAX, ...
     ``device`` is the PyTorch device (``cpu`` or ``cuda``); JAX uses its default backend.
+    ``dtype`` is the JAX round's ``compute_dtype``, ``teacher_dtype`` the JAX teacher's and
+    ``torch_autocast`` (``None`` or ``'bfloat16'``) the PyTorch round's autocast dtype.
     """
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     if int(rounds) < 1:
         raise ValueError("rounds must be at least 1.")
+    for name, value in (("dtype", dtype), ("teacher_dtype", teacher_dtype)):
+        if value not in DTYPES:
+            raise ValueError(f"{name} must be one of {', '.join(DTYPES)}, not {value!r}.")
     teacher_arch, student_arch = parse_pair(pair)
     load_start = _loadavg()
-    cfg = bench_config(method, teacher_arch, student_arch, dataset, batch, ngf, nz, rounds=int(warmup) + int(rounds))
+    cfg = bench_config(method, teacher_arch, student_arch, dataset, batch, ngf, nz,
+                       rounds=int(warmup) + int(rounds), dtype=dtype)
     images_per_round = int(batch) * (int(cfg.generator.steps) + int(cfg.student.steps))
 
-    torch_side = _TorchSide(cfg, device, seed, threads)  # import torch first: fail fast without it
-    jax_side = _JaxSide(cfg, seed, log)
+    torch_round.require_torch()  # fail fast without torch, and count its import in neither phase
+    rss_start = max_rss_bytes()
+    torch_side = _TorchSide(cfg, device, seed, threads, torch_autocast)
     for i in range(int(warmup)):
-        t_jax = jax_side.round()
-        t_torch = torch_side.round(count_flops=i == 0)
-        log(f"warmup {i + 1}/{warmup}: jax {t_jax:.3f} s, torch {t_torch:.3f} s")
+        log(f"torch warmup {i + 1}/{warmup}: {torch_side.round(count_flops=i == 0):.3f} s")
+    rss_torch = max_rss_bytes()
+    jax_side = _JaxSide(cfg, seed, log, teacher_dtype)
+    for i in range(int(warmup)):
+        log(f"jax warmup {i + 1}/{warmup}: {jax_side.round():.3f} s")
+    rss_jax = max_rss_bytes()
+    torch_side.reset_peak_memory()
 
     times: dict[str, list[float]] = {"jax": [], "torch": []}
     sides = {"jax": jax_side, "torch": torch_side}
@@ -297,29 +445,41 @@ def run_benchmark(method: str = "dfad", pair: str = "lenet5:lenet5_half", datase
     jax_sum.update(compile_s=jax_side.compile_s, flops_per_round=jax_side.flops,
                    flops_per_round_per_device=jax_side.flops_per_device, mesh_devices=jax_side.devices,
                    flops_per_s=(jax_side.flops / jax_sum["median_s"]) if jax_side.flops else None,
+                   memory=jax_side.memory(max(rss_jax - rss_torch, 0)),
                    last_losses=jax_side.losses())
     torch_sum.update(flops_per_round=torch_side.flops,
                      flops_per_s=(torch_side.flops / torch_sum["median_s"]) if torch_side.flops else None,
+                     memory=torch_side.memory(max(rss_torch - rss_start, 0)),
                      last_losses=torch_side.losses())
     torch = torch_side.torch
     jdev = jax.devices()[0]
+    torch_settings = {}
+    if torch_side.cuda:
+        torch_settings = {"float32_matmul_precision": torch.get_float32_matmul_precision(),
+                          "cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32),
+                          "cudnn_benchmark": bool(torch.backends.cudnn.benchmark)}
+    precision = getattr(jax.config, "jax_default_matmul_precision", None)
     return {
         "config": {"method": method, "teacher": teacher_arch, "student": student_arch, "dataset": dataset,
                    "input_shape": list(get_spec(dataset).image_shape), "generator": "dafl (GeneratorA)",
                    "batch": int(batch), "ngf": int(ngf), "nz": int(nz), "generator_steps": int(cfg.generator.steps),
                    "student_steps": int(cfg.student.steps), "rounds": int(rounds), "warmup": int(warmup),
-                   "blocks": len(_blocks(rounds, blocks)), "seed": int(seed), "order": order},
+                   "blocks": len(_blocks(rounds, blocks)), "seed": int(seed), "order": order,
+                   "dtype": dtype, "teacher_dtype": teacher_dtype, "torch_autocast": torch_autocast},
         "device": {"jax_backend": jax.default_backend(), "jax_device_kind": jdev.device_kind,
                    "jax_device_count": jax.device_count(), "torch_device": str(torch_side.r.device),
                    "torch_device_name": (torch.cuda.get_device_name(torch_side.r.device)
-                                         if torch_side.r.device.type == "cuda" else _cpu_name()),
+                                         if torch_side.cuda else _cpu_name()),
                    "torch_threads": torch.get_num_threads(), "cpu": _cpu_name(),
                    "cpu_cores": torch_round.cpu_cores(),
                    "platform": platform.platform(), "loadavg_1min_start": load_start,
-                   "loadavg_1min_end": _loadavg()},
-        "versions": {"python": platform.python_version(), "jax": jax.__version__, "jaxlib": _version("jaxlib"),
-                     "flax": _version("flax"), "optax": _version("optax"), "torch": torch.__version__,
-                     "numpy": np.__version__},
+                   "loadavg_1min_end": _loadavg(),
+                   "jax_matmul_precision": None if precision is None else str(precision),
+                   "torch_settings": torch_settings,
+                   "env": {k: os.environ[k] for k in ("XLA_PYTHON_CLIENT_PREALLOCATE", "XLA_PYTHON_CLIENT_MEM_FRACTION",
+                                                      "XLA_PYTHON_CLIENT_ALLOCATOR", "XLA_FLAGS", "OMP_NUM_THREADS",
+                                                      "OMP_WAIT_POLICY") if k in os.environ}},
+        "versions": _versions(torch.__version__),
         "images_per_round": images_per_round,
         "jax": jax_sum,
         "torch": torch_sum,
@@ -327,18 +487,61 @@ def run_benchmark(method: str = "dfad", pair: str = "lenet5:lenet5_half", datase
     }
 
 
+def _versions(torch_version: str | None = None) -> dict[str, str | None]:
+    return {"python": platform.python_version(), "jax": jax.__version__, "jaxlib": _version("jaxlib"),
+            "flax": _version("flax"), "optax": _version("optax"),
+            "torch": torch_version if torch_version is not None else _version("torch"), "numpy": np.__version__}
+
+
 def _fmt(v, spec: str = ".3f", scale: float = 1.0, unit: str = "") -> str:
     return "-" if v is None else f"{v / scale:{spec}}{unit}"
 
 
+def _si(v: float | None, unit: str = "") -> str:
+    """``1.23e12`` -> ``'1.23 T'`` (three significant digits)."""
+    if v is None or not math.isfinite(v):
+        return "-"
+    for scale, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(v) >= scale:
+            return f"{v / scale:.3g} {prefix}{unit}"
+    return f"{v:.3g} {unit}".rstrip()
+
+
+def _bytes(v: int | None, tag: str | None = None) -> str:
+    if v is None:
+        return "-"
+    text = f"{v / 2**30:.2f} GiB" if v >= 2**30 else f"{v / 2**20:.1f} MiB"
+    return f"{text} {tag}" if tag else text
+
+
+def _memory_cell(side: Mapping[str, Any]) -> str:
+    mem = side.get("memory") or {}
+    return _bytes(mem.get("peak_bytes"), mem.get("peak_source"))
+
+
+def _peak_flops(peaks: Mapping[str, Any] | None, framework: str, dtype: str) -> float | None:
+    entry = ((peaks or {}).get(framework) or {}).get(dtype) or {}
+    v = entry.get("flops_per_s")
+    return float(v) if v else None
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
 def format_report(r: dict[str, Any]) -> str:
-    """A small text table of a ``run_benchmark`` report."""
+    """A small text table of a ``run_benchmark`` report (with fractions of peak where it holds ``'peaks'``)."""
     c, dv, j, t = r["config"], r["device"], r["jax"], r["torch"]
     h, w, ch = c["input_shape"]
+    jm, tm = j.get("memory") or {}, t.get("memory") or {}
+    xla = jm.get("xla") or {}
+    dtype, autocast = c.get("dtype", "float32"), c.get("torch_autocast")
     lines = [
         f"{c['method']}: {c['teacher']} -> {c['student']}, GeneratorA ngf {c['ngf']} nz {c['nz']}, "
         f"{h}x{w}x{ch}, batch {c['batch']}, {c['generator_steps']} + {c['student_steps']} steps/round, "
         f"{c['rounds']} timed rounds in {c['blocks']} alternating blocks (warmup {c['warmup']})",
+        f"compute dtype: JAX {dtype} (teacher {c.get('teacher_dtype', 'float32')}), "
+        f"PyTorch {'float32 with ' + autocast + ' autocast' if autocast else 'float32'}",
         f"JAX {r['versions']['jax']} on {dv['jax_backend']} ({dv['jax_device_count']} x {dv['jax_device_kind']}); "
         f"PyTorch {r['versions']['torch']} on {dv['torch_device']} ({dv['torch_device_name']}, "
         f"{dv['torch_threads']} threads); 1-min load average {dv.get('loadavg_1min_start')} at the start, "
@@ -351,10 +554,281 @@ def format_report(r: dict[str, Any]) -> str:
         f"{'images/s':<22}{_fmt(j['images_per_s'], '.0f'):>16}{_fmt(t['images_per_s'], '.0f'):>16}",
         f"{'GFLOP/round':<22}{_fmt(j['flops_per_round'], '.2f', 1e9):>16}{_fmt(t['flops_per_round'], '.2f', 1e9):>16}",
         f"{'GFLOP/s':<22}{_fmt(j['flops_per_s'], '.1f', 1e9):>16}{_fmt(t['flops_per_s'], '.1f', 1e9):>16}",
+    ]
+    peaks = r.get("peaks")
+    if peaks:
+        devices = j.get("mesh_devices") or 1
+        jax_peak = _peak_flops(peaks, "jax", dtype)
+        torch_peak = _peak_flops(peaks, "torch", autocast or "float32")
+        # both fractions use XLA's FLOP count of the round (the same work), over each framework's time
+        torch_fps = _ratio(j.get("flops_per_round"), t.get("median_s"))
+        frac_j = _ratio(j.get("flops_per_s"), jax_peak * devices if jax_peak else None)
+        frac_t = _ratio(torch_fps, torch_peak)
+        lines.append(f"{'% of matmul peak':<22}{_fmt(frac_j, '.1%'):>16}{_fmt(frac_t, '.1%'):>16}")
+    if jm or tm:
+        lines += [
+            f"{'peak memory':<22}{_memory_cell(j):>16}{_memory_cell(t):>16}",
+            f"{'  XLA buffers':<22}{_bytes(xla.get('total_bytes')):>16}{'-':>16}",
+            f"{'  host max-RSS incr.':<22}{_bytes(jm.get('host_max_rss_increase_bytes')):>16}"
+            f"{_bytes(tm.get('host_max_rss_increase_bytes')):>16}",
+        ]
+    lines += [
         "",
         f"ratio torch/jax (median): {r['ratio_torch_over_jax']:.3f}  (> 1: dfkd_jax is faster); "
         f"{r['images_per_round']} synthetic images per round",
         "FLOPs: JAX from XLA's cost analysis of the compiled round; PyTorch from torch.utils.flop_counter "
         "(convolutions and matmuls only).",
     ]
+    if peaks:
+        lines.append("% of matmul peak: XLA's FLOPs of the round over each framework's median time, over its "
+                     "measured matmul peak in the round's dtype.")
+    if jm or tm:
+        lines.append("memory: " + "; ".join(f"{k} = {v}" for k, v in MEMORY_NOTES.items()) + ".")
     return "\n".join(lines)
+
+
+# -- the suite --------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class SuiteCase:
+    """One benchmark of a suite: ``run_benchmark``'s arguments that differ between cases."""
+
+    method: str = "dfad"
+    pair: str = "lenet5:lenet5_half"
+    dataset: str = "fashion_mnist"
+    batch: int = 256
+    ngf: int = 64
+    nz: int = 100
+    dtype: str = "float32"  # the JAX round's compute_dtype
+
+    @property
+    def label(self) -> str:
+        return f"{self.method} {self.pair} {self.dataset} b{self.batch} ngf{self.ngf} nz{self.nz}"
+
+
+# name -> PyTorch device, the JAX dtypes each case runs in by default, the cases (float32 entries)
+SUITES: dict[str, dict[str, Any]] = {
+    "gpu": {
+        "device": "cuda",
+        "dtypes": ("float32", "bfloat16"),
+        "cases": (SuiteCase("dfad", "resnet34:resnet18", "cifar10", 256, 64, 256),  # the acceptance case
+                  SuiteCase("dfad", "wrn40_2:wrn16_1", "cifar10", 256, 64, 256),
+                  SuiteCase("dfad", "lenet5:lenet5_half", "fashion_mnist", 256, 64, 100)),
+    },
+    "cpu-small": {
+        "device": "cpu",
+        "dtypes": ("float32",),
+        "cases": (SuiteCase("dfad", "lenet5:lenet5_half", "fashion_mnist", 64, 16, 100),
+                  SuiteCase("dfad", "wrn16_2:wrn16_1", "fashion_mnist32x3", 32, 16, 100)),
+    },
+}
+
+
+def suite_cases(name: str, dtypes: Sequence[str] | None = None) -> list[SuiteCase]:
+    """The cases of suite ``name``, each in every dtype of ``dtypes`` (default: the suite's)."""
+    if name not in SUITES:
+        raise ValueError(f"Unknown suite {name!r}. Valid names: {', '.join(SUITES)}.")
+    dtypes = tuple(dtypes or SUITES[name]["dtypes"])
+    for d in dtypes:
+        if d not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, not {d!r}.")
+    return [dataclasses.replace(case, dtype=d) for case in SUITES[name]["cases"] for d in dtypes]
+
+
+def run_suite(cases: Sequence[SuiteCase], run_case: Callable[[SuiteCase], dict[str, Any]], *, name: str = "",
+              peaks: Mapping[str, Any] | None = None, settings: Mapping[str, Any] | None = None,
+              log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run ``run_case(case)`` (a ``run_benchmark`` report) for every case; a suite report.
+
+    A case that raises is recorded with its error and the suite goes on.
+    """
+    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    results = []
+    for i, case in enumerate(cases, 1):
+        log(f"[{i}/{len(cases)}] {case.label} {case.dtype}")
+        try:
+            report, error = run_case(case), None
+        except Exception as e:  # noqa: BLE001 - one case running out of memory must not lose the others
+            report, error = None, f"{type(e).__name__}: {e}"
+            log(f"[{i}/{len(cases)}] failed: {error}")
+        results.append({"case": dataclasses.asdict(case), "report": report, "error": error})
+    return {"suite": name, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "settings": dict(settings or {}), "peaks": dict(peaks) if peaks else None, "results": results}
+
+
+def suite_rows(suite: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One dict of numbers per case of a suite report (``None`` where a figure is missing)."""
+    peaks = suite.get("peaks")
+    rows = []
+    for res in suite["results"]:
+        case, r = SuiteCase(**res["case"]), res.get("report")
+        row: dict[str, Any] = {"case": case.label, "dtype": case.dtype, "error": res.get("error")}
+        if r is None:
+            rows.append(row)
+            continue
+        j, t, cfg = r["jax"], r["torch"], r.get("config", {})
+        autocast = cfg.get("torch_autocast")
+        flops = j.get("flops_per_round")
+        devices = j.get("mesh_devices") or 1
+        jax_fps = _ratio(flops, j.get("median_s"))
+        torch_fps = _ratio(flops, t.get("median_s"))  # XLA's count of the same round, over PyTorch's time
+        fp32, bf16 = _peak_flops(peaks, "jax", "float32"), _peak_flops(peaks, "jax", "bfloat16")
+        torch_peak = _peak_flops(peaks, "torch", autocast or "float32")
+        row.update(
+            dtype=f"{SHORT_DTYPES.get(cfg.get('dtype', case.dtype), case.dtype)}/"
+                  f"{SHORT_DTYPES[autocast] + '-ac' if autocast else 'fp32'}",
+            jax_s=j.get("median_s"), torch_s=t.get("median_s"), ratio=r.get("ratio_torch_over_jax"),
+            jax_ips=j.get("images_per_s"), torch_ips=t.get("images_per_s"), compile_s=j.get("compile_s"),
+            flops=flops, jax_fps=jax_fps, jax_frac_fp32=_ratio(jax_fps, fp32 * devices if fp32 else None),
+            jax_frac_bf16=_ratio(jax_fps, bf16 * devices if bf16 else None), torch_fps=torch_fps,
+            torch_frac=_ratio(torch_fps, torch_peak), jax_mem=_memory_cell(j), torch_mem=_memory_cell(t))
+        rows.append(row)
+    return rows
+
+
+_COLUMNS = (  # header, row key, formatter
+    ("case", "case", str),
+    ("dtype jax/torch", "dtype", str),
+    ("s/round jax", "jax_s", lambda v: _fmt(v, ".4f")),
+    ("s/round torch", "torch_s", lambda v: _fmt(v, ".4f")),
+    ("torch/jax", "ratio", lambda v: _fmt(v, ".2f")),
+    ("img/s jax", "jax_ips", lambda v: _fmt(v, ".0f")),
+    ("img/s torch", "torch_ips", lambda v: _fmt(v, ".0f")),
+    ("compile s", "compile_s", lambda v: _fmt(v, ".1f")),
+    ("FLOP/round", "flops", _si),
+    ("FLOP/s jax", "jax_fps", _si),
+    ("jax % fp32 peak", "jax_frac_fp32", lambda v: _fmt(v, ".1%")),
+    ("jax % bf16 peak", "jax_frac_bf16", lambda v: _fmt(v, ".1%")),
+    ("FLOP/s torch", "torch_fps", _si),
+    ("torch % peak", "torch_frac", lambda v: _fmt(v, ".1%")),
+    ("mem jax", "jax_mem", str),
+    ("mem torch", "torch_mem", str),
+)
+
+SUITE_LEGEND = (
+    "s/round: median seconds per round (1 generator + 5 student updates); torch/jax > 1: dfkd_jax is faster.",
+    "img/s: synthetic images per second. compile s: lowering + XLA compilation of the JAX round.",
+    "FLOP/round: XLA's cost analysis of the compiled JAX round (all devices of the mesh).",
+    "FLOP/s: that count over each framework's median round time (for PyTorch the same count, so the two compare).",
+    "% peak: FLOP/s over the framework's measured matmul peak on its device (jax: its float32 and bfloat16 "
+    "peaks; torch: the peak in its own dtype).",
+    "dtype: JAX compute dtype / PyTorch (fp32, or bf16-ac for bfloat16 autocast).",
+    "mem: " + "; ".join(f"{k} = {v}" for k, v in MEMORY_NOTES.items()) + ".",
+)
+
+
+def format_suite_table(suite: Mapping[str, Any], markdown: bool = False) -> str:
+    """The suite report as one table (plain text, or a Markdown table with ``markdown=True``)."""
+    rows = suite_rows(suite)
+    cells = []
+    for row in rows:
+        if row.get("error") and "jax_s" not in row:
+            cells.append([row["case"], SHORT_DTYPES.get(row["dtype"], row["dtype"]), f"error: {row['error']}"]
+                         + [""] * (len(_COLUMNS) - 3))
+            continue
+        cells.append([fmt(row.get(key)) for _, key, fmt in _COLUMNS])
+    headers = [h for h, _, _ in _COLUMNS]
+    if markdown:
+        def line(values):
+            return "| " + " | ".join(str(v).replace("|", "\\|") for v in values) + " |"
+
+        align = ["---", "---"] + ["---:"] * (len(_COLUMNS) - 2)
+        return "\n".join([line(headers), "| " + " | ".join(align) + " |"] + [line(c) for c in cells])
+    widths = [max([len(h)] + [len(c[i]) for c in cells if not (i == 2 and c[2].startswith("error"))])
+              for i, h in enumerate(headers)]
+
+    def text_line(values):
+        if len(values) > 2 and str(values[2]).startswith("error"):
+            return "  ".join([values[0].ljust(widths[0]), values[1].ljust(widths[1]), values[2]])
+        return "  ".join(v.ljust(w) if i < 2 else v.rjust(w) for i, (v, w) in enumerate(zip(values, widths)))
+
+    return "\n".join([text_line(headers), "  ".join("-" * w for w in widths)] + [text_line(c) for c in cells])
+
+
+def _first_report(suite: Mapping[str, Any]) -> dict[str, Any] | None:
+    return next((res["report"] for res in suite["results"] if res.get("report")), None)
+
+
+def format_peaks(peaks: Mapping[str, Any] | None, markdown: bool = False) -> str:
+    """The measured matmul peaks as a small table."""
+    if not peaks:
+        return "(peaks not measured)"
+    rows = []
+    for framework, entries in peaks.items():
+        for dtype, e in (entries or {}).items():
+            if "error" in e:
+                rows.append([framework, dtype, "-", "-", "-", f"error: {e['error']}"])
+                continue
+            rows.append([framework, dtype, str(e.get("n")), _si(e.get("flops_per_s"), "FLOP/s"),
+                         _si(e.get("median_flops_per_s"), "FLOP/s"), str(e.get("device", ""))])
+    headers = ["framework", "dtype", "n", "best", "median", "device"]
+    if markdown:
+        return "\n".join(["| " + " | ".join(headers) + " |", "| --- | --- | ---: | ---: | ---: | --- |"]
+                         + ["| " + " | ".join(r) + " |" for r in rows])
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in [headers] + rows)
+
+
+def suite_markdown(suite: Mapping[str, Any]) -> str:
+    """A Markdown section for ``docs/performance.md``: command, date, devices, versions, peaks and the table."""
+    first = _first_report(suite) or {}
+    dv, versions = first.get("device", {}), first.get("versions") or _versions()
+    cfg, settings = first.get("config", {}), suite.get("settings", {})
+    lines = [f"## Benchmark suite `{suite.get('suite', '')}`", ""]
+    if suite.get("command"):
+        lines += ["Command:", "", "```", suite["command"], "```", ""]
+    lines.append(f"- Date: {suite.get('date', '')}")
+    if dv:
+        precision = dv.get("jax_matmul_precision") or "unset"
+        lines.append(f"- JAX device: {dv.get('jax_device_count')} x {dv.get('jax_device_kind')} "
+                     f"({dv.get('jax_backend')}; jax_default_matmul_precision {precision})")
+        torch_extra = ", ".join(f"{k} {v}" for k, v in (dv.get("torch_settings") or {}).items())
+        lines.append(f"- PyTorch device: {dv.get('torch_device')} ({dv.get('torch_device_name')}, "
+                     f"{dv.get('torch_threads')} CPU threads{', ' + torch_extra if torch_extra else ''})")
+        lines.append(f"- Host: {dv.get('cpu')}, {dv.get('cpu_cores')} cores; {dv.get('platform')}")
+        if dv.get("env"):
+            lines.append("- Environment: " + ", ".join(f"`{k}={v}`" for k, v in dv["env"].items()))
+    lines.append("- Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items() if v))
+    if cfg:
+        lines.append(f"- Rounds: {cfg.get('rounds')} timed per framework in {cfg.get('blocks')} alternating blocks, "
+                     f"after {cfg.get('warmup')} warmup rounds; random weights; DFAD round = "
+                     f"{cfg.get('generator_steps')} generator + {cfg.get('student_steps')} student updates")
+    if settings:
+        lines.append("- Settings: " + ", ".join(f"{k}: {v}" for k, v in settings.items()))
+    lines += ["", "Measured matmul peaks (n x n by n x n, FLOP/s of the best and the median repeat):", "",
+              format_peaks(suite.get("peaks"), markdown=True), "", format_suite_table(suite, markdown=True), ""]
+    lines += [f"- {line}" for line in SUITE_LEGEND]
+    return "\n".join(lines)
+
+
+def _markers(key: str) -> tuple[str, str]:
+    return f"<!-- benchmark-suite:{key}:begin -->", f"<!-- benchmark-suite:{key}:end -->"
+
+
+def write_markdown_section(path: str, key: str, body: str, title: str = "# Performance") -> str:
+    """Put ``body`` between this ``key``'s markers in the Markdown file ``path``; the text of the new file.
+
+    An existing section (the text between the markers) is replaced; otherwise the section
+    is appended. Everything outside the markers is kept as it was. A new file starts with
+    ``title``.
+    """
+    begin, end = _markers(key)
+    section = f"{begin}\n{body.strip()}\n{end}"
+    text = ""
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    i = text.find(begin)
+    k = text.find(end, i + len(begin)) if i >= 0 else -1
+    if i >= 0 and k >= 0:
+        new = text[:i] + section + text[k + len(end):]
+    elif text.strip():
+        new = text.rstrip("\n") + "\n\n" + section + "\n"
+    else:
+        new = f"{title}\n\n{section}\n"
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(new)
+    return new

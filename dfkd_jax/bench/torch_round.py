@@ -30,6 +30,7 @@ torch is imported lazily: ``pip install -e .[torch]`` (torch==2.13.0; the CPU bu
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import types
@@ -37,7 +38,9 @@ from typing import Any, Sequence
 
 LENET_WIDTHS = {"lenet5": (6, 16, 120, 84), "lenet5_half": (3, 8, 60, 42), "lenet5_half_zskd": (3, 8, 120, 84)}
 RESNET_BLOCKS = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}
-ARCHITECTURES = tuple(LENET_WIDTHS) + tuple(RESNET_BLOCKS)
+WRN_SIZES = {"wrn16_1": (16, 1), "wrn16_2": (16, 2), "wrn40_1": (40, 1), "wrn40_2": (40, 2)}  # (depth, widen)
+ARCHITECTURES = tuple(LENET_WIDTHS) + tuple(RESNET_BLOCKS) + tuple(WRN_SIZES)
+AUTOCAST_DTYPES = ("bfloat16",)
 
 
 def require_torch():
@@ -127,6 +130,49 @@ def _modules() -> types.SimpleNamespace:
             y = self.layer4(self.layer3(self.layer2(self.layer1(y))))
             return self.linear(y.mean(dim=(2, 3)))
 
+    class WRNBlock(nn.Module):
+        """Pre-activation block: the activated input feeds conv1 and, on a width change, the 1x1 shortcut."""
+
+        def __init__(self, cin: int, cout: int, stride: int):
+            super().__init__()
+            self.bn1 = nn.BatchNorm2d(cin)
+            self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(cout)
+            self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+            self.convShortcut = None if cin == cout else nn.Conv2d(cin, cout, 1, stride, 0, bias=False)
+
+        def forward(self, x):
+            act = F.relu(self.bn1(x))
+            out = self.conv2(F.relu(self.bn2(self.conv1(act))))
+            return out + (x if self.convShortcut is None else self.convShortcut(act))
+
+    class WRNGroup(nn.Module):
+        def __init__(self, n: int, cin: int, cout: int, stride: int):
+            super().__init__()
+            self.layer = nn.Sequential(*[WRNBlock(cin if i == 0 else cout, cout, stride if i == 0 else 1)
+                                         for i in range(n)])
+
+        def forward(self, x):
+            return self.layer(x)
+
+    class WideResNet(nn.Module):
+        """WRN-depth-widen: 3x3 stem, three groups of pre-activation blocks, BN-ReLU, global average pool, ``fc``."""
+
+        def __init__(self, depth: int, widen: int, num_classes: int = 10, channels: int = 3):
+            super().__init__()
+            n = (depth - 4) // 6
+            widths = (16, 16 * widen, 32 * widen, 64 * widen)
+            self.conv1 = nn.Conv2d(channels, widths[0], 3, 1, 1, bias=False)
+            self.block1 = WRNGroup(n, widths[0], widths[1], 1)
+            self.block2 = WRNGroup(n, widths[1], widths[2], 2)
+            self.block3 = WRNGroup(n, widths[2], widths[3], 2)
+            self.bn1 = nn.BatchNorm2d(widths[3])
+            self.fc = nn.Linear(widths[3], num_classes)
+
+        def forward(self, x):
+            y = self.block3(self.block2(self.block1(self.conv1(x))))
+            return self.fc(F.relu(self.bn1(y)).mean(dim=(2, 3)))
+
     class GeneratorA(nn.Module):
         """DAFL/DFAD generator: Linear -> BN -> up -> conv-BN-LReLU -> up -> conv-BN-LReLU -> conv -> Tanh -> BN."""
 
@@ -146,7 +192,8 @@ def _modules() -> types.SimpleNamespace:
             h = F.leaky_relu(self.conv_blocks1(F.interpolate(h, scale_factor=2, mode="nearest")), 0.2)
             return self.conv_blocks2(F.interpolate(h, scale_factor=2, mode="nearest"))
 
-    return types.SimpleNamespace(LeNet5=LeNet5, CifarResNet=CifarResNet, GeneratorA=GeneratorA)
+    return types.SimpleNamespace(LeNet5=LeNet5, CifarResNet=CifarResNet, WideResNet=WideResNet,
+                                 GeneratorA=GeneratorA)
 
 
 def build_model(arch: str, num_classes: int = 10, channels: int = 1):
@@ -156,6 +203,8 @@ def build_model(arch: str, num_classes: int = 10, channels: int = 1):
         return m.LeNet5(LENET_WIDTHS[arch], num_classes, channels)
     if arch in RESNET_BLOCKS:
         return m.CifarResNet(RESNET_BLOCKS[arch], num_classes, channels)
+    if arch in WRN_SIZES:
+        return m.WideResNet(*WRN_SIZES[arch], num_classes, channels)
     raise ValueError(f"No PyTorch benchmark model for {arch!r}. Valid names: {', '.join(ARCHITECTURES)}.")
 
 
@@ -176,10 +225,14 @@ class DFADRound:
 
     def __init__(self, teacher, student, generator, *, batch_size: int, nz: int, student_steps: int = 5,
                  g_lr: float = 1e-3, g_betas: tuple[float, float] = (0.9, 0.999), g_weight_decay: float = 0.0,
-                 s_lr: float = 0.1, s_momentum: float = 0.9, s_weight_decay: float = 5e-4, device: Any = "cpu"):
+                 s_lr: float = 0.1, s_momentum: float = 0.9, s_weight_decay: float = 5e-4, device: Any = "cpu",
+                 autocast: str | None = None):
         torch = require_torch()
         self.torch = torch
         self.device = torch.device(device)
+        if autocast is not None and autocast not in AUTOCAST_DTYPES:
+            raise ValueError(f"autocast must be None or one of {', '.join(AUTOCAST_DTYPES)}, not {autocast!r}.")
+        self.autocast = autocast
         self.teacher = teacher.to(self.device).eval()
         self.student = student.to(self.device).train()
         self.generator = generator.to(self.device).train()
@@ -193,7 +246,8 @@ class DFADRound:
                                      weight_decay=s_weight_decay)
 
     @classmethod
-    def from_config(cls, config, teacher, student, generator, device: Any = "cpu") -> "DFADRound":
+    def from_config(cls, config, teacher, student, generator, device: Any = "cpu",
+                    autocast: str | None = None) -> "DFADRound":
         """Hyperparameters from a dfkd_jax config (a DFAD one: Adam on G, SGD on S)."""
         g, s = config.generator, config.student
         if g.optimizer != "adam" or s.optimizer != "sgd" or s.batch != "fresh" or int(g.steps) != 1:
@@ -202,7 +256,13 @@ class DFADRound:
         return cls(teacher, student, generator, batch_size=int(config.train.batch_size), nz=int(g.nz),
                    student_steps=int(s.steps), g_lr=float(g.lr), g_betas=(float(g.b1), float(g.b2)),
                    g_weight_decay=float(g.weight_decay), s_lr=float(s.lr), s_momentum=float(s.momentum),
-                   s_weight_decay=float(s.weight_decay), device=device)
+                   s_weight_decay=float(s.weight_decay), device=device, autocast=autocast)
+
+    def _autocast(self):
+        """``torch.autocast`` in ``self.autocast``'s dtype, or a context that does nothing."""
+        if self.autocast is None:
+            return contextlib.nullcontext()
+        return self.torch.autocast(device_type=self.device.type, dtype=getattr(self.torch, self.autocast))
 
     def _z(self, zs, i: int):
         if zs is None:
@@ -217,8 +277,9 @@ class DFADRound:
 
         # generator update: maximise the student-teacher L1 discrepancy
         saved = [b.clone() for b in self._s_running]
-        x = gen(self._z(zs, 0))
-        loss_g = -(student(x) - teacher(x)).abs().mean()
+        with self._autocast():
+            x = gen(self._z(zs, 0))
+            loss_g = -(student(x).float() - teacher(x).float()).abs().mean()
         for p, grad in zip(self._g_params, torch.autograd.grad(loss_g, self._g_params)):
             p.grad = grad
         self.opt_g.step()
@@ -229,10 +290,11 @@ class DFADRound:
         # student updates, each on a fresh batch of the (updated, frozen) generator
         losses = []
         for j in range(self.student_steps):
-            with torch.no_grad():
+            with torch.no_grad(), self._autocast():
                 x = gen(self._z(zs, 1 + j))
-                t = teacher(x)
-            loss_s = (student(x) - t).abs().mean()
+                t = teacher(x).float()
+            with self._autocast():
+                loss_s = (student(x).float() - t).abs().mean()
             self.opt_s.zero_grad(set_to_none=True)
             loss_s.backward()
             self.opt_s.step()
