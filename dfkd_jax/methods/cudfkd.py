@@ -56,5 +56,5 @@ def configure(config, epochs: int = 250, grad_adv: float = 0.5, begin: float = 0
     config.student.weight_decay = 1e-4
     config.student.schedule = "cosine"
     config.train.batch_size = 512
-    config.train.rounds = epochs * EPOCH_ROUNDS
+    config.train.rounds = int(round(epochs * EPOCH_ROUNDS))
     return config
