@@ -175,3 +175,23 @@ def test_rerunning_a_finished_run_prints_its_results(straight, env):
     proc = run(env, workdir)
     assert f"is complete ({ROUNDS} rounds)" in proc.stdout and "best" in proc.stdout
     assert (workdir / "results.json").read_text() == before
+
+
+@pytest.mark.parametrize("method", [
+    "adadfkd",
+    *(pytest.param(m, marks=pytest.mark.slow) for m in ("dafl", "zskt", "dfq", "cudfkd", "predfkd")),
+])
+def test_every_method_runs_from_the_command_line(env, tmp_path, method):
+    """Each configs/fashion_mnist/<method>.py end to end (AdaDFKD, with the most state, in the default
+    suite; the others under -m slow: tools/results.py runs all of them at full size)."""
+    workdir = tmp_path / method
+    cmd = args_for(env, workdir, "--config.train.rounds=2", "--config.train.eval_every=2",
+                   "--config.train.checkpoint_every=2", "--config.train.sample_every=2",
+                   "--config.student.steps=2", "--config.student.pool_size=64", "--config.hparams.r2m_queue_size=64",
+                   "--config.memory.batch_size=8", "--config.memory.nz=8")
+    cmd[cmd.index("--config") + 1] = os.path.join(ROOT, f"configs/fashion_mnist/{method}.py")
+    proc = subprocess.run(cmd, env=env["env"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((workdir / "results.json").read_text())
+    assert results["method"] == method and results["rounds"] == 2
+    assert 0.0 <= results["student"]["last"] <= 1.0 and 0.0 <= results["loyalty"] <= 1.0

@@ -17,6 +17,7 @@ import time
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from dfkd_jax.progress import progress
 
@@ -69,7 +70,8 @@ def obtain_teacher(config, log: Callable[[str], None] = print) -> Teacher:
         if jax.process_index() == 0:
             save_teacher(path, variables, meta)
         log(f"Teacher saved to {path} (test accuracy {100 * meta.test_accuracy:.2f}%).")
-    teacher = load_teacher(path)
+    # the teacher computes in config.compute_dtype too (its variables stay float32)
+    teacher = load_teacher(path, dtype=jnp.bfloat16 if config.compute_dtype == "bfloat16" else jnp.float32)
     if teacher.meta.arch != config.teacher.arch:
         raise ValueError(f"The teacher at {path} is a {teacher.meta.arch!r}, but config.teacher.arch is "
                          f"{config.teacher.arch!r}. Set --config.teacher.arch={teacher.meta.arch} or point "
