@@ -28,6 +28,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 METHODS = ("dfad", "dafl", "zskt", "dfq", "cudfkd", "adadfkd", "predfkd")
 NOISY_METHODS = ("dfad", "dafl", "cudfkd", "adadfkd")
+NOTES_MARKER = "<!-- notes: kept when tools/results.py rewrites the tables above -->"
 
 
 def budget_overrides(rounds: int) -> list[str]:
@@ -124,8 +125,14 @@ def write_markdown(path: str, argv: list[str], rounds: int, noise: float, clean:
                         *(c["student"][k] - r["student"][k] for k in ("best", "last", "mean")),
                         c["agree"] - r["agree"]]
                 lines.append(f"| {m} | " + " | ".join(f"{100 * d:+.2f}" for d in drop) + " |")
+    notes = ""
+    if os.path.isfile(path):  # keep the hand-written reading of the table below the marker
+        with open(path) as f:
+            old = f.read()
+        if NOTES_MARKER in old:
+            notes = old[old.index(NOTES_MARKER):]
     with open(path, "w") as f:
-        f.write("\n".join(lines) + "\n")
+        f.write("\n".join(lines) + "\n" + ("\n" + notes if notes else ""))
 
 
 def main(argv=None):
