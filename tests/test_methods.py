@@ -162,8 +162,11 @@ def _config(method):
     return c
 
 
-@pytest.mark.parametrize("method", ["zskt", "dfq", "cudfkd", "predfkd"])
+@pytest.mark.parametrize("method", ["zskt", "predfkd", *(pytest.param(m, marks=pytest.mark.slow)
+                                                          for m in ("dfq", "cudfkd"))])
 def test_method_runs_through_the_engine(teacher, method):
+    """ZSKT (attention, same batch) and PRE-DFKD (memory) by default; DFQ and CuDFKD under -m slow
+    (their bn, ramp and self-paced pieces run in the AdaDFKD test below)."""
     d = Distiller.from_config(_config(method), teacher, make_mesh(jax.devices()[:1]))
     state = d.init(0)
     before = jax.device_get(state.student.params)
