@@ -12,6 +12,7 @@ import pytest
 
 from dfkd_jax import methods, objectives, terms
 from dfkd_jax.config import base_config
+from dfkd_jax.engine.checkpoint import Checkpoints
 from dfkd_jax.engine.distiller import Distiller
 from dfkd_jax.engine.round import RoundSpec, student_objective
 from dfkd_jax.engine.sharding import make_mesh
@@ -183,8 +184,8 @@ def test_method_runs_through_the_engine(teacher, method):
                                jax.device_get(d.init(0).memory.params["decoder"]["l1_0"]["kernel"]))
 
 
-def test_adadfkd_state_and_devices(teacher):
-    """The queue and the learned projector live in the state; 1 and 4 devices agree (SGD)."""
+def test_adadfkd_state_and_devices(teacher, tmp_path):
+    """The queue and the learned projector live in the state and its checkpoint; 1 and 4 devices agree (SGD)."""
     config = _config("adadfkd")
     for section in (config.generator, config.student):
         section.optimizer, section.lr = "sgd", 0.01
@@ -205,6 +206,13 @@ def test_adadfkd_state_and_devices(teacher):
     assert not np.allclose(out[1][2]["kernel"], p0["kernel"])  # the projector learns
     assert {"generator/r2m", "student/relation"} <= set(jax.device_get(metrics))
     chex.assert_trees_all_close(out[1], out[4], rtol=1e-4, atol=1e-6)
+    ckpts = Checkpoints(str(tmp_path / "ckpt"))
+    ckpts.save(3, state, {"history": [], "elapsed": 0.0})
+    ckpts.wait()
+    restored, _ = ckpts.restore(3, d.abstract_state())
+    ckpts.close()
+    chex.assert_trees_all_equal(jax.device_get((state.queue, state.projector)),
+                                jax.device_get((restored.queue, restored.projector)))
 
 
 def test_bn_term_needs_a_teacher_with_batchnorm():

@@ -1,0 +1,61 @@
+"""Every config file under configs/ loads and validates, and the published settings it claims hold."""
+
+import glob
+import importlib.util
+import os
+
+import pytest
+
+from dfkd_jax.config import validate
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CIFAR_ARGS = [f"{d},{p}" for d in ("cifar10", "cifar100")
+              for p in ("r34_r18", "vgg11_r18", "w40_2_w16_1", "w40_2_w40_1", "w40_2_w16_2")]
+
+
+def load(path, arg=None):
+    spec = importlib.util.spec_from_file_location("cfg_" + os.path.basename(path)[:-3], path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg) if arg else module.get_config()
+
+
+def config_files(folder):
+    return sorted(p for p in glob.glob(os.path.join(ROOT, "configs", folder, "*.py"))
+                  if os.path.basename(p) not in ("pairs.py", "lenet_pair.py"))
+
+
+@pytest.mark.parametrize("path", config_files("fashion_mnist"), ids=os.path.basename)
+def test_fashion_mnist_configs(path):
+    c = load(path)
+    validate(c)
+    assert (c.teacher.arch, c.student.arch, c.data.dataset) == ("lenet5", "lenet5_half", "fashion_mnist")
+    assert "bn" not in c.generator.terms  # LeNet-5 has no BatchNorm
+
+
+@pytest.mark.parametrize("path", config_files("cifar"), ids=os.path.basename)
+def test_cifar_configs_every_pair(path):
+    for arg in CIFAR_ARGS:
+        c = load(path, arg)
+        validate(c)
+        assert c.teacher.checkpoint == f"teachers/{c.data.dataset}_{c.teacher.arch}"
+
+
+def test_fashion_mnist32x3_pairs():
+    path = os.path.join(ROOT, "configs", "fashion_mnist32x3", "dfad.py")
+    for arg in ("wrn16_2,wrn16_1", "resnet34,resnet18"):
+        c = load(path, arg)
+        validate(c)
+        assert c.data.dataset == "fashion_mnist32x3" and f"{c.teacher.arch},{c.student.arch}" == arg
+
+
+def test_published_curriculum_settings():
+    ada = load(os.path.join(ROOT, "configs", "cifar", "adadfkd.py"), "cifar10,r34_r18")
+    assert (ada.train.batch_size, ada.train.rounds, ada.student.steps) == (768, 300 * 40, 10)
+    assert (ada.hparams.r2m_queue_size, ada.hparams.r2m_window, ada.hparams.spl_lambda0) == (4096, 0.9, 2.2)
+    assert ada.student.tau == 20.0 and ada.generator.terms["r2m"] == 0.1 and ada.student.terms["relation"] == 0.1
+    cu = load(os.path.join(ROOT, "configs", "cifar", "cudfkd.py"), "cifar10,r34_r18")
+    assert (cu.train.batch_size, cu.train.rounds) == (512, 250 * 40)
+    assert cu.hparams.spl_growth == pytest.approx(1e-4 * 250 * 40 * 10)  # alpha x student updates
+    assert cu.generator.terms["adv_kd_masked"] == pytest.approx(0.5 * 0.5 * 250)  # grad_adv x epochs ramped
+    assert tuple(cu.generator.ramps["adv_kd_masked"]) == (0.25, 0.75)
