@@ -45,6 +45,27 @@ def _combine(method, view, progress=0.6):
     return c, float(g), np.asarray(s)
 
 
+def test_dfad_losses():
+    v = _view()
+    _, g, s = _combine("dfad", v)
+    l1 = np.mean(np.abs(np.asarray(v.s_logits) - np.asarray(v.t_logits)), axis=1)
+    assert g == pytest.approx(-l1.mean(), rel=1e-6)
+    np.testing.assert_allclose(s, l1, rtol=1e-6)
+
+
+def test_dafl_losses():
+    v = _view()
+    _, g, s = _combine("dafl", v)
+    t = np.asarray(v.t_logits, np.float64)
+    logp = t - np.log(np.exp(t).sum(1, keepdims=True))
+    one_hot = -np.mean(logp[np.arange(B), t.argmax(1)])
+    p_bar = np.exp(logp).mean(0)
+    balance = np.sum(p_bar * np.log10(p_bar))
+    activation = -np.mean(np.abs(np.asarray(v.t_feature)))
+    assert g == pytest.approx(one_hot + 0.1 * activation + 5 * balance, rel=1e-5)
+    np.testing.assert_allclose(s, np.asarray(terms.kd(v.s_logits, v.t_logits, 1.0)), rtol=1e-6)
+
+
 def test_zskt_losses():
     v = _view()
     _, g, s = _combine("zskt", v)
