@@ -42,6 +42,7 @@ def _load_cli():
     return mod
 
 
+@pytest.mark.slow  # ~20 s: compiles a bf16 round; the pieces it wires are tested below
 def test_benchmark_cli_tiny(tmp_path, capsys):
     # bfloat16 on both sides and the peak measurement: the flags of the suite, on one tiny case
     path = tmp_path / "bench.json"

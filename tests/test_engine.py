@@ -16,7 +16,7 @@ def teacher():
     return random_teacher()
 
 
-@pytest.mark.parametrize("method", ["dfad", "dafl"])
+@pytest.mark.parametrize("method", ["dfad", pytest.param("dafl", marks=pytest.mark.slow)])
 def test_one_and_four_devices_agree(teacher, method):
     """Global-batch semantics: the same student after 3 rounds on 1 device and on 4.
 

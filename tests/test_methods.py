@@ -184,12 +184,12 @@ def _config(method):
     return c
 
 
-@pytest.mark.parametrize("method", ["zskt", *(pytest.param(m, marks=pytest.mark.slow)
-                                               for m in ("predfkd", "dfq", "cudfkd"))])
+@pytest.mark.parametrize("method", [pytest.param(m, marks=pytest.mark.slow)
+                                    for m in ("zskt", "predfkd", "dfq", "cudfkd")])
 def test_method_runs_through_the_engine(teacher, method):
-    """ZSKT (attention, same batch) by default; PRE-DFKD, DFQ and CuDFKD under -m slow (about a minute
-    each to compile on 2 cores; their bn, ramp and self-paced pieces run in the AdaDFKD test below,
-    the memory's functions in test_memory.py)."""
+    """Under -m slow (up to a minute each to compile on 2 cores; the default suite covers the pieces:
+    bn, ramps and self-paced weights in the AdaDFKD test below, the memory in test_memory.py, the
+    attention term in test_terms.py; tools/results.py runs every method at full size)."""
     config = _config(method)
     if method == "predfkd":
         config.student.steps = 1  # one replay + VAE update + student update: the memory's whole path
