@@ -26,6 +26,7 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 METHODS = ("dfad", "dafl", "zskt", "dfq", "cudfkd", "adadfkd", "predfkd")
 NOISY_METHODS = ("dfad", "dafl", "cudfkd", "adadfkd")
 NOTES_MARKER = "<!-- notes: kept when tools/results.py rewrites the tables above -->"
@@ -52,9 +53,11 @@ def run(cmd: list[str], log_path: str) -> None:
 def noisy_teacher(workdir: str, noise: float) -> str:
     path = os.path.join(workdir, "teachers", f"fashion_mnist_lenet5_noise{int(round(100 * noise))}")
     if not os.path.isdir(path):
-        # the main job's teacher recipe (config.teacher.*), with noisy labels
+        from dfkd_jax.config import base_config
+        t = base_config().teacher  # the main job's teacher recipe, with noisy labels
         run([sys.executable, "tools/train_teacher.py", "--dataset", "fashion_mnist", "--arch", "lenet5",
-             "--epochs", "10", "--batch_size", "128", "--lr", "2e-3", "--label_noise", str(noise), "--out", path],
+             "--epochs", str(t.epochs), "--batch_size", str(t.batch_size), "--lr", str(t.lr),
+             "--label_noise", str(noise), "--out", path],
             os.path.join(workdir, "noisy_teacher.log"))
     return path
 
