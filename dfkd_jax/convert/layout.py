@@ -36,10 +36,10 @@ import numpy as np
 from dfkd_jax.models import build_generator, build_model
 
 # Sentinels for the two free dimensions of a classifier layout: no layer of any registered
-# model has 1009 features or 7 channels, so a dimension equal to one of them is the head's
+# model has 1009 features or 13 channels (nor a 13x13 kernel), so a dimension equal to one of them is the head's
 # class count or the input's channel count.
 _K_SENTINEL = 1009
-_C_SENTINEL = 7
+_C_SENTINEL = 13
 
 _LEAF_TO_TORCH = {
     ("params", "kernel"): "weight",

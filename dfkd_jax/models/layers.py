@@ -79,3 +79,42 @@ def max_pool2x(x: jax.Array) -> jax.Array:
 def torch_view_to_nhwc(x: jax.Array, channels: int, size: int) -> jax.Array:
     """PyTorch ``x.view(B, C, H, W)`` followed by NCHW -> NHWC."""
     return x.reshape(x.shape[0], channels, size, size).transpose(0, 2, 3, 1)
+
+
+def conv_transpose(features: int, kernel: int, in_features: int, *, stride: int = 1, padding: int = 0,
+                   use_bias: bool = True, name: str | None = None,
+                   dtype: Dtype = jnp.float32) -> nn.ConvTranspose:
+    """``nn.ConvTranspose`` equivalent to ``torch.nn.ConvTranspose2d(in, features, kernel, stride, padding)``.
+
+    Output size ``(H - 1) * stride - 2 * padding + kernel``, as PyTorch. The kernel is
+    ``(k, k, features, in)`` with ``transpose_kernel=True``, so a PyTorch weight
+    ``[in, out, k, k]`` converts with the same transpose (2, 3, 1, 0) as a ``Conv2d``
+    weight; the padding of the dilated input is ``k - 1 - padding`` on each side.
+    PyTorch's default init reads its fan-in off the weight's second axis
+    (``out * k * k``), and so does the Flax initialiser on this kernel shape.
+    """
+    pad = kernel - 1 - padding
+    return nn.ConvTranspose(features, (kernel, kernel), strides=(stride, stride), padding=((pad, pad), (pad, pad)),
+                            use_bias=use_bias, transpose_kernel=True, kernel_init=torch_kernel_init,
+                            bias_init=torch_bias_init(features * kernel * kernel), dtype=dtype,
+                            param_dtype=jnp.float32, name=name)
+
+
+def max_pool(x: jax.Array, kernel: int, stride: int, padding: int = 0) -> jax.Array:
+    """``nn.MaxPool2d(kernel, stride, padding)`` on NHWC maps (padding counts as -inf, as PyTorch)."""
+    return nn.max_pool(x, (kernel, kernel), strides=(stride, stride), padding=((padding, padding), (padding, padding)))
+
+
+def resize_bilinear(x: jax.Array, size: tuple[int, int]) -> jax.Array:
+    """``F.interpolate(x, size, mode='bilinear', align_corners=False)`` for NHWC maps, when enlarging.
+
+    ``jax.image.resize`` samples at half-pixel centres and renormalises the weights at
+    the borders, which for upsampling is PyTorch's clamping of source coordinates; it
+    anti-aliases when shrinking, where PyTorch does not, so only enlarging is allowed.
+    """
+    h, w = x.shape[1:3]
+    if size[0] < h or size[1] < w:
+        raise ValueError(f"resize_bilinear only enlarges ({h}x{w} -> {size[0]}x{size[1]}).")
+    if (h, w) == tuple(size):
+        return x
+    return jax.image.resize(x, (x.shape[0], size[0], size[1], x.shape[3]), "bilinear").astype(x.dtype)
