@@ -139,7 +139,7 @@ def unknown_key_message(key: str, cfg: ml_collections.ConfigDict) -> str:
 def validate(cfg: ml_collections.ConfigDict) -> None:
     """Check names a run would otherwise trip over deep inside (method, terms, schedules)."""
     from dfkd_jax import methods, objectives
-    from dfkd_jax.models import ARCHITECTURES, GENERATORS
+    from dfkd_jax.models import GENERATORS, parse_arch
 
     if cfg.method not in methods.METHODS:
         raise ValueError(f"Unknown method {cfg.method!r}. Valid methods: {', '.join(sorted(methods.METHODS))}.")
@@ -158,10 +158,15 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
             raise ValueError(f"config.{role}.schedule must be constant, cosine or step, not {cfg[role].schedule!r}.")
         if cfg[role].optimizer not in ("sgd", "adam"):
             raise ValueError(f"config.{role}.optimizer must be sgd or adam, not {cfg[role].optimizer!r}.")
-    for key, names in (("teacher.arch", ARCHITECTURES), ("student.arch", ARCHITECTURES), ("generator.arch", GENERATORS)):
+    for key in ("teacher.arch", "student.arch"):
         section, field = key.split(".")
-        if cfg[section][field] not in names:
-            raise ValueError(f"Unknown config.{key} {cfg[section][field]!r}. Valid names: {', '.join(sorted(names))}.")
+        try:
+            parse_arch(cfg[section][field])
+        except ValueError as e:
+            raise ValueError(f"config.{key}: {e}") from None
+    if cfg.generator.arch not in GENERATORS:
+        raise ValueError(f"Unknown config.generator.arch {cfg.generator.arch!r}. "
+                         f"Valid names: {', '.join(sorted(GENERATORS))}.")
     if cfg.student.batch not in ("fresh", "reuse", "pool"):
         raise ValueError(f"config.student.batch must be fresh, reuse or pool, not {cfg.student.batch!r}.")
     if cfg.student.batch == "pool" and cfg.student.pool_size < cfg.train.batch_size:

@@ -13,6 +13,10 @@ R2M queue); the round computes exactly those.
 Generator terms return a scalar (minimised by the generator); student terms
 return one value per sample (a scalar broadcasts), so a method can weight samples
 (CuDFKD's self-paced weight), and the step takes their mean over the global batch.
+A term computed on per-pixel logits ``(B, H, W, K)`` (segmentation) gives a value
+per pixel; ``per_sample`` averages it over every non-batch axis, so the batch mean
+of a per-sample term is the mean over all pixels (DFAD's ``F.l1_loss`` on
+``(B, K, H, W)`` logits), and the generator terms, plain means, need nothing.
 
 A term's weight can follow a ramp over the run (``ramps``): CuDFKD's adversarial
 curriculum ``alpha_adv(e)`` grows linearly from 0 between two fractions of the run
@@ -125,7 +129,7 @@ STUDENT = frozenset({"student"})
 GENERATOR_TERMS: dict[str, Term] = {
     "adv_l1": Term(lambda v, h: -jnp.mean(terms.l1(v.s_logits, v.t_logits)), STUDENT,
                    "DFAD Eq. 5: maximise the student-teacher L1 discrepancy (classification)."),
-    "adv_log_l1": Term(lambda v, h: -jnp.log(jnp.mean(terms.l1(v.s_logits, v.t_logits)) + 1.0), STUDENT,
+    "adv_log_l1": Term(lambda v, h: terms.adv_log_l1(v.s_logits, v.t_logits), STUDENT,
                        "DFAD Eq. 6: -log(L1 + 1), the segmentation form; bounded gradient as L1 grows."),
     "adv_kl": Term(lambda v, h: -jnp.mean(terms.kl(v.t_logits, v.s_logits, 1.0)), STUDENT,
                    "ZSKT (Micaelli & Storkey 2019, Eq. 1) and DFQ: maximise KL(t || s) at tau 1."),
@@ -179,11 +183,20 @@ def ramp_factor(progress, ramp: tuple[float, float]):
     return jnp.clip((progress - begin) / (end - begin), 0.0, 1.0)
 
 
+def per_sample(value: jax.Array) -> jax.Array:
+    """A term's value reduced to one number per sample: the mean over every axis but the first
+    (per-pixel values of segmentation terms); scalars and ``(B,)`` vectors are returned as they are."""
+    return value if value.ndim <= 1 else jnp.mean(value, axis=tuple(range(1, value.ndim)))
+
+
 def combine(weights: dict[str, float], registry: dict[str, Term], view: View, h: HParams,
-            ramps: dict[str, tuple[float, float]] | None = None):
-    """``(sum_i w_i(progress) * term_i, {name: term_i})`` over the terms with non-zero weight."""
+            ramps: dict[str, tuple[float, float]] | None = None, reduce: Callable | None = None):
+    """``(sum_i w_i(progress) * term_i, {name: term_i})`` over the terms with non-zero weight;
+    ``reduce`` (e.g. ``per_sample``) is applied to each term's value first."""
     ramps = ramps or {}
     parts = {name: registry[name].fn(view, h) for name, w in weights.items() if w}
+    if reduce is not None:
+        parts = {name: reduce(v) for name, v in parts.items()}
     total = 0.0
     for name, value in parts.items():
         w = float(weights[name])

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 @flax.struct.dataclass
 class Pool:
     x: jax.Array  # (P, H, W, C) images in the networks' input space
-    t_logits: jax.Array  # (P, K) teacher logits on them
+    t_logits: jax.Array  # (P, K) teacher logits on them ((P, H, W, K) for segmentation)
     ptr: jax.Array  # next slot to write
     count: jax.Array  # filled slots (<= P)
 
@@ -28,8 +28,11 @@ class Pool:
         return self.x.shape[0]
 
 
-def init_pool(size: int, image_shape, num_classes: int) -> Pool:
-    return Pool(x=jnp.zeros((size, *image_shape), jnp.float32), t_logits=jnp.zeros((size, num_classes), jnp.float32),
+def init_pool(size: int, image_shape, logit_shape) -> Pool:
+    """An empty pool of ``size`` images and their teacher logits; ``logit_shape`` is the class count
+    ``K`` (classification) or the shape of one sample's logits, e.g. ``(H, W, K)`` (segmentation)."""
+    logit_shape = (logit_shape,) if isinstance(logit_shape, int) else tuple(logit_shape)
+    return Pool(x=jnp.zeros((size, *image_shape), jnp.float32), t_logits=jnp.zeros((size, *logit_shape), jnp.float32),
                 ptr=jnp.zeros((), jnp.int32), count=jnp.zeros((), jnp.int32))
 
 

@@ -344,7 +344,8 @@ def convert_state_dict(state_dict: Mapping[str, Any], arch: str, num_classes: in
 
 
 def generator_config(state_dict: Mapping[str, Any], name: str) -> dict[str, int]:
-    """``{'nz', 'ngf', 'channels', 'img_size'}`` of a DAFL (``'dafl'``) or CMI (``'cmi'``) generator checkpoint."""
+    """``{'nz', 'ngf', 'channels', 'img_size'}`` of a DAFL (``'dafl'``), CMI (``'cmi'``) or DFAD GeneratorB
+    (``'dfad_b'``) generator checkpoint."""
     return L.generator_config(normalize_state_dict(state_dict), name)
 
 

@@ -9,6 +9,12 @@ optimisers, mesh) and exposes pure, jitted functions over ``DistillState``::
 
 Nothing here knows which method runs: that is entirely the config's term weights
 and step counts (see ``dfkd_jax.objectives`` and ``dfkd_jax.engine.round``).
+
+The task follows from the teacher: a segmentation teacher (per-pixel logits, e.g.
+DeepLabV3) makes ``task == 'segmentation'``: the round is the same (per-pixel terms
+are averaged per sample by ``objectives.per_sample``, the pool holds per-pixel
+logits), ``evaluate`` reports mIoU and pixel accuracy from confusion matrices summed
+on the device, and ``headline`` names the metric the loop ranks evaluations by.
 """
 
 from __future__ import annotations
@@ -30,11 +36,27 @@ from dfkd_jax.data.pipeline import eval_batches
 from dfkd_jax.engine import optim, sharding
 from dfkd_jax.engine.round import MemorySpec, RoundSpec, generate, make_round
 from dfkd_jax.engine.state import DistillState, ModelState
-from dfkd_jax.models import build_generator, build_model
+from dfkd_jax.models import build_generator, build_model, is_segmentation
 from dfkd_jax.models.vae import VAE
 from dfkd_jax.teacher import Teacher
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+# the metric best/last/mean are taken over, and the teacher's, per task
+HEADLINE = {"classification": ("accuracy", "teacher_accuracy"), "segmentation": ("miou", "teacher_miou")}
+
+
+def generator_normalization(output_space: str, mean, std):
+    """The (mean, std) that maps a generator's output into the teacher's input space, or None.
+
+    'standardized' outputs are used as they are; 'pixels' in [0, 1] are normalised with the
+    teacher's constants; 'tanh' outputs y in [-1, 1] are the pixels (y + 1) / 2, so
+    ``((y + 1) / 2 - mean) / std = (y - (2 mean - 1)) / (2 std)``.
+    """
+    if output_space == "pixels":
+        return tuple(mean), tuple(std)
+    if output_space == "tanh":
+        return tuple(2.0 * m - 1.0 for m in mean), tuple(2.0 * s for s in std)
+    return None
 
 
 def _feature_width(model, input_shape) -> int:
@@ -60,6 +82,12 @@ class Distiller:
     needs: frozenset = frozenset()
     vae: Any = None  # PRE-DFKD's memory and its optimiser
     tx_m: Any = None
+    task: str = "classification"  # 'segmentation' for per-pixel teachers
+
+    @property
+    def headline(self) -> tuple[str, str]:
+        """(student metric, teacher metric) that evaluations are ranked by: accuracy or mIoU."""
+        return HEADLINE[self.task]
 
     @classmethod
     def from_config(cls, config, teacher: Teacher, mesh: Mesh | None = None) -> "Distiller":
@@ -68,10 +96,15 @@ class Distiller:
         dtype = DTYPES[config.compute_dtype]
         meta = teacher.meta
         h, w, c = meta.input_shape
-        if h != w:
-            raise ValueError(f"Square inputs only; the teacher takes {meta.input_shape}.")
         generator = build_generator(config.generator.arch, nz=config.generator.nz, ngf=config.generator.ngf,
-                                    channels=c, img_size=h, dtype=dtype)
+                                    channels=c, img_size=h if h == w else (h, w), dtype=dtype)
+        if h != w and not getattr(generator, "rectangular", False):
+            raise ValueError(f"The {config.generator.arch} generator makes square images; the teacher takes "
+                             f"{meta.input_shape}. Use a generator that makes H x W images (dfad_b, dfad_b_resize).")
+        task = "segmentation" if is_segmentation(meta.arch) else "classification"
+        if is_segmentation(config.student.arch) != (task == "segmentation"):
+            raise ValueError(f"The teacher {meta.arch} is a {task} model but the student {config.student.arch} is "
+                             "not: choose a student of the same kind (config.student.arch).")
         student = build_model(config.student.arch, meta.num_classes, dtype=dtype)
         rounds = int(config.train.rounds)
         tx_g = optim.make_optimizer(config.generator, rounds * config.generator.steps)
@@ -83,7 +116,7 @@ class Distiller:
             generator_terms=tuple((k, float(v)) for k, v in config.generator.terms.items()),
             student_terms=tuple((k, float(v)) for k, v in config.student.terms.items()),
             hparams=objectives.HParams.from_config(config),
-            normalize=(meta.mean, meta.std) if generator.output_space == "pixels" else None,
+            normalize=generator_normalization(generator.output_space, meta.mean, meta.std),
             rounds=rounds,
             generator_ramps=tuple((k, tuple(map(float, v))) for k, v in config.generator.ramps.items()),
             student_ramps=tuple((k, tuple(map(float, v))) for k, v in config.student.ramps.items()),
@@ -108,7 +141,7 @@ class Distiller:
         if "key" in needs and t_dim != s_dim:
             projector = nn.Dense(t_dim, use_bias=False, name="projector")
         d = cls(config, teacher, mesh, generator, student, tx_g, tx_s, spec, projector=projector,
-                feature_dims=(t_dim, s_dim), needs=needs, vae=vae, tx_m=tx_m)
+                feature_dims=(t_dim, s_dim), needs=needs, vae=vae, tx_m=tx_m, task=task)
         d._build()
         return d
 
@@ -123,6 +156,7 @@ class Distiller:
         self._round_raw = round_fn
         self._eval = jax.jit(self._eval_batch)
         self._sample = jax.jit(self._sample_fn, out_shardings=repl)
+        self._predict = jax.jit(self._predict_fn, out_shardings=repl)
         self._repl = repl
 
     def _init_model(self, model, key, x, tx) -> ModelState:
@@ -143,7 +177,9 @@ class Distiller:
             s = self._init_model(self.student, k_s, jnp.zeros((2, h, w, c), jnp.float32), self.tx_s)
             pool = None
             if self.spec.student_batch == "pool":
-                pool = pool_lib.init_pool(int(self.config.student.pool_size), (h, w, c), self.teacher.meta.num_classes)
+                k = self.teacher.meta.num_classes
+                pool = pool_lib.init_pool(int(self.config.student.pool_size), (h, w, c),
+                                          (h, w, k) if self.task == "segmentation" else k)
             queue = projector = None
             if "queue" in self.needs:
                 queue = pool_lib.init_queue(k_q, int(self.config.hparams.r2m_queue_size), t_dim)
@@ -173,6 +209,14 @@ class Distiller:
     def _eval_batch(self, s_vars, t_vars, x, y, mask):
         s_logits, _ = self.student.apply(s_vars, x, train=False)
         t_logits, _ = self.teacher.model.apply(t_vars, x, train=False)
+        if self.task == "segmentation":
+            k, ignore = self.teacher.meta.num_classes, self.ignore_label
+            return {
+                "confusion": metrics_lib.confusion_matrix(s_logits, y, mask, k, ignore),
+                "teacher_confusion": metrics_lib.confusion_matrix(t_logits, y, mask, k, ignore),
+                "agree": metrics_lib.pixel_agreement(s_logits, t_logits, mask),
+                "count": jnp.sum(mask),
+            }
         return {
             "correct": metrics_lib.correct(s_logits, y, mask),
             "teacher_correct": metrics_lib.correct(t_logits, y, mask),
@@ -181,9 +225,17 @@ class Distiller:
             "count": jnp.sum(mask),
         }
 
+    @property
+    def ignore_label(self) -> int:
+        from dfkd_jax.data.specs import SPECS
+        spec = SPECS.get(self.teacher.meta.dataset)
+        return spec.ignore_label if spec is not None else 255
+
     def evaluate(self, state: DistillState, images: np.ndarray, labels: np.ndarray,
                  batch_size: int | None = None) -> dict[str, float]:
-        """Student accuracy, teacher accuracy, Agree@1 and probability loyalty on preprocessed images."""
+        """Student accuracy, teacher accuracy, Agree@1 and probability loyalty on preprocessed images;
+        for segmentation (labels (N, H, W)) mIoU, pixel accuracy (student and teacher) and per-pixel
+        Agree@1. The sums stay on the device until the last batch."""
         batch_size = batch_size or int(self.config.data.eval_batch_size)
         batch_size = max(self.mesh.devices.size, batch_size - batch_size % self.mesh.devices.size)
         totals = None
@@ -193,12 +245,28 @@ class Distiller:
             totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
         totals = jax.device_get(totals)
         n = float(totals["count"])
+        if self.task == "segmentation":
+            s, t = (metrics_lib.segmentation_scores(totals[k]) for k in ("confusion", "teacher_confusion"))
+            return {"miou": s["miou"], "pixel_accuracy": s["pixel_accuracy"], "teacher_miou": t["miou"],
+                    "teacher_pixel_accuracy": t["pixel_accuracy"], "agree": float(totals["agree"]) / n}
         return {"accuracy": float(totals["correct"]) / n, "teacher_accuracy": float(totals["teacher_correct"]) / n,
                 "agree": float(totals["agree"]) / n, "loyalty": float(totals["loyalty"]) / n}
 
     # -- samples --------------------------------------------------------------------------------
     def _sample_fn(self, g: ModelState, z):
         return generate(self.generator, self.spec, g.variables(), z)[0]
+
+    def _predict_fn(self, s: ModelState, t_vars, x):
+        t_logits, _ = self.teacher.model.apply(t_vars, x, train=False)
+        s_logits, _ = self.student.apply(s.variables(), x, train=False)
+        return jnp.argmax(t_logits, -1), jnp.argmax(s_logits, -1)
+
+    def predict(self, state: DistillState, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Teacher and student argmax predictions (host arrays) on preprocessed ``images``, whose count
+        is a multiple of the device count (``sample`` gives such batches): per-pixel maps for segmentation."""
+        x = sharding.to_global(np.asarray(images, np.float32), sharding.batch_sharding(self.mesh))
+        t, s = jax.device_get(self._predict(state.student, self.teacher_variables, x))
+        return np.asarray(t), np.asarray(s)
 
     def sample(self, state: DistillState, n: int = 64, seed: int = 1234) -> np.ndarray:
         """``n`` synthetic images in the networks' input space (host array)."""

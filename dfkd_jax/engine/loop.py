@@ -69,7 +69,9 @@ def obtain_teacher(config, log: Callable[[str], None] = print) -> Teacher:
             show_progress=config.train.progress, log=log)
         if jax.process_index() == 0:
             save_teacher(path, variables, meta)
-        log(f"Teacher saved to {path} (test accuracy {100 * meta.test_accuracy:.2f}%).")
+        score = (f"test mIoU {100 * meta.extra['test_miou']:.2f}%" if "test_miou" in meta.extra
+                 else f"test accuracy {100 * meta.test_accuracy:.2f}%")
+        log(f"Teacher saved to {path} ({score}).")
     # the teacher computes in config.compute_dtype too (its variables stay float32)
     teacher = load_teacher(path, dtype=jnp.bfloat16 if config.compute_dtype == "bfloat16" else jnp.float32)
     if teacher.meta.arch != config.teacher.arch:
@@ -77,6 +79,18 @@ def obtain_teacher(config, log: Callable[[str], None] = print) -> Teacher:
                          f"{config.teacher.arch!r}. Set --config.teacher.arch={teacher.meta.arch} or point "
                          "--config.teacher.checkpoint elsewhere.")
     return teacher
+
+
+def save_samples(distiller: Distiller, state, path: str, n: int = 64) -> None:
+    """A grid of synthetic samples; for segmentation, 16 of them each beside the teacher's and the
+    student's predicted masks."""
+    meta = distiller.teacher.meta
+    if distiller.task == "segmentation":
+        images = distiller.sample(state, 16)
+        t_masks, s_masks = distiller.predict(state, images)
+        outputs.save_segmentation_grid(path, images, t_masks, s_masks, meta.mean, meta.std, meta.num_classes)
+    else:
+        outputs.save_grid(path, distiller.sample(state, n), meta.mean, meta.std)
 
 
 def _check_finite(records: list[dict[str, Any]], first_round: int, ckpt_dir: str, last_good: int | None):
@@ -113,9 +127,14 @@ def train_and_evaluate(config, workdir: str, log: Callable[[str], None] | None =
     norm_spec = dataclasses.replace(spec, mean=teacher.meta.mean, std=teacher.meta.std)
     test_x, test_y = data.load_split(config.data.dataset, "test", data_dir=config.data.data_dir or None,
                                      source_dir=config.data.source_dir or None)
-    test_x, test_y = preprocess(test_x, norm_spec), test_y.astype(np.int32)
+    # segmentation label maps stay uint8 on the host (the confusion matrix casts them on the device)
+    test_x, test_y = preprocess(test_x, norm_spec), test_y if spec.is_segmentation else test_y.astype(np.int32)
 
     distiller = Distiller.from_config(config, teacher)
+    if distiller.task != spec.task:
+        raise ValueError(f"The teacher {teacher.meta.arch} is a {distiller.task} model but dataset "
+                         f"{config.data.dataset!r} is a {spec.task} dataset.")
+    score, teacher_score = distiller.headline
     ckpts = Checkpoints(os.path.join(workdir, "checkpoints"), config.train.keep_checkpoints)
     start = ckpts.latest()
     results_file = os.path.join(workdir, "results.json")
@@ -173,11 +192,10 @@ def train_and_evaluate(config, workdir: str, log: Callable[[str], None] | None =
                 ev["wall_time_s"] = round(elapsed + time.time() - t_start, 2)
                 history.append({"round": done, **ev})
                 writer.write({"round": done, "kind": "eval", **ev})
-                bar.set_postfix(acc=f"{100 * ev['accuracy']:.2f}%",
-                                best=f"{100 * max(h['accuracy'] for h in history):.2f}%")
+                bar.set_postfix({score: f"{100 * ev[score]:.2f}%",
+                                 "best": f"{100 * max(h[score] for h in history):.2f}%"})
             if is_main and (done % tcfg.sample_every == 0 or done == rounds):
-                outputs.save_grid(os.path.join(workdir, "samples", f"round_{done:06d}.png"),
-                                  distiller.sample(state, 64), teacher.meta.mean, teacher.meta.std)
+                save_samples(distiller, state, os.path.join(workdir, "samples", f"round_{done:06d}.png"))
             if done % tcfg.checkpoint_every == 0 or done == rounds:
                 flush()
                 ckpts.save(done, state, {"history": history, "elapsed": elapsed + time.time() - t_start})
@@ -196,21 +214,25 @@ def train_and_evaluate(config, workdir: str, log: Callable[[str], None] | None =
 
     if not history:  # resumed a finished run
         history.append({"round": rounds, **distiller.evaluate(state, test_x, test_y)})
-    accs = [h["accuracy"] for h in history]
+    accs = [h[score] for h in history]
     stats = summarise(accs)
     best_i = int(np.argmax(accs))
     results = {
         "method": config.method, "dataset": config.data.dataset, "rounds": rounds,
-        "batch_size": int(config.train.batch_size), "devices": jax.device_count(),
-        "teacher": {"arch": config.teacher.arch, "accuracy": history[-1]["teacher_accuracy"],
+        "batch_size": int(config.train.batch_size), "devices": jax.device_count(), "metric": score,
+        "teacher": {"arch": config.teacher.arch, score: history[-1][teacher_score],
                     "checkpoint": teacher_path(config)},
         "student": {"arch": config.student.arch, "best": stats["best"], "last": stats["last"],
                     "mean": stats["mean"], "best_round": history[best_i]["round"]},
-        "agree": history[-1]["agree"], "loyalty": history[-1]["loyalty"],
+        "agree": history[-1]["agree"],
+        **({"loyalty": history[-1]["loyalty"]} if score == "accuracy" else
+           {"pixel_accuracy": history[-1]["pixel_accuracy"]}),
         "wall_time_s": wall, "compile_s": compile_s,
         "images_per_s": images_per_round * steady_rounds / steady_time if steady_time else 0.0,
         "history": history, "workdir": workdir,
     }
+    if score == "miou":
+        results["teacher"]["pixel_accuracy"] = history[-1]["teacher_pixel_accuracy"]
     if is_main:
         with open(results_file, "w") as f:
             json.dump(results, f, indent=2)

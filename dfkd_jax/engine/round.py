@@ -105,11 +105,12 @@ def generate(generator, spec: RoundSpec, variables: dict, z):
 
 
 def student_objective(spec: RoundSpec, view: objectives.View):
-    """``(loss, parts, extra)``: the student's weighted terms, per sample, then (with
-    ``spec.self_paced``) CuDFKD's self-paced weight ``v_i`` (no gradient) at
-    ``lambda = lambda_0 + growth * progress``, then the mean over the global batch."""
+    """``(loss, parts, extra)``: the student's weighted terms, per sample (per-pixel values averaged
+    over the pixels: ``objectives.per_sample``), then (with ``spec.self_paced``) CuDFKD's self-paced
+    weight ``v_i`` (no gradient) at ``lambda = lambda_0 + growth * progress``, then the mean over the
+    global batch."""
     per_sample, parts = objectives.combine(dict(spec.student_terms), objectives.STUDENT_TERMS, view, spec.hparams,
-                                           dict(spec.student_ramps))
+                                           dict(spec.student_ramps), reduce=objectives.per_sample)
     per_sample = jnp.broadcast_to(per_sample, (view.x.shape[0],))
     extra = {}
     if spec.self_paced is not None:

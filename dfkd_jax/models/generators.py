@@ -153,6 +153,7 @@ class GeneratorB(nn.Module):
     upsample: str = "transpose"  # 'transpose' | 'resize'
     dtype: Any = jnp.float32
     output_space = "tanh"
+    rectangular = True  # img_size may be (H, W)
 
     @nn.compact
     def __call__(self, z, train: bool = True):
