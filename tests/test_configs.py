@@ -59,3 +59,16 @@ def test_published_curriculum_settings():
     assert cu.hparams.spl_growth == pytest.approx(1e-4 * 250 * 40 * 10)  # alpha x student updates
     assert cu.generator.terms["adv_kd_masked"] == pytest.approx(0.5 * 0.5 * 250)  # grad_adv x epochs ramped
     assert tuple(cu.generator.ramps["adv_kd_masked"]) == (0.25, 0.75)
+
+
+@pytest.mark.parametrize("path", config_files("fashion_mnist_scenes"), ids=os.path.basename)
+def test_fashion_mnist_scenes_configs(path):
+    """DFAD's segmentation objective, generator and schedule on the scenes pair."""
+    c = load(path)
+    validate(c)
+    assert c.data.dataset == "fashion_mnist_scenes"
+    assert (c.teacher.arch, c.student.arch) == ("deeplabv3_resnet50@0.125", "deeplabv3_mobilenetv2@0.25")
+    assert dict(c.generator.terms) == {"adv_log_l1": 1.0} and dict(c.student.terms) == {"l1": 1.0}
+    assert c.generator.arch == "dfad_b_resize" and c.generator.nz == 256
+    assert (c.student.steps, c.student.batch, c.student.lr, c.generator.lr) == (5, "fresh", 0.1, 1e-3)
+    assert tuple(c.student.milestones) == pytest.approx((1 / 3, 2 / 3))

@@ -113,7 +113,8 @@ def test_convert_every_format(arch, scheme, tmp_path):
         first = variables
         assert info.scheme == scheme
         assert sum(np.size(v) for v in jax.tree.leaves(variables["params"])) == PARAMS_10[arch]
-        logits, aux = build_model(arch, 10).apply(variables, _nhwc(x), train=False)
+        model = build_model(arch, 10)
+        logits, aux = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, _nhwc(x))
         err = _rel_err(logits, ref)
         REL_ERRORS[f"{arch}-{scheme}"] = err
         assert err <= RTOL, f"{arch}: relative logit error {err:.2e}"
@@ -239,8 +240,8 @@ def test_wrong_num_classes(resnet18_sd):
 
 
 def test_unknown_architecture(resnet18_sd):
-    with pytest.raises(ValueError, match="Unknown architecture 'resnet50'"):
-        convert_state_dict(resnet18_sd, "resnet50")
+    with pytest.raises(ValueError, match="Unknown architecture 'resnet51'"):
+        convert_state_dict(resnet18_sd, "resnet51")
 
 
 def test_not_a_checkpoint(tmp_path):

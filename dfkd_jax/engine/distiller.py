@@ -33,6 +33,7 @@ from dfkd_jax import metrics as metrics_lib
 from dfkd_jax import objectives
 from dfkd_jax import pool as pool_lib
 from dfkd_jax.data.pipeline import eval_batches
+from dfkd_jax.data.specs import SPECS
 from dfkd_jax.engine import optim, sharding
 from dfkd_jax.engine.round import MemorySpec, RoundSpec, generate, make_round
 from dfkd_jax.engine.state import DistillState, ModelState
@@ -227,7 +228,7 @@ class Distiller:
 
     @property
     def ignore_label(self) -> int:
-        from dfkd_jax.data.specs import SPECS
+        """The label of pixels no segmentation metric counts (the teacher's dataset's; 255 by default)."""
         spec = SPECS.get(self.teacher.meta.dataset)
         return spec.ignore_label if spec is not None else 255
 
