@@ -90,7 +90,7 @@ def test_cli_end_to_end(straight, env):
     assert results["images_per_s"] > 0 and results["compile_s"] > 0
     from PIL import Image
     with Image.open(workdir / "accuracy.png") as plot:  # the accuracy-against-round plot
-        assert plot.size == (720, 420) and len(set(plot.convert("RGB").getdata())) > 3
+        assert plot.size == (720, 420) and len(plot.convert("RGB").getcolors(1 << 20)) > 3
     try:
         import tensorboardX  # noqa: F401  (the optional extra; CI installs it)
     except ImportError:
@@ -268,7 +268,8 @@ def test_two_process_run_killed_and_resumed_matches_one_device(straight, env):
     runs = _run_two_processes(env, workdir)
     assert [rc for rc, _, _ in runs] == [0, 0], [err[-3000:] for _, _, err in runs]
     out0, out1 = runs[0][1], runs[1][1]
-    assert f"Resuming from the checkpoint of round {ROUNDS // 2}" in out0 and out1 == ""  # process 0 talks
+    resumed = f"Resuming from the checkpoint of round {ROUNDS // 2}"
+    assert resumed in out0 and resumed not in out1 and "best" not in out1  # process 0 alone logs
     results = json.loads((workdir / "results.json").read_text())
     assert results["devices"] == 4 and results["rounds"] == ROUNDS
     assert (workdir / "samples" / f"round_{ROUNDS:06d}.png").exists() and (workdir / "accuracy.png").exists()

@@ -74,3 +74,138 @@ def test_state_is_donated(teacher):
     leaf = state.student.params["fc2"]["kernel"]
     d.round(state)
     assert leaf.is_deleted()
+
+
+# ------------------------------------------------------------------ the round's batch and BatchNorm switches
+def _bn_student_config(batch: str):
+    """A tiny round whose student has BatchNorm (TinyBNNet), a pixel-space generator (CMI's LargeGenerator,
+    normalised by the teacher's constants, DCGAN init), plain SGD on both so an update is written out below,
+    the student in eval mode in the generator's update and the generator in eval mode for the student."""
+    c = tiny_config("zskt", rounds=4)  # adv_kl; kl + 250 attention (blocks: the teacher re-run on the batch)
+    c.generator.arch, c.generator.init, c.generator.nz, c.generator.ngf = "large", "normal", 8, 4
+    c.student.arch = "tiny_bn"
+    for section in (c.generator, c.student):
+        section.optimizer, section.lr, section.momentum, section.grad_clip = "sgd", 0.05, 0.0, 0.0
+        section.weight_decay, section.schedule = 0.0, "constant"
+    c.student.steps, c.student.batch = 2, batch
+    c.generator.student_mode, c.student.generator_mode = "eval", "eval"
+    return c
+
+
+@pytest.fixture()
+def tiny_bn_student(monkeypatch):
+    import functools
+
+    from dfkd_jax.models import ARCHITECTURES
+    from tests.helpers import TinyBNNet
+    monkeypatch.setitem(ARCHITECTURES, "tiny_bn", functools.partial(TinyBNNet))
+
+
+@pytest.mark.parametrize("batch", ["regenerate", "reuse", "fresh"])
+def test_round_batches_and_batchnorm_modes_by_hand(tiny_bn_student, batch):
+    """One round against the same round written out: the generator's SGD step with the student in eval mode;
+    the student's batches: 'regenerate' = the step's z through the *updated* generator (ZSKT), 'reuse' = the
+    step's own images (made before it), 'fresh' = new z; the generator in eval mode (running averages) for
+    'regenerate' and 'fresh'; images in [0, 1] normalised with the teacher's mean/std; the teacher's blocks
+    recomputed on the student's batch; ZSKT's KL / K."""
+    import jax.numpy as jnp
+
+    from dfkd_jax import objectives, terms
+    from tests.helpers import bn_teacher
+    teacher = bn_teacher()
+    config = _bn_student_config(batch)
+    d = Distiller.from_config(config, teacher, make_mesh(jax.devices()[:1]))
+    state0 = d.init(0)
+    assert d.spec.normalize is not None  # pixel-space generator
+    g0, s0 = jax.device_get((state0.generator, state0.student))
+    rng, rnd = jax.device_get((state0.rng, state0.round))
+    state1, _ = d.round(state0)
+    g1, s1 = jax.device_get((state1.generator, state1.student))
+
+    keys = jax.random.split(jax.random.fold_in(rng, rnd), 1 + config.student.steps)
+    B, nz, h = config.train.batch_size, config.generator.nz, objectives.HParams.from_config(config)
+    mean, std = jnp.asarray(teacher.meta.mean), jnp.asarray(teacher.meta.std)
+    z0 = jax.random.normal(keys[0], (B, nz))
+    t_apply = lambda x: teacher.model.apply(teacher.variables, x, train=False)  # noqa: E731
+
+    def gen(params, stats, z, train):
+        if train:
+            x, upd = d.generator.apply({"params": params, "batch_stats": stats}, z, train=True,
+                                       mutable=["batch_stats"])
+            return (x - mean) / std, upd["batch_stats"]
+        return (d.generator.apply({"params": params, "batch_stats": stats}, z, train=False) - mean) / std, stats
+
+    def g_loss(params):
+        x, stats = gen(params, g0.batch_stats, z0, True)
+        s_logits, _ = d.student.apply(s0.variables(), x, train=False)  # student in eval mode
+        v = objectives.View(x=x, t_logits=t_apply(x)[0], s_logits=s_logits)
+        return objectives.adv_kl(v, h), (stats, x)
+
+    grads, (g_stats, x_before) = jax.jit(jax.grad(g_loss, has_aux=True))(g0.params)
+    g_params = jax.tree.map(lambda p, g: p - 0.05 * g, g0.params, grads)
+    chex.assert_trees_all_close(g1.params, g_params, rtol=1e-5, atol=1e-6)
+    chex.assert_trees_all_close(g1.batch_stats, g_stats, rtol=1e-5, atol=1e-6)
+
+    @jax.jit
+    def student_step(params, stats, x):
+        t_logits, t_aux = t_apply(x)
+
+        def s_loss(params):
+            (s_logits, s_aux), upd = d.student.apply({"params": params, "batch_stats": stats}, x, train=True,
+                                                     mutable=["batch_stats"])
+            v = objectives.View(x=x, t_logits=t_logits, s_logits=s_logits, t_blocks=t_aux["blocks"],
+                                s_blocks=s_aux["blocks"])
+            per = objectives.kl_term(v, h) + 250.0 * terms.attention(s_aux["blocks"], t_aux["blocks"])
+            return jnp.mean(per), upd["batch_stats"]
+
+        sg, stats = jax.grad(s_loss, has_aux=True)(params)
+        return jax.tree.map(lambda p, g: p - 0.05 * g, params, sg), stats
+
+    s_params, s_stats = s0.params, s0.batch_stats
+    for j in range(config.student.steps):
+        if batch == "regenerate":
+            x = jax.jit(gen, static_argnums=3)(g_params, g_stats, z0, False)[0]
+        elif batch == "reuse":
+            x = x_before
+        else:
+            x = jax.jit(gen, static_argnums=3)(g_params, g_stats, jax.random.normal(keys[1 + j], (B, nz)), False)[0]
+        s_params, s_stats = student_step(s_params, s_stats, x)
+    chex.assert_trees_all_close(s1.params, s_params, rtol=2e-5, atol=1e-6)
+    chex.assert_trees_all_close(s1.batch_stats, s_stats, rtol=2e-5, atol=1e-6)
+    # the sample grids come from the same generator the student sees (eval mode, normalised)
+    z = jax.random.normal(jax.random.PRNGKey(1234), (8, nz))
+    np.testing.assert_allclose(d.sample(state1, 8), jax.jit(gen, static_argnums=3)(g1.params, g1.batch_stats, z, False)[0],
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_one_and_four_devices_agree_with_adam(teacher):
+    """DAFL at its own settings (Adam on both networks, student.batch='reuse'): 4 rounds on 1 device and on 4.
+
+    Adam divides each update by the gradient's running RMS, so a parameter whose exact gradient is 0 moves
+    by about lr per step on float reduction-order noise: the generator's conv biases right before a
+    BatchNorm, which the BatchNorm then removes. Those differ between 1 and 4 devices and change nothing:
+    the networks' *functions* are compared (the student has no BatchNorm, so its parameters; the generator
+    by its images on a fixed z). Measured here: after 4 rounds the largest relative difference of the
+    student's parameters was about 1e-6 and of the generator's images about 2e-6 (float32 reduction
+    order); the tolerance, 1e-4, is 50x that."""
+    import jax.numpy as jnp
+
+    config = tiny_config("dafl", rounds=8)
+    assert (config.generator.optimizer, config.student.optimizer, config.student.batch) == ("adam", "adam", "reuse")
+    out = {}
+    z = jax.random.normal(jax.random.PRNGKey(5), (8, config.generator.nz))
+    for n in (1, 4):
+        d = Distiller.from_config(config, teacher, make_mesh(jax.devices()[:n]))
+        state = d.init(0)
+        for _ in range(4):
+            state, _ = d.round(state)
+        g = jax.device_get(state.generator)
+        images = d.generator.apply(g.variables(), z, train=True, mutable=["batch_stats"])[0]
+        out[n] = (jax.device_get(state.student.params), np.asarray(images), jax.device_get(state.student.opt_state))
+    rel = max(float(np.abs(a - b).max() / (np.abs(b).max() + 1e-12))
+              for a, b in zip(jax.tree.leaves(out[1][0]), jax.tree.leaves(out[4][0])))
+    assert rel < 1e-4, rel
+    np.testing.assert_allclose(out[1][1], out[4][1], rtol=1e-4, atol=1e-4)
+    chex.assert_trees_all_close(out[1][2], out[4][2], rtol=1e-4, atol=1e-7)  # the student's Adam moments too
+    fresh = jax.device_get(Distiller.from_config(config, teacher, make_mesh(jax.devices()[:1])).init(0))
+    assert not np.allclose(fresh.student.params["fc2"]["kernel"], out[1][0]["fc2"]["kernel"])
