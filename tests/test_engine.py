@@ -209,3 +209,73 @@ def test_one_and_four_devices_agree_with_adam(teacher):
     chex.assert_trees_all_close(out[1][2], out[4][2], rtol=1e-4, atol=1e-7)  # the student's Adam moments too
     fresh = jax.device_get(Distiller.from_config(config, teacher, make_mesh(jax.devices()[:1])).init(0))
     assert not np.allclose(fresh.student.params["fc2"]["kernel"], out[1][0]["fc2"]["kernel"])
+
+
+# ------------------------------------------------------------------ loop pieces without a run
+def test_config_differences_and_the_resume_check(tmp_path):
+    """A workdir holding a run refuses a config that differs in a key that changes the run, listing the keys;
+    keys that only move files or logging are ignored; allow_change lets it through."""
+    import json
+
+    from dfkd_jax.engine.loop import check_config, config_differences
+    from dfkd_jax.errors import ConfigChangedError
+    old = tiny_config("dfad", rounds=6)
+    (tmp_path / "config.json").write_text(old.to_json_best_effort())
+    new = tiny_config("dfad", rounds=7)
+    new.generator.terms.adv_l1 = 2.0
+    new.train.progress, new.data.source_dir = True, "/elsewhere"  # safe keys
+    diffs = config_differences(json.loads(old.to_json_best_effort()), json.loads(new.to_json_best_effort()))
+    assert [d[0] for d in diffs] == ["generator.terms.adv_l1", "train.rounds"]
+    assert diffs[1][1:] == (6, 7)
+    check_config(str(tmp_path), new)  # nothing run there yet: no check
+    (tmp_path / "checkpoints" / "3").mkdir(parents=True)
+    with pytest.raises(ConfigChangedError, match=r"2 key\(s\) differ.*train.rounds: 6 -> 7"):
+        check_config(str(tmp_path), new)
+    logged = []
+    check_config(str(tmp_path), new, allow_change=True, log=logged.append)
+    assert "train.rounds" in logged[0]
+    check_config(str(tmp_path), tiny_config("dfad", rounds=6))  # the same config passes
+
+
+def test_config_validation_of_batches_queues_and_modes():
+    from dfkd_jax.config import validate
+    from dfkd_jax.errors import ConfigError
+    c = tiny_config("dafl")
+    c.student.batch, c.generator.steps = "pool", 0
+    with pytest.raises(ConfigError, match="generator.steps is 0"):  # the pool would be empty
+        validate(c)
+    c = tiny_config("adadfkd")
+    c.hparams.r2m_queue_size = c.train.batch_size - 1
+    with pytest.raises(ConfigError, match="queue at least as large as the batch"):
+        validate(c)
+    c = tiny_config("dfq")
+    c.student.generator_mode = "frozen"
+    with pytest.raises(ConfigError, match="student.generator_mode must be one of train, eval"):
+        validate(c)
+    c = tiny_config("cudfkd")
+    c.generator.ramps.adv_kd_masked = (0.25, 0.75, 0)
+    with pytest.raises(ConfigError, match="rounds > 0"):
+        validate(c)
+
+
+def test_step_schedule_milestones_that_meet_multiply():
+    from dfkd_jax.engine.optim import schedule
+    section = tiny_config("dfad").student
+    section.lr, section.schedule, section.decay = 1.0, "step", 0.1
+    section.milestones = (0.5, 0.52)  # both round to step 5 of 10
+    lr = schedule(section, 10)
+    assert [float(lr(s)) for s in (4, 5, 9)] == pytest.approx([1.0, 0.01, 0.01])
+
+
+def test_pool_and_queue_keep_the_last_rows_of_an_oversized_batch():
+    import jax.numpy as jnp
+
+    from dfkd_jax import pool as pool_lib
+    p = pool_lib.init_pool(4, (1, 1, 1), 2)
+    x = jnp.arange(6, dtype=jnp.float32).reshape(6, 1, 1, 1)
+    p = jax.jit(pool_lib.push)(p, x, jnp.zeros((6, 2)))
+    assert sorted(np.asarray(p.x).ravel().tolist()) == [2.0, 3.0, 4.0, 5.0] and int(p.count) == 4
+    q = pool_lib.init_queue(jax.random.PRNGKey(0), 3, 2)
+    keys = jnp.eye(5, 2)
+    q = jax.jit(pool_lib.push_keys)(q, keys)
+    np.testing.assert_array_equal(np.sort(np.asarray(q.keys), axis=0), np.sort(np.asarray(keys[-3:]), axis=0))
