@@ -279,3 +279,60 @@ def test_pool_and_queue_keep_the_last_rows_of_an_oversized_batch():
     keys = jnp.eye(5, 2)
     q = jax.jit(pool_lib.push_keys)(q, keys)
     np.testing.assert_array_equal(np.sort(np.asarray(q.keys), axis=0), np.sort(np.asarray(keys[-3:]), axis=0))
+
+
+def test_predfkd_memory_inside_the_round_by_hand(teacher):
+    """PRE-DFKD's memory in a round (1 student update, the VAE updated after it): the student's L1 is taken on
+    the novel batch plus memory.batch_size samples replayed from the memory as it was *before* its update
+    (decoded in eval mode, the latents moved by one Adam step on 5 balance + one_hot + the MSE moments);
+    then the VAE learns (its parameters move) and reports its loss parts."""
+    import jax.numpy as jnp
+
+    from dfkd_jax import memory as memory_lib
+    config = tiny_config("predfkd", rounds=2)
+    config.student.steps, config.memory.update_steps = 1, 1
+    config.memory.batch_size, config.memory.nz = 4, 8
+    assert (config.memory.replay_mode, config.generator.bn_eps, config.generator.init) == ("eval", 0.8, "uniform")
+    d = Distiller.from_config(config, teacher, make_mesh(jax.devices()[:1]))
+    state0 = d.init(0)
+    mem0, s0 = jax.device_get((state0.memory, state0.student))
+    rng, rnd = jax.device_get((state0.rng, state0.round))
+    state1, metrics = d.round(state0)
+    metrics, g1, mem1 = jax.device_get((metrics, state1.generator, state1.memory))
+    keys = jax.random.split(jax.random.fold_in(rng, rnd), 2)
+    t_fn = lambda x: teacher.model.apply(teacher.variables, x, train=False)[0]  # noqa: E731
+
+    @jax.jit
+    def student_l1():
+        z = jax.random.normal(keys[1], (config.train.batch_size, config.generator.nz))
+        novel = d.generator.apply(g1.variables(), z, train=True, mutable=["batch_stats"])[0]
+        replayed = memory_lib.replay(d.vae, mem0.variables(), jax.random.fold_in(keys[1], 1), 4, 8, t_fn,
+                                     0.02, 10.0, 5.0, 1.0, train=False)
+        x = jnp.concatenate([novel, replayed])
+        s_logits = d.student.apply(s0.variables(), x, train=False)[0]
+        return jnp.mean(jnp.abs(s_logits - t_fn(x)))
+
+    assert float(metrics["student/l1"]) == pytest.approx(float(student_l1()), rel=1e-5)
+    assert {"memory/reconstruction", "memory/teacher", "memory/kl"} <= set(metrics)
+    assert not np.allclose(mem0.params["decoder"]["l1_0"]["kernel"], mem1.params["decoder"]["l1_0"]["kernel"])
+    assert float(np.abs(mem0.params["decoder"]["l1_0"]["kernel"]).max()) <= 0.08  # U(+-0.08) init
+
+
+def test_bfloat16_through_the_engine(teacher):
+    """compute_dtype='bfloat16': networks compute in bfloat16 with float32 parameters and state; two rounds
+    give finite losses within bfloat16's precision of the float32 rounds'."""
+    config = tiny_config("dfad", rounds=4)
+    losses = {}
+    for dtype in ("float32", "bfloat16"):
+        config.compute_dtype = dtype
+        d = Distiller.from_config(config, teacher, make_mesh(jax.devices()[:1]))
+        state = d.init(0)
+        state, m = d.round(state)
+        losses[dtype] = jax.device_get(m)
+        if dtype == "bfloat16":
+            assert d.student.dtype == jax.numpy.bfloat16 and d.generator.dtype == jax.numpy.bfloat16
+            assert {x.dtype for x in jax.tree.leaves(state)} <= {np.dtype("float32"), np.dtype("int32"),
+                                                                  np.dtype("uint32")}
+    for k in ("generator/adv_l1", "student/l1"):
+        assert np.isfinite(losses["bfloat16"][k])
+        assert losses["bfloat16"][k] == pytest.approx(losses["float32"][k], rel=5e-2), k
