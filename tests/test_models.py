@@ -166,3 +166,20 @@ def test_docs_table_matches_the_counts():
     for arch, n in PARAMS_10.items():
         assert rows[arch] == [f"{n:,}"], arch
     assert sorted(sum((rows[g] for g in GENERATORS), [])) == sorted(f"{n:,}" for _, _, n in GENERATOR_PARAMS)
+
+
+@pytest.mark.parametrize("scheme", ["uniform", "normal"])
+def test_generator_init_schemes(scheme):
+    """PRE-DFKD's U(-0.08, 0.08) and CuDFKD/AdaDFKD's N(0, 0.02) re-initialisation: every conv/linear weight
+    from that law, biases 0, BatchNorm scales N(1, 0.02) for 'normal' (1 otherwise)."""
+    from dfkd_jax.models.generators import initialize
+    gen = build_generator("large", nz=64, ngf=16, channels=3, img_size=32)
+    params = initialize(gen, jax.random.PRNGKey(0), jnp.zeros((2, 64)), train=False, init=scheme)["params"]
+    kernels = np.concatenate([np.ravel(params[n]["kernel"]) for n in ("l1_0", "conv_blocks_2", "conv_blocks_6")])
+    if scheme == "uniform":
+        assert np.abs(kernels).max() <= 0.08 and np.std(kernels) == pytest.approx(0.08 / np.sqrt(3), rel=0.02)
+    else:
+        assert np.std(kernels) == pytest.approx(0.02, rel=0.02) and abs(np.mean(kernels)) < 1e-3
+    assert np.all(np.asarray(params["l1_0"]["bias"]) == 0) and np.all(np.asarray(params["conv_blocks_9"]["bias"]) == 0)
+    scale = np.asarray(params["conv_blocks_3"]["scale"])
+    assert (np.std(scale) > 0.005) == (scheme == "normal") and abs(np.mean(scale) - 1) < 0.01
