@@ -16,7 +16,7 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
-__all__ = ["correct", "agreement", "loyalty", "js_base2", "summarise"]
+__all__ = ["correct", "agreement", "loyalty", "js_base2", "summarise", "calibration"]
 
 
 def correct(logits, labels, mask) -> jax.Array:
@@ -66,3 +66,27 @@ def summarise(history: Sequence[float]) -> dict[str, float]:
         nan = float("nan")
         return {"best": nan, "last": nan, "mean": nan}
     return {"best": max(vals), "last": vals[-1], "mean": sum(vals) / len(vals)}
+
+
+def calibration(logits, labels, bins: int = 15) -> dict[str, float]:
+    """A classifier's confidence on a labelled set (host numpy): the mean max-probability and the
+    expected calibration error (Guo et al., ICML 2017, Eq. 3).
+
+    ``ECE = sum_b |B_b| / n * |acc(B_b) - conf(B_b)|`` over ``bins`` equal-width confidence bins
+    ``(k/bins, (k+1)/bins]`` (a confidence of exactly 0 joins the first), where ``conf`` is the
+    max softmax probability and ``acc`` the top-1 accuracy of the examples in the bin.
+    """
+    import numpy as np
+
+    z = np.asarray(logits, np.float64)
+    p = np.exp(z - z.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    conf = p.max(-1)
+    hit = (p.argmax(-1) == np.asarray(labels)).astype(np.float64)
+    which = np.clip(np.ceil(conf * bins).astype(int) - 1, 0, bins - 1)
+    ece = 0.0
+    for b in range(bins):
+        sel = which == b
+        if sel.any():
+            ece += sel.mean() * abs(hit[sel].mean() - conf[sel].mean())
+    return {"mean_max_prob": float(conf.mean()), "ece": float(ece), "accuracy": float(hit.mean())}

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from dfkd_jax.errors import ConfigError
 from dfkd_jax.progress import progress
 
 from dfkd_jax import data
@@ -66,7 +67,7 @@ def train_teacher(arch: str, dataset: str, *, epochs: int = 10, batch_size: int 
     train_y = train_y.astype(np.int32)
     if train_examples:
         if train_examples > len(train_x):
-            raise ValueError(f"train_examples={train_examples} exceeds the {len(train_x)} training examples.")
+            raise ConfigError(f"train_examples={train_examples} exceeds the {len(train_x)} training examples.")
         keep = np.sort(np.random.default_rng(seed).choice(len(train_x), train_examples, replace=False))
         train_x, train_y = train_x[keep], train_y[keep]
     if label_noise:
@@ -132,6 +133,8 @@ def train_teacher(arch: str, dataset: str, *, epochs: int = 10, batch_size: int 
         for i, (x, y) in enumerate(bar):
             state, loss = step(state, x, y, jax.random.fold_in(key, epoch * steps_per_epoch + i))
             losses.append(loss)
+            if i >= 2:  # at most 2 steps in flight, so the bar shows the device's progress, not the dispatch's
+                losses[i - 2].block_until_ready()
         acc = test_accuracy(state)
         log(f"teacher {arch} epoch {epoch + 1}/{epochs}: train loss {float(jnp.mean(jnp.stack(losses))):.4f}, "
             f"test accuracy {100 * acc:.2f}% ({time.time() - start:.0f} s)")

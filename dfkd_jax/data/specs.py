@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from dfkd_jax.errors import ConfigError
+
 
 @dataclasses.dataclass(frozen=True)
 class DatasetSpec:
@@ -52,4 +54,4 @@ def get_spec(name: str) -> DatasetSpec:
     try:
         return SPECS[name]
     except KeyError:
-        raise ValueError(f"Unknown dataset {name!r}; valid names: {', '.join(sorted(SPECS))}") from None
+        raise ConfigError(f"Unknown dataset {name!r}; valid names: {', '.join(sorted(SPECS))}") from None

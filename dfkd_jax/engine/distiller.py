@@ -30,11 +30,22 @@ from dfkd_jax.data.pipeline import eval_batches
 from dfkd_jax.engine import optim, sharding
 from dfkd_jax.engine.round import MemorySpec, RoundSpec, generate, make_round
 from dfkd_jax.engine.state import DistillState, ModelState
+from dfkd_jax.errors import ConfigError
 from dfkd_jax.models import build_generator, build_model
+from dfkd_jax.models.generators import initialize
 from dfkd_jax.models.vae import VAE
 from dfkd_jax.teacher import Teacher
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+@dataclasses.dataclass
+class EvalSet:
+    """A test set on the devices: ``(x, y, mask, teacher_logits)`` batches and the teacher's accuracy."""
+
+    batches: list
+    count: int
+    teacher_accuracy: float
 
 
 def _feature_width(model, input_shape) -> int:
@@ -69,9 +80,10 @@ class Distiller:
         meta = teacher.meta
         h, w, c = meta.input_shape
         if h != w:
-            raise ValueError(f"Square inputs only; the teacher takes {meta.input_shape}.")
+            raise ConfigError(f"Square inputs only; the teacher takes {meta.input_shape}.")
         generator = build_generator(config.generator.arch, nz=config.generator.nz, ngf=config.generator.ngf,
-                                    channels=c, img_size=h, dtype=dtype)
+                                    channels=c, img_size=h, dtype=dtype, bn_eps=float(config.generator.bn_eps),
+                                    init_scheme=str(config.generator.init))
         student = build_model(config.student.arch, meta.num_classes, dtype=dtype)
         rounds = int(config.train.rounds)
         tx_g = optim.make_optimizer(config.generator, rounds * config.generator.steps)
@@ -87,21 +99,25 @@ class Distiller:
             rounds=rounds,
             generator_ramps=tuple((k, tuple(map(float, v))) for k, v in config.generator.ramps.items()),
             student_ramps=tuple((k, tuple(map(float, v))) for k, v in config.student.ramps.items()),
-            self_paced=((float(config.hparams.spl_lambda0), float(config.hparams.spl_growth))
+            self_paced=((float(config.hparams.spl_lambda0), float(config.hparams.spl_alpha))
                         if config.student.self_paced else None),
             memory=(MemorySpec(nz=int(config.memory.nz), batch_size=int(config.memory.batch_size),
                                update_steps=int(config.memory.update_steps), kl_weight=float(config.memory.kl_weight),
-                               z_lr=float(config.memory.z_lr)) if config.memory.enabled else None))
+                               z_lr=float(config.memory.z_lr), replay_mode=str(config.memory.replay_mode),
+                               balance_weight=float(config.generator.terms.get("balance", 0.0)),
+                               one_hot_weight=float(config.generator.terms.get("one_hot", 0.0)))
+                    if config.memory.enabled else None),
+            student_mode=str(config.generator.student_mode), generator_mode=str(config.student.generator_mode))
         vae = tx_m = None
         if spec.memory is not None:
             sharding.check_batch_size(spec.memory.batch_size, mesh, "memory.batch_size")
             vae = VAE(nz=spec.memory.nz, ngf=int(config.memory.ngf or config.generator.ngf), channels=c, img_size=h,
-                      dtype=dtype)
+                      dtype=dtype, bn_eps=float(config.generator.bn_eps))
             tx_m = optax.adam(float(config.memory.lr))
         needs = (objectives.needs(dict(spec.generator_terms), objectives.GENERATOR_TERMS)
                  | objectives.needs(dict(spec.student_terms), objectives.STUDENT_TERMS))
         if "bn" in needs and "batch_stats" not in teacher.variables:
-            raise ValueError(f"The bn term needs a teacher with BatchNorm layers; {meta.arch} has none. "
+            raise ConfigError(f"The bn term needs a teacher with BatchNorm layers; {meta.arch} has none. "
                              "Set --config.generator.terms.bn=0.")
         t_dim, s_dim = (_feature_width(m, meta.input_shape) for m in (teacher.model, student))
         projector = None
@@ -122,11 +138,18 @@ class Distiller:
         self._round = jax.jit(round_fn, donate_argnums=(0,))
         self._round_raw = round_fn
         self._eval = jax.jit(self._eval_batch)
+        self._teacher_eval = jax.jit(self._teacher_batch)
         self._sample = jax.jit(self._sample_fn, out_shardings=repl)
         self._repl = repl
 
-    def _init_model(self, model, key, x, tx) -> ModelState:
-        variables = model.init(key, x, **({} if isinstance(model, nn.Dense) else {"train": False}))
+    def _init_model(self, model, key, x, tx, *args) -> ModelState:
+        """A model's ``ModelState``; generators and the memory through ``generators.initialize`` (their
+        reference init schemes, ``config.generator.init``)."""
+        kwargs = {} if isinstance(model, nn.Dense) else {"train": False}
+        if model is self.generator or model is self.vae:
+            variables = initialize(model, key, x, *args, init=str(self.config.generator.init), **kwargs)
+        else:
+            variables = model.init(key, x, *args, **kwargs)
         params = variables["params"]
         return ModelState(params=params, batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params))
 
@@ -151,9 +174,7 @@ class Distiller:
                 projector = self._init_model(self.projector, k_p, jnp.zeros((2, s_dim), jnp.float32), self.tx_s)
             memory = None
             if self.vae is not None:
-                v = self.vae.init({"params": k_m}, jnp.zeros((2, h, w, c), jnp.float32), k_m, train=False)
-                memory = ModelState(params=v["params"], batch_stats=v.get("batch_stats", {}),
-                                    opt_state=self.tx_m.init(v["params"]))
+                memory = self._init_model(self.vae, k_m, jnp.zeros((2, h, w, c), jnp.float32), self.tx_m, k_m)
             return DistillState(round=jnp.zeros((), jnp.int32), rng=k_run, generator=g, student=s, pool=pool,
                                 queue=queue, projector=projector, memory=memory)
 
@@ -170,35 +191,49 @@ class Distiller:
         return self._round(state, self.teacher_variables)
 
     # -- evaluation -----------------------------------------------------------------------------
-    def _eval_batch(self, s_vars, t_vars, x, y, mask):
-        s_logits, _ = self.student.apply(s_vars, x, train=False)
+    def _teacher_batch(self, t_vars, x, y, mask):
         t_logits, _ = self.teacher.model.apply(t_vars, x, train=False)
+        return t_logits.astype(jnp.float32), metrics_lib.correct(t_logits, y, mask)
+
+    def _eval_batch(self, s_vars, x, y, mask, t_logits):
+        s_logits, _ = self.student.apply(s_vars, x, train=False)
         return {
             "correct": metrics_lib.correct(s_logits, y, mask),
-            "teacher_correct": metrics_lib.correct(t_logits, y, mask),
             "agree": metrics_lib.agreement(s_logits, t_logits, mask),
             "loyalty": metrics_lib.loyalty(s_logits, t_logits, mask),
             "count": jnp.sum(mask),
         }
 
-    def evaluate(self, state: DistillState, images: np.ndarray, labels: np.ndarray,
-                 batch_size: int | None = None) -> dict[str, float]:
-        """Student accuracy, teacher accuracy, Agree@1 and probability loyalty on preprocessed images."""
+    def eval_set(self, images: np.ndarray, labels: np.ndarray, batch_size: int | None = None) -> EvalSet:
+        """The test set on the devices, batched, with the teacher's logits and accuracy computed once
+        (the teacher never changes, so ``evaluate`` does not re-run it)."""
         batch_size = batch_size or int(self.config.data.eval_batch_size)
         batch_size = max(self.mesh.devices.size, batch_size - batch_size % self.mesh.devices.size)
+        batches, teacher_correct = [], 0.0
+        for x, y, mask in eval_batches(images, labels, batch_size, sharding=sharding.batch_sharding(self.mesh)):
+            t_logits, correct = self._teacher_eval(self.teacher_variables, x, y, mask)
+            batches.append((x, y, mask, t_logits))
+            teacher_correct += float(jax.device_get(correct))
+        return EvalSet(batches=batches, count=int(len(labels)), teacher_accuracy=teacher_correct / len(labels))
+
+    def evaluate(self, state: DistillState, images, labels: np.ndarray | None = None,
+                 batch_size: int | None = None) -> dict[str, float]:
+        """Student accuracy, teacher accuracy, Agree@1 and probability loyalty, on an ``EvalSet`` or on
+        preprocessed ``images`` and their ``labels``."""
+        es = images if isinstance(images, EvalSet) else self.eval_set(images, labels, batch_size)
         totals = None
         s_vars = state.student.variables()
-        for x, y, mask in eval_batches(images, labels, batch_size, sharding=sharding.batch_sharding(self.mesh)):
-            out = self._eval(s_vars, self.teacher_variables, x, y, mask)
+        for x, y, mask, t_logits in es.batches:
+            out = self._eval(s_vars, x, y, mask, t_logits)
             totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
         totals = jax.device_get(totals)
         n = float(totals["count"])
-        return {"accuracy": float(totals["correct"]) / n, "teacher_accuracy": float(totals["teacher_correct"]) / n,
+        return {"accuracy": float(totals["correct"]) / n, "teacher_accuracy": es.teacher_accuracy,
                 "agree": float(totals["agree"]) / n, "loyalty": float(totals["loyalty"]) / n}
 
     # -- samples --------------------------------------------------------------------------------
     def _sample_fn(self, g: ModelState, z):
-        return generate(self.generator, self.spec, g.variables(), z)[0]
+        return generate(self.generator, self.spec, g.variables(), z, train=self.spec.generator_mode == "train")[0]
 
     def sample(self, state: DistillState, n: int = 64, seed: int = 1234) -> np.ndarray:
         """``n`` synthetic images in the networks' input space (host array)."""

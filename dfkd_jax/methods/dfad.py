@@ -7,6 +7,13 @@ through both networks; Eq. 6's -log(L1 + 1) form (``adv_log_l1``) is used for
 segmentation. One round = 1 generator update + 5 student updates, each student
 update on a fresh batch from the frozen generator.
 
+Matched to the released code (VainF/Data-Free-Adversarial-Distillation, ``DFAD_cifar.py``
+l. 17-46, ``network/gan.py`` GeneratorA): both losses ``F.l1_loss`` (mean over batch and
+classes), the student and the generator in train mode throughout, the teacher's logits
+not detached in the generator's loss; GeneratorA's BatchNorms have PyTorch's eps 1e-5
+(``generator.arch='dafl'``). The reference runs the 5 student updates before the
+generator's in each iteration; here the generator's comes first in every round.
+
 Published defaults (CIFAR): student SGD lr 0.1, momentum 0.9, wd 5e-4, x0.1 at 20%
 and 40% of the run; generator Adam lr 1e-3; batch 256; GeneratorA nz 256. MNIST:
 student lr 0.01, wd 1e-4, batch 512, nz 100. The paper argues that MAE keeps the

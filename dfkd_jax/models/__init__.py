@@ -8,7 +8,8 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax.numpy as jnp
 
-from dfkd_jax.models.generators import CMIGenerator, DAFLGenerator, DAFLGeneratorSN
+from dfkd_jax.errors import ConfigError
+from dfkd_jax.models.generators import CMIGenerator, DAFLGenerator, DAFLGeneratorSN, LargeGenerator, ZSKTGenerator
 from dfkd_jax.models.lenet import LeNet5
 from dfkd_jax.models.resnet import ResNet
 from dfkd_jax.models.vgg import VGG, VGG_CFGS
@@ -34,18 +35,21 @@ GENERATORS: dict[str, Callable[..., nn.Module]] = {
     "dafl": DAFLGenerator,
     "dafl_sn": DAFLGeneratorSN,
     "cmi": CMIGenerator,
+    "large": LargeGenerator,
+    "zskt": ZSKTGenerator,
 }
 
 
 def build_model(arch: str, num_classes: int, dtype: Any = jnp.float32) -> nn.Module:
     """The classifier ``arch`` with ``num_classes`` outputs."""
     if arch not in ARCHITECTURES:
-        raise ValueError(f"Unknown architecture {arch!r}. Valid names: {', '.join(sorted(ARCHITECTURES))}.")
+        raise ConfigError(f"Unknown architecture {arch!r}. Valid names: {', '.join(sorted(ARCHITECTURES))}.")
     return ARCHITECTURES[arch](num_classes=num_classes, dtype=dtype)
 
 
 def build_generator(name: str, **kwargs: Any) -> nn.Module:
-    """The generator ``name`` (``nz``, ``ngf``, ``channels``, ``img_size`` as keyword arguments)."""
+    """The generator ``name`` (``nz``, ``ngf``, ``channels``, ``img_size``, and optionally ``bn_eps``,
+    ``init_scheme``, ``dtype`` as keyword arguments)."""
     if name not in GENERATORS:
-        raise ValueError(f"Unknown generator {name!r}. Valid names: {', '.join(sorted(GENERATORS))}.")
+        raise ConfigError(f"Unknown generator {name!r}. Valid names: {', '.join(sorted(GENERATORS))}.")
     return GENERATORS[name](**kwargs)
