@@ -11,6 +11,12 @@ os.environ["DFKD_JAX_CACHE"] = os.path.join(_TMP, "cache")
 os.environ["DFKD_JAX_DATA_DIR"] = os.path.join(_TMP, "tfds")
 os.environ["DFKD_JAX_NO_DOWNLOAD"] = "1"
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# The tests compile hundreds of small programs and run each a few times: XLA's backend (LLVM)
+# optimisations take most of that time (6x on 2 cores) and buy nothing at test sizes. The test
+# process and the command-line runs it starts also share a persistent compilation cache.
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(_TMP, "jax_cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 import jax  # noqa: E402
 
