@@ -47,6 +47,33 @@ def augment(key, x):
     return jnp.where(flip, crop[:, :, ::-1, :], crop)
 
 
+def make_train_step(model, tx, augment_data: bool = False, batch_sharding=None):
+    """``step(state, x, y, key) -> (state, loss)``: one supervised update (cross-entropy, train-mode BN)."""
+
+    def step(state: ModelState, x, y, key):
+        if augment_data:
+            x = augment(key, x)
+            if batch_sharding is not None:
+                x = jax.lax.with_sharding_constraint(x, batch_sharding)
+
+        def loss_fn(params):
+            variables = {**state.variables(), "params": params}
+            if state.batch_stats:
+                (logits, _), upd = model.apply(variables, x, train=True, mutable=["batch_stats"])
+                stats = upd["batch_stats"]
+            else:
+                logits, _ = model.apply(variables, x, train=True)
+                stats = state.batch_stats
+            loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y))
+            return loss, stats
+
+        (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        return ModelState(optax.apply_updates(state.params, updates), stats, opt_state), loss
+
+    return step
+
+
 def train_teacher(arch: str, dataset: str, *, epochs: int = 10, batch_size: int = 128, lr: float = 1e-3,
                   optimizer: str = "adam", weight_decay: float = 0.0, augment_data: bool = False,
                   label_noise: float = 0.0, train_examples: int = 0, seed: int = 0, data_dir: str | None = None,
@@ -88,26 +115,7 @@ def train_teacher(arch: str, dataset: str, *, epochs: int = 10, batch_size: int 
 
     state = jax.jit(init, out_shardings=repl)()
 
-    def step(state: ModelState, x, y, key):
-        if augment_data:
-            x = jax.lax.with_sharding_constraint(augment(key, x), batch_sh)
-
-        def loss_fn(params):
-            variables = {**state.variables(), "params": params}
-            if state.batch_stats:
-                (logits, _), upd = model.apply(variables, x, train=True, mutable=["batch_stats"])
-                stats = upd["batch_stats"]
-            else:
-                logits, _ = model.apply(variables, x, train=True)
-                stats = state.batch_stats
-            loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y))
-            return loss, stats
-
-        (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        return ModelState(optax.apply_updates(state.params, updates), stats, opt_state), loss
-
-    step = jax.jit(step, donate_argnums=(0,))
+    step = jax.jit(make_train_step(model, tx, augment_data, batch_sh), donate_argnums=(0,))
 
     @jax.jit
     def correct(variables, x, y, mask):

@@ -212,7 +212,10 @@ def test_one_and_four_devices_agree_with_adam(teacher):
     biases right before a BatchNorm differed by up to 2e-3 (= 2 lr); the BatchNorm removes them, so the
     generator is compared by its images. (2) At DAFL's own generator lr 0.2 the training itself amplifies
     any difference (measured: images 1e-4 apart after 1 round, 2.1 after 4), so the generator uses lr 1e-3
-    (DFAD's) here. The tolerances are 10x the measured differences."""
+    (DFAD's) here. The tolerances are 10x the measured differences, except the student's parameters: with
+    the tests' unoptimised XLA compilation (tests/conftest.py) they differed by up to 1.95e-5 (rounding
+    again, in other places; a real divergence moves Adam's parameters by the student's lr, 2e-3, per step),
+    so they get 5e-5."""
     config = tiny_config("dafl", rounds=8)
     config.generator.lr = 1e-3
     assert (config.generator.optimizer, config.student.optimizer, config.student.batch) == ("adam", "adam", "reuse")
@@ -227,7 +230,7 @@ def test_one_and_four_devices_agree_with_adam(teacher):
         g, s = jax.device_get((state.generator, state.student))
         images = d.generator.apply(g.variables(), z, train=True, mutable=["batch_stats"])[0]
         out[n] = (s.params, np.asarray(images), np.asarray(d.student.apply(s.variables(), x, train=False)[0]))
-    chex.assert_trees_all_close(out[1][0], out[4][0], atol=1.2e-5, rtol=0)
+    chex.assert_trees_all_close(out[1][0], out[4][0], atol=5e-5, rtol=0)
     np.testing.assert_allclose(out[1][1], out[4][1], atol=2.1e-5, rtol=0)
     np.testing.assert_allclose(out[1][2], out[4][2], atol=6e-6 * np.abs(out[4][2]).max(), rtol=0)
     fresh = jax.device_get(Distiller.from_config(config, teacher, make_mesh(jax.devices()[:1])).init(0))
