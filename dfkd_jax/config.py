@@ -142,6 +142,9 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.distributed = False  # call jax.distributed.initialize() (multi-host runs)
     c.compute_dtype = "float32"
+    # convolutions (dfkd_jax.models.fast_conv): auto (matrix-product gradients on CPU, XLA's own on
+    # GPU/TPU) | matmul (the CPU formulations everywhere) | xla (XLA's own everywhere)
+    c.conv_impl = "auto"
     return c
 
 
@@ -207,5 +210,8 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
                           "but config.generator.steps is 0: set it to at least 1 or use student.batch=fresh.")
     if cfg.student.batch == "pool" and cfg.student.pool_size < cfg.train.batch_size:
         raise ConfigError("config.student.pool_size must be at least config.train.batch_size.")
+    from dfkd_jax.models.fast_conv import IMPLEMENTATIONS
+    if cfg.conv_impl not in IMPLEMENTATIONS:
+        raise ConfigError(f"config.conv_impl must be one of {', '.join(IMPLEMENTATIONS)}, not {cfg.conv_impl!r}.")
     if cfg.compute_dtype not in ("float32", "bfloat16"):
         raise ConfigError(f"config.compute_dtype must be float32 or bfloat16, not {cfg.compute_dtype!r}.")

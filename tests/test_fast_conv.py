@@ -178,6 +178,12 @@ def test_auto_picks_by_size_and_platform():
 
 
 def test_modes_are_checked():
+    from dfkd_jax import config as config_lib, methods
+
     with pytest.raises(ValueError, match="auto, matmul, xla"):
         fast_conv.set_implementation("fast")
     assert fast_conv.implementation() == "auto"
+    cfg = methods.configure(config_lib.base_config(), "dfad")
+    cfg.conv_impl = "fast"
+    with pytest.raises(ValueError, match="config.conv_impl must be one of auto, matmul, xla"):
+        config_lib.validate(cfg)

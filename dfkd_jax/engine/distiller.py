@@ -31,7 +31,7 @@ from dfkd_jax.engine import optim, sharding
 from dfkd_jax.engine.round import MemorySpec, RoundSpec, generate, make_round
 from dfkd_jax.engine.state import DistillState, ModelState
 from dfkd_jax.errors import ConfigError
-from dfkd_jax.models import build_generator, build_model
+from dfkd_jax.models import build_generator, build_model, fast_conv
 from dfkd_jax.models.generators import initialize
 from dfkd_jax.models.vae import VAE
 from dfkd_jax.teacher import Teacher
@@ -187,8 +187,11 @@ class Distiller:
 
     # -- the round ------------------------------------------------------------------------------
     def round(self, state: DistillState) -> tuple[DistillState, dict]:
-        """One jitted round; ``state`` is donated and must not be used afterwards."""
-        return self._round(state, self.teacher_variables)
+        """One jitted round; ``state`` is donated and must not be used afterwards.
+
+        Traced (once) with ``config.conv_impl``'s convolutions (``dfkd_jax.models.fast_conv``)."""
+        with fast_conv.using(self.config.conv_impl):
+            return self._round(state, self.teacher_variables)
 
     # -- evaluation -----------------------------------------------------------------------------
     def _teacher_batch(self, t_vars, x, y, mask):
