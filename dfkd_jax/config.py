@@ -13,6 +13,8 @@ import os
 
 import ml_collections
 
+from dfkd_jax.errors import ConfigError
+
 
 def default_cache_dir() -> str:
     return os.environ.get("DFKD_JAX_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "dfkd_jax"))
@@ -55,8 +57,15 @@ def base_config() -> ml_collections.ConfigDict:
     c.generator.decay = 0.1
     c.generator.grad_clip = 0.0  # 0 = off
     c.generator.steps = 1  # k: generator updates per round
+    c.generator.bn_eps = 1e-5  # epsilon of the generator's BatchNorms after convolutions (DAFL, PRE-DFKD: 0.8)
+    c.generator.init = "torch"  # torch | uniform (U(+-0.08), PRE-DFKD) | normal (N(0, 0.02), CuDFKD/AdaDFKD)
+    # the student's BatchNorm mode during generator updates: train (batch statistics; running averages
+    # untouched) | eval (running averages: the CMI-derived DFQ, CuDFKD, AdaDFKD)
+    c.generator.student_mode = "train"
     c.generator.terms = ml_collections.ConfigDict()  # term name -> weight (dfkd_jax.objectives)
-    # term name -> (begin, end) fractions of the run: the weight ramps linearly from 0 to its value
+    # term name -> (begin, end) fractions of the run: the weight ramps linearly from 0 to its value at end;
+    # or (begin, end, rounds): the weight grows by its value every `rounds` rounds between begin and end
+    # (CuDFKD's grad_adv per epoch), so its final strength follows the run's length
     c.generator.ramps = ml_collections.ConfigDict()
 
     c.student = ml_collections.ConfigDict()
@@ -72,14 +81,18 @@ def base_config() -> ml_collections.ConfigDict:
     c.student.decay = 0.1
     c.student.grad_clip = 0.0
     c.student.steps = 5  # m: student updates per round
-    # fresh: new z per student step | reuse: the last generator step's batch | pool: draw from the
+    # fresh: new z per student step | reuse: the last generator step's batch, made before that step |
+    # regenerate: the last generator step's z through the updated generator (ZSKT) | pool: draw from the
     # on-device pool of the last ``pool_size`` generated samples (dfkd_jax.pool)
     c.student.batch = "fresh"
+    # the generator's BatchNorm mode when it makes the student's batches (fresh, regenerate) and the
+    # sample grids: train (batch statistics) | eval (running averages: DFQ, CuDFKD, AdaDFKD)
+    c.student.generator_mode = "train"
     c.student.pool_size = 4096
     c.student.terms = ml_collections.ConfigDict()
     c.student.ramps = ml_collections.ConfigDict()
     c.student.tau = 1.0  # temperature of the kd term
-    # CuDFKD's self-paced weight v per sample (lambda from hparams.spl_lambda0, growing by hparams.spl_growth)
+    # CuDFKD's self-paced weight v per sample (lambda from hparams.spl_lambda0, growing by hparams.spl_alpha per student update)
     c.student.self_paced = False
 
     # PRE-DFKD's generative memory (dfkd_jax.memory): a VAE trained on the novel samples, replayed to the student
@@ -92,19 +105,30 @@ def base_config() -> ml_collections.ConfigDict:
     c.memory.lr = 5e-4  # Adam
     c.memory.kl_weight = 1e-5
     c.memory.z_lr = 0.02  # the one Adam step on replay latents
+    # the decoder's BatchNorm mode when replaying to the student (the VAE's own update replays in train
+    # mode): train | eval (PRE-DFKD's distill_knowledge sets mem_generator.eval())
+    c.memory.replay_mode = "train"
 
     c.hparams = ml_collections.ConfigDict()
     c.hparams.balance_log_base = 0.0  # 0 = natural log; DAFL uses 10
     c.hparams.balance_tau = 1.0  # temperature of the teacher's softmax in the balance term
     c.hparams.adv_tau = 3.0  # temperature of the adv_kd, adv_kd_masked and adv_js terms
+    # batchmean: KL / JS summed over classes, mean over the batch | mean: also divided by the number of
+    # classes (PyTorch's default 'mean' reduction of F.kl_div / nn.KLDivLoss: ZSKT, PRE-DFKD's JS);
+    # applies to the kl, adv_kl and adv_js terms
+    c.hparams.kl_reduction = "batchmean"
+    c.hparams.adv_detach_teacher = False  # adversarial terms reach the generator through the student only
     c.hparams.spl_lambda0 = 2.0  # self-paced lambda at the start
-    c.hparams.spl_growth = 10.0  # lambda's growth over the run (the papers' alpha x student iterations)
+    c.hparams.spl_alpha = 1e-4  # lambda grows by alpha per student update (CuDFKD's alpha)
     c.hparams.r2m_queue_size = 8192  # AdaDFKD N_neg
     c.hparams.r2m_temperature = 0.07
     c.hparams.r2m_window = 0.9  # k
     c.hparams.r2m_begin = 0.25  # b
     c.hparams.r2m_end = 0.75  # f
     c.hparams.relation_temperature = 0.07
+    # AdaDFKD's relation InfoNCE: teacher (each teacher feature picks its student feature among the batch's,
+    # the released code) | student (each student feature picks its teacher feature)
+    c.hparams.relation_anchor = "teacher"
 
     c.train = ml_collections.ConfigDict()
     c.train.rounds = 200
@@ -118,6 +142,9 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.distributed = False  # call jax.distributed.initialize() (multi-host runs)
     c.compute_dtype = "float32"
+    # convolutions (dfkd_jax.models.fast_conv): auto (matrix-product gradients on CPU, XLA's own on
+    # GPU/TPU) | matmul (the CPU formulations everywhere) | xla (XLA's own everywhere)
+    c.conv_impl = "auto"
     return c
 
 
@@ -140,36 +167,56 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     """Check names a run would otherwise trip over deep inside (method, terms, schedules)."""
     from dfkd_jax import methods, objectives
     from dfkd_jax.models import GENERATORS, parse_arch
+    from dfkd_jax.models.generators import INIT_SCHEMES
 
     if cfg.method not in methods.METHODS:
-        raise ValueError(f"Unknown method {cfg.method!r}. Valid methods: {', '.join(sorted(methods.METHODS))}.")
+        raise ConfigError(f"Unknown method {cfg.method!r}. Valid methods: {', '.join(sorted(methods.METHODS))}.")
     for role, registry in (("generator", objectives.GENERATOR_TERMS), ("student", objectives.STUDENT_TERMS)):
         for name in cfg[role].terms:
             if name not in registry:
-                raise ValueError(f"Unknown {role} term {name!r} in config.{role}.terms. "
+                raise ConfigError(f"Unknown {role} term {name!r} in config.{role}.terms. "
                                  f"Valid {role} terms: {', '.join(sorted(registry))}.")
         for name in cfg[role].ramps:
             if name not in cfg[role].terms:
-                raise ValueError(f"config.{role}.ramps names {name!r}, which is not in config.{role}.terms.")
-            begin, end = cfg[role].ramps[name]
-            if not 0.0 <= begin <= end <= 1.0:
-                raise ValueError(f"config.{role}.ramps.{name} must be (begin, end) with 0 <= begin <= end <= 1.")
+                raise ConfigError(f"config.{role}.ramps names {name!r}, which is not in config.{role}.terms.")
+            ramp = tuple(cfg[role].ramps[name])
+            if len(ramp) not in (2, 3) or not 0.0 <= ramp[0] <= ramp[1] <= 1.0 or (len(ramp) == 3 and ramp[2] <= 0):
+                raise ConfigError(f"config.{role}.ramps.{name} must be (begin, end) or (begin, end, rounds) with "
+                                  "0 <= begin <= end <= 1 and rounds > 0.")
         if cfg[role].schedule not in ("constant", "cosine", "step"):
-            raise ValueError(f"config.{role}.schedule must be constant, cosine or step, not {cfg[role].schedule!r}.")
+            raise ConfigError(f"config.{role}.schedule must be constant, cosine or step, not {cfg[role].schedule!r}.")
         if cfg[role].optimizer not in ("sgd", "adam"):
-            raise ValueError(f"config.{role}.optimizer must be sgd or adam, not {cfg[role].optimizer!r}.")
+            raise ConfigError(f"config.{role}.optimizer must be sgd or adam, not {cfg[role].optimizer!r}.")
     for key in ("teacher.arch", "student.arch"):
         section, field = key.split(".")
         try:
             parse_arch(cfg[section][field])
-        except ValueError as e:
-            raise ValueError(f"config.{key}: {e}") from None
+        except ConfigError as e:
+            raise ConfigError(f"config.{key}: {e}") from None
     if cfg.generator.arch not in GENERATORS:
-        raise ValueError(f"Unknown config.generator.arch {cfg.generator.arch!r}. "
-                         f"Valid names: {', '.join(sorted(GENERATORS))}.")
-    if cfg.student.batch not in ("fresh", "reuse", "pool"):
-        raise ValueError(f"config.student.batch must be fresh, reuse or pool, not {cfg.student.batch!r}.")
+        raise ConfigError(f"Unknown config.generator.arch {cfg.generator.arch!r}. "
+                          f"Valid names: {', '.join(sorted(GENERATORS))}.")
+    if cfg.student.batch not in ("fresh", "reuse", "regenerate", "pool"):
+        raise ConfigError(f"config.student.batch must be fresh, reuse, regenerate or pool, not {cfg.student.batch!r}.")
+    for key, valid in (("generator.student_mode", ("train", "eval")), ("student.generator_mode", ("train", "eval")),
+                       ("memory.replay_mode", ("train", "eval")), ("generator.init", INIT_SCHEMES),
+                       ("hparams.kl_reduction", ("batchmean", "mean")),
+                       ("hparams.relation_anchor", ("teacher", "student"))):
+        section, field = key.split(".")
+        if cfg[section][field] not in valid:
+            raise ConfigError(f"config.{key} must be one of {', '.join(valid)}, not {cfg[section][field]!r}.")
+    if "queue" in objectives.needs(dict(cfg.generator.terms), objectives.GENERATOR_TERMS) \
+            and cfg.hparams.r2m_queue_size < cfg.train.batch_size:
+        raise ConfigError(f"config.hparams.r2m_queue_size={cfg.hparams.r2m_queue_size} is smaller than "
+                          f"config.train.batch_size={cfg.train.batch_size}: each generator update pushes a whole "
+                          "batch of keys into the queue. Use a queue at least as large as the batch.")
+    if cfg.student.batch in ("reuse", "regenerate", "pool") and cfg.generator.steps < 1:
+        raise ConfigError(f"config.student.batch={cfg.student.batch!r} learns from the generator updates' batches, "
+                          "but config.generator.steps is 0: set it to at least 1 or use student.batch=fresh.")
     if cfg.student.batch == "pool" and cfg.student.pool_size < cfg.train.batch_size:
-        raise ValueError("config.student.pool_size must be at least config.train.batch_size.")
+        raise ConfigError("config.student.pool_size must be at least config.train.batch_size.")
+    from dfkd_jax.models.fast_conv import IMPLEMENTATIONS
+    if cfg.conv_impl not in IMPLEMENTATIONS:
+        raise ConfigError(f"config.conv_impl must be one of {', '.join(IMPLEMENTATIONS)}, not {cfg.conv_impl!r}.")
     if cfg.compute_dtype not in ("float32", "bfloat16"):
-        raise ValueError(f"config.compute_dtype must be float32 or bfloat16, not {cfg.compute_dtype!r}.")
+        raise ConfigError(f"config.compute_dtype must be float32 or bfloat16, not {cfg.compute_dtype!r}.")

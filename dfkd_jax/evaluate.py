@@ -57,7 +57,7 @@ def load_classifier(path: str) -> Teacher:
     with ocp.StandardCheckpointer() as ckptr:
         state = ckptr.restore(os.path.join(ckpts.directory, str(step), "state"))
     ckpts.close()
-    from dfkd_jax.engine.loop import teacher_path
+    from dfkd_jax.obtain import teacher_path
     teacher_meta_file = os.path.join(teacher_path(ml_collections.ConfigDict(config)), "teacher.json")
     spec = data.get_spec(config["data"]["dataset"])
     mean, std = spec.mean, spec.std

@@ -1,7 +1,11 @@
 """Command line: ``python -m dfkd_jax.main --config configs/fashion_mnist/dafl.py --workdir runs/x``.
 
-Overrides: ``--config.<key>=<value>`` (e.g. ``--config.train.rounds=500``). All logic
-lives in ``dfkd_jax.engine.loop`` so it can be imported and tested.
+Overrides: ``--config.<key>=<value>`` (e.g. ``--config.train.rounds=500``). The method is the
+config file's (``config.method`` is written by ``dfkd_jax.methods.<name>.configure`` and cannot
+be overridden). All logic lives in ``dfkd_jax.obtain`` (the teacher) and
+``dfkd_jax.engine.loop`` (the run) so it can be imported and tested. The project's own errors
+(``dfkd_jax.errors.UserError``) print their message and exit with status 1; anything else is
+a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -15,36 +19,59 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder for checkpoints, metrics, samples and results; "
                                "rerunning with the same folder resumes.")
+_ALLOW_CHANGE = flags.DEFINE_bool("allow_config_change", False, "Continue a workdir's run with a config that "
+                                  "differs from the one it was started with (refused otherwise).")
 
 
 def _main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    from dfkd_jax.engine.loop import NonFiniteLossError, train_and_evaluate
-    from dfkd_jax.data import DatasetNotFoundError
-    from dfkd_jax.teacher import CheckpointMismatchError
+    from dfkd_jax.config import validate
+    from dfkd_jax.engine import sharding
+    from dfkd_jax.engine.loop import train_and_evaluate
+    from dfkd_jax.errors import UserError
+    from dfkd_jax.obtain import obtain_teacher, teacher_path
+    config = _CONFIG.value
     try:
-        train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-    except (NonFiniteLossError, DatasetNotFoundError, CheckpointMismatchError, FileNotFoundError, ValueError) as e:
+        validate(config)
+        if config.distributed:
+            sharding.initialize_distributed()
+        teacher = obtain_teacher(config)
+        train_and_evaluate(config, _WORKDIR.value, teacher, allow_config_change=_ALLOW_CHANGE.value,
+                           teacher_dir=teacher_path(config))
+    except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
 
 
+def _usage_error(msg: str):
+    print(f"error: {msg}", file=sys.stderr)
+    sys.exit(2)
+
+
 def _parse_flags(argv):
     """Parse flags; a bad ``--config.<key>`` override exits with the valid keys instead of a traceback."""
+    overrides = [a[len("--config."):].split("=", 1)[0] for a in argv[1:] if a.startswith("--config.")]
+    if "method" in overrides:
+        from dfkd_jax.methods import METHODS
+        _usage_error("config.method is set by the config file (its methods.<name>.configure) and cannot be "
+                     "overridden: choose the method by its config file, --config configs/<dataset>/<method>.py "
+                     f"(methods: {', '.join(sorted(METHODS))}).")
     try:
         return flags.FLAGS(argv)
-    except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
-        msg = str(e).strip("'\"")
-        if isinstance(e, (AttributeError, KeyError)):
-            from dfkd_jax.config import all_keys, base_config, unknown_key_message
-            valid = set(all_keys(base_config()))
-            overrides = [a[len("--config."):].split("=", 1)[0] for a in argv[1:] if a.startswith("--config.")]
-            bad = [k for k in overrides if k not in valid and ".terms." not in k]
-            if bad:
-                msg = unknown_key_message(bad[0], base_config())
-        print(f"error: {msg}", file=sys.stderr)
-        sys.exit(2)
+    except flags.Error as e:
+        _usage_error(str(e).strip("'\""))
+    except (AttributeError, KeyError) as e:  # config_flags on a key the config does not have
+        from dfkd_jax.config import all_keys, base_config, unknown_key_message
+        valid = set(all_keys(base_config()))
+        bad = [k for k in overrides if k not in valid and ".terms." not in k and ".ramps." not in k]
+        if bad:
+            _usage_error(unknown_key_message(bad[0], base_config()))
+        unknown_terms = [k for k in overrides if ".terms." in k or ".ramps." in k]
+        if unknown_terms and isinstance(e, KeyError):
+            _usage_error(f"config.{unknown_terms[0]}: the config file's method has no such term; "
+                         "add terms in a config file (the terms are listed in dfkd_jax/objectives.py).")
+        raise
 
 
 def run():

@@ -26,19 +26,25 @@ Readings where the paper is not explicit:
 Replay (pseudo samples from memory): draw ``z ~ N(0, I)`` of shape ``(n, nz)``,
 take ONE Adam step (``optax.adam(z_lr)``, fresh state) on ``z`` against::
 
-    L_z = balance(T(D(z))) + mean_b one_hot(T(D(z))) + ||var_b(z) - 1||^2 + ||mean_b(z)||^2
+    L_z = w_b balance(T(D(z))) + w_oh mean_b one_hot(T(D(z)))
+          + mean_d (var_b(z)_d - 1)^2 + mean_d mean_b(z)_d^2
 
-and return ``stop_gradient(D(z'))``. ``balance`` is DAFL's information-entropy
-loss (``log_base`` 10 by default, as the generator's term) and ``one_hot`` the
-cross-entropy against the teacher's argmax (``dfkd_jax.terms``). Readings:
-``var_b`` and ``mean_b`` are per latent dimension over the batch, and
-``var_b`` is the unbiased variance (divisor ``n - 1``, ``torch.var``'s
-default); ``||.||^2`` is the squared L2 norm over the ``nz`` dimensions. The
-first Adam step is ``z - z_lr * g / (|g| + 1e-8)``, about ``z - z_lr * sign(g)``.
+and return ``stop_gradient(D(z'))``. This is PRE-DFKD's ``distillation.py``
+(``loss_information_entropy * opt.ie + loss_one_hot * opt.oh`` plus
+``F.mse_loss(torch.var(z, 0), 1) + F.mse_loss(torch.mean(z, 0), 0)``): the weights
+are the novel generator's (``w_b`` = ie = 5, ``w_oh`` = oh = 1), the two moment
+penalties are means over the ``nz`` dimensions (``F.mse_loss``), ``balance`` is
+DAFL's information-entropy loss (``log_base`` 10, as the generator's term) and
+``one_hot`` the cross-entropy against the teacher's argmax (``dfkd_jax.terms``).
+``var_b`` and ``mean_b`` are per latent dimension over the batch, ``var_b`` the
+unbiased variance (``torch.var``'s default). The first Adam step is
+``z - z_lr * g / (|g| + 1e-8)``, about ``z - z_lr * sign(g)``.
 
-BatchNorm: the VAE runs in train mode throughout (batch statistics).
-``vae_loss`` returns the updated running statistics; ``replay`` discards them
-(the VAE's own update owns them).
+BatchNorm: ``vae_loss`` runs the VAE in train mode and returns the updated running
+statistics. ``replay`` decodes (and takes its latent step) in train mode by default
+(batch statistics; the running statistics are left alone) or, with ``train=False``,
+with the running statistics (PRE-DFKD's ``mem_generator.eval()`` when replaying to
+the student).
 
 Sharding: nothing here assumes a device layout. Under ``jax.jit`` with the batch
 axis sharded (GSPMD), BatchNorm statistics, the batch moments of ``z`` and
@@ -95,46 +101,54 @@ def vae_loss(vae: nn.Module, variables: dict, x: Array, key: Array, teacher_logi
 
 
 def latent_moment_penalty(z: Array) -> Array:
-    """``||var_b(z) - 1||^2 + ||mean_b(z)||^2`` for ``z`` of shape ``(B, nz)`` (unbiased variance). Scalar."""
+    """``mean_d (var_b(z) - 1)^2 + mean_d mean_b(z)^2`` for ``z`` of shape ``(B, nz)`` (unbiased
+    variance; PyTorch's two ``F.mse_loss``). Scalar."""
     z = z.astype(jnp.float32)
     var = jnp.var(z, axis=0, ddof=1)
     mean = jnp.mean(z, axis=0)
-    return jnp.sum(jnp.square(var - 1.0)) + jnp.sum(jnp.square(mean))
+    return jnp.mean(jnp.square(var - 1.0)) + jnp.mean(jnp.square(mean))
 
 
-def _decode(vae: nn.Module, variables: dict, z: Array) -> Array:
-    """``vae.decode(z)`` with train-mode BatchNorm; the updated running statistics are dropped."""
+def _decode(vae: nn.Module, variables: dict, z: Array, train: bool = True) -> Array:
+    """``vae.decode(z)`` with train-mode BatchNorm (updated running statistics dropped), or eval mode."""
+    if not train:
+        return vae.apply(variables, z, train=False, method="decode")
     images, _ = vae.apply(variables, z, train=True, method="decode", mutable=["batch_stats"])
     return images
 
 
 def replay_objective(vae: nn.Module, variables: dict, z: Array, teacher_logits_fn: LogitsFn,
-                     balance_log_base: float | None = 10.0) -> Array:
+                     balance_log_base: float | None = 10.0, balance_weight: float = 5.0,
+                     one_hot_weight: float = 1.0, train: bool = True) -> Array:
     """The latent objective ``L_z(z)`` minimised by the replay step (module docstring). Scalar."""
-    t_logits = teacher_logits_fn(_decode(vae, variables, z))
-    return (terms.balance(t_logits, log_base=balance_log_base) + jnp.mean(terms.one_hot(t_logits))
-            + latent_moment_penalty(z))
+    t_logits = teacher_logits_fn(_decode(vae, variables, z, train))
+    return (balance_weight * terms.balance(t_logits, log_base=balance_log_base)
+            + one_hot_weight * jnp.mean(terms.one_hot(t_logits)) + latent_moment_penalty(z))
 
 
 def replay_latents(vae: nn.Module, variables: dict, key: Array, n: int, nz: int,
                    teacher_logits_fn: LogitsFn, z_lr: float = 0.02,
-                   balance_log_base: float | None = 10.0) -> Array:
+                   balance_log_base: float | None = 10.0, balance_weight: float = 5.0,
+                   one_hot_weight: float = 1.0, train: bool = True) -> Array:
     """``z ~ N(0, I)`` of shape ``(n, nz)`` drawn from ``key``, after one Adam step on ``L_z``. ``(n, nz)``."""
     z = jax.random.normal(key, (n, nz), jnp.float32)
     variables = jax.lax.stop_gradient(variables)
-    grad = jax.grad(lambda z_: replay_objective(vae, variables, z_, teacher_logits_fn, balance_log_base))(z)
+    grad = jax.grad(lambda z_: replay_objective(vae, variables, z_, teacher_logits_fn, balance_log_base,
+                                                balance_weight, one_hot_weight, train))(z)
     tx = optax.adam(z_lr)
     updates, _ = tx.update(grad, tx.init(z), z)
     return optax.apply_updates(z, updates)
 
 
 def replay(vae: nn.Module, variables: dict, key: Array, n: int, nz: int, teacher_logits_fn: LogitsFn,
-           z_lr: float = 0.02, balance_log_base: float | None = 10.0) -> Array:
+           z_lr: float = 0.02, balance_log_base: float | None = 10.0, balance_weight: float = 5.0,
+           one_hot_weight: float = 1.0, train: bool = True) -> Array:
     """``n`` pseudo samples replayed from the memory: ``stop_gradient(decode(z'))``, ``(n, H, W, C)``.
 
-    ``z'`` is ``replay_latents(...)``; decoding uses train-mode BatchNorm (the
-    statistics of these ``n`` samples) and leaves the VAE's running stats as
-    they are.
+    ``z'`` is ``replay_latents(...)``; with ``train`` the decoder's BatchNorm uses the
+    statistics of these ``n`` samples and leaves the VAE's running stats as they are;
+    without, it uses the running statistics.
     """
-    z = replay_latents(vae, variables, key, n, nz, teacher_logits_fn, z_lr, balance_log_base)
-    return jax.lax.stop_gradient(_decode(vae, jax.lax.stop_gradient(variables), z))
+    z = replay_latents(vae, variables, key, n, nz, teacher_logits_fn, z_lr, balance_log_base, balance_weight,
+                       one_hot_weight, train)
+    return jax.lax.stop_gradient(_decode(vae, jax.lax.stop_gradient(variables), z, train))

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["correct", "agreement", "loyalty", "js_base2", "summarise", "confusion_matrix",
+__all__ = ["correct", "agreement", "loyalty", "js_base2", "summarise", "calibration", "confusion_matrix",
            "segmentation_scores", "pixel_agreement"]
 
 
@@ -98,8 +98,10 @@ def segmentation_scores(confusion) -> dict:
 
 def pixel_agreement(s_logits, t_logits, mask) -> jax.Array:
     """Per-pixel Agree@1 numerator: the fraction of pixels where the two argmax maps agree, summed over
-    the real examples (divide by their count, as for ``agreement``)."""
-    hit = (jnp.argmax(s_logits, axis=-1) == jnp.argmax(t_logits, axis=-1)).astype(jnp.float32)
+    the real examples (divide by their count, as for ``agreement``). ``t_logits`` may also be the
+    teacher's argmax map itself ((B, H, W) integers, one axis fewer than ``s_logits``)."""
+    t_pred = t_logits if t_logits.ndim == s_logits.ndim - 1 else jnp.argmax(t_logits, axis=-1)
+    hit = (jnp.argmax(s_logits, axis=-1) == t_pred).astype(jnp.float32)
     per = jnp.mean(hit.reshape(hit.shape[0], -1), axis=-1)
     return jnp.sum(per * jnp.asarray(mask, jnp.float32))
 
@@ -115,3 +117,27 @@ def summarise(history: Sequence[float]) -> dict[str, float]:
         nan = float("nan")
         return {"best": nan, "last": nan, "mean": nan}
     return {"best": max(vals), "last": vals[-1], "mean": sum(vals) / len(vals)}
+
+
+def calibration(logits, labels, bins: int = 15) -> dict[str, float]:
+    """A classifier's confidence on a labelled set (host numpy): the mean max-probability and the
+    expected calibration error (Guo et al., ICML 2017, Eq. 3).
+
+    ``ECE = sum_b |B_b| / n * |acc(B_b) - conf(B_b)|`` over ``bins`` equal-width confidence bins
+    ``(k/bins, (k+1)/bins]`` (a confidence of exactly 0 joins the first), where ``conf`` is the
+    max softmax probability and ``acc`` the top-1 accuracy of the examples in the bin.
+    """
+    import numpy as np
+
+    z = np.asarray(logits, np.float64)
+    p = np.exp(z - z.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    conf = p.max(-1)
+    hit = (p.argmax(-1) == np.asarray(labels)).astype(np.float64)
+    which = np.clip(np.ceil(conf * bins).astype(int) - 1, 0, bins - 1)
+    ece = 0.0
+    for b in range(bins):
+        sel = which == b
+        if sel.any():
+            ece += sel.mean() * abs(hit[sel].mean() - conf[sel].mean())
+    return {"mean_max_prob": float(conf.mean()), "ece": float(ece), "accuracy": float(hit.mean())}

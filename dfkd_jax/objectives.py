@@ -18,9 +18,21 @@ per pixel; ``per_sample`` averages it over every non-batch axis, so the batch me
 of a per-sample term is the mean over all pixels (DFAD's ``F.l1_loss`` on
 ``(B, K, H, W)`` logits), and the generator terms, plain means, need nothing.
 
-A term's weight can follow a ramp over the run (``ramps``): CuDFKD's adversarial
-curriculum ``alpha_adv(e)`` grows linearly from 0 between two fractions of the run
-and then stays at the configured weight.
+A term's weight can follow a ramp over the run (``ramps``): 0 before a fraction
+``begin`` of the run, then growing linearly, flat after ``end``. A ramp ``(begin, end)``
+reaches the configured weight at ``end``; a ramp ``(begin, end, rounds)`` grows by the
+configured weight every ``rounds`` rounds, so its final strength is
+``weight * (end - begin) * run_rounds / rounds``: CuDFKD's adversarial curriculum
+``alpha_adv(e)``, which grows by ``grad_adv`` per 40-round epoch, keeps its published
+slope at any run length.
+
+Reductions: the per-sample KL of ``kl`` and ``adv_kl`` and the batch JS of ``adv_js`` are
+summed over classes (PyTorch's ``'batchmean'``). With ``hparams.kl_reduction='mean'``
+they are also divided by the number of classes K, as PyTorch's default ``'mean'``
+reduction of ``F.kl_div`` / ``nn.KLDivLoss`` does (ZSKT's solver, PRE-DFKD's
+``JS_divergence``): next to the other terms such a term is K times weaker.
+``hparams.adv_detach_teacher`` makes the adversarial terms reach the generator through
+the student only (PRE-DFKD passes ``outputs_T.detach()``).
 """
 
 from __future__ import annotations
@@ -66,6 +78,9 @@ class HParams:
     r2m_begin: float = 0.25  # b: fraction of the run at which the band starts sliding
     r2m_end: float = 0.75  # f: fraction at which it reaches the hardest negatives
     relation_temperature: float = 0.07
+    relation_anchor: str = "teacher"  # 'teacher': rows of t s^T (AdaDFKD's code) | 'student': rows of s t^T
+    kl_reduction: str = "batchmean"  # 'mean': kl, adv_kl and adv_js also divided by the number of classes
+    adv_detach_teacher: bool = False  # adversarial terms: no gradient through the teacher's logits
 
     @classmethod
     def from_config(cls, cfg) -> "HParams":
@@ -74,7 +89,8 @@ class HParams:
                    balance_tau=float(h.balance_tau),
                    adv_tau=float(h.adv_tau), r2m_temperature=float(h.r2m_temperature),
                    r2m_window=float(h.r2m_window), r2m_begin=float(h.r2m_begin), r2m_end=float(h.r2m_end),
-                   relation_temperature=float(h.relation_temperature))
+                   relation_temperature=float(h.relation_temperature), relation_anchor=str(h.relation_anchor),
+                   kl_reduction=str(h.kl_reduction), adv_detach_teacher=bool(h.adv_detach_teacher))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +105,48 @@ NEEDS = ("student", "t_feature", "t_blocks", "s_blocks", "bn", "key", "queue")
 
 def _log_base(h: HParams):
     return h.balance_log_base or None
+
+
+def _per_class(h: HParams, value, logits):
+    """``value`` divided by the number of classes under ``kl_reduction='mean'``."""
+    return value / logits.shape[-1] if h.kl_reduction == "mean" else value
+
+
+def _adv_t(v: View, h: HParams):
+    """The teacher's logits as the adversarial terms see them."""
+    return jax.lax.stop_gradient(v.t_logits) if h.adv_detach_teacher else v.t_logits
+
+
+def kl_term(v: View, h: HParams):
+    """ZSKT / DFQ student term: per-sample KL(t || s) at tau 1 (/ K under ``kl_reduction='mean'``)."""
+    return _per_class(h, terms.kl(v.t_logits, v.s_logits, 1.0), v.t_logits)
+
+
+def adv_kl(v: View, h: HParams):
+    """ZSKT (Eq. 1) / DFQ generator term: -mean_i KL(t_i || s_i) at tau 1 (/ K under ``kl_reduction='mean'``)."""
+    return -jnp.mean(_per_class(h, terms.kl(_adv_t(v, h), v.s_logits, 1.0), v.t_logits))
+
+
+def adv_js(v: View, h: HParams):
+    """ADI / PRE-DFKD: ``1 - clip(mean_i JS_tau(s_i, t_i) [/ K], 0, 1)``, probabilities clamped to [0.01, 0.99].
+
+    PRE-DFKD's ``JS_divergence`` takes ``nn.KLDivLoss()``'s default 'mean' (/ (B K)) before the
+    clamp (``kl_reduction='mean'``); DeepInversion's ADI takes 'batchmean'.
+    """
+    js = _per_class(h, terms.js(v.s_logits, _adv_t(v, h), h.adv_tau), v.t_logits)
+    return 1.0 - jnp.clip(jnp.mean(js), 0.0, 1.0)
+
+
+def relation(v: View, h: HParams):
+    """AdaDFKD's student relation InfoNCE over the batch, per sample, at ``relation_temperature``.
+
+    ``relation_anchor='teacher'`` (the released ``difficulty_mining``: ``cross_entropy(t s^T / tau,
+    arange)``): each teacher feature must pick out its own student feature among the batch's;
+    ``'student'``: each projected student feature must pick out its teacher feature.
+    """
+    if h.relation_anchor == "teacher":
+        return terms.batch_info_nce(v.t_feature, v.s_projected, h.relation_temperature)
+    return terms.batch_info_nce(v.s_projected, v.t_feature, h.relation_temperature)
 
 
 def r2m_band(progress, h: HParams):
@@ -127,19 +185,18 @@ def r2m(view: View, h: HParams) -> jax.Array:
 STUDENT = frozenset({"student"})
 
 GENERATOR_TERMS: dict[str, Term] = {
-    "adv_l1": Term(lambda v, h: -jnp.mean(terms.l1(v.s_logits, v.t_logits)), STUDENT,
+    "adv_l1": Term(lambda v, h: -jnp.mean(terms.l1(v.s_logits, _adv_t(v, h))), STUDENT,
                    "DFAD Eq. 5: maximise the student-teacher L1 discrepancy (classification)."),
-    "adv_log_l1": Term(lambda v, h: terms.adv_log_l1(v.s_logits, v.t_logits), STUDENT,
+    "adv_log_l1": Term(lambda v, h: terms.adv_log_l1(v.s_logits, _adv_t(v, h)), STUDENT,
                        "DFAD Eq. 6: -log(L1 + 1), the segmentation form; bounded gradient as L1 grows."),
-    "adv_kl": Term(lambda v, h: -jnp.mean(terms.kl(v.t_logits, v.s_logits, 1.0)), STUDENT,
-                   "ZSKT (Micaelli & Storkey 2019, Eq. 1) and DFQ: maximise KL(t || s) at tau 1."),
-    "adv_kd": Term(lambda v, h: -jnp.mean(terms.kd(v.s_logits, v.t_logits, h.adv_tau)), STUDENT,
-                   "CuDFKD / AdaDFKD: maximise tau^2 KL_tau(t || s) at tau = hparams.adv_tau (3: KL_3 x 9)."),
-    "adv_js": Term(lambda v, h: terms.adi_competition_batch(v.s_logits, v.t_logits, h.adv_tau), STUDENT,
-                   "ADI / PRE-DFKD: 1 - clip(mean JS_tau(s, t), 0, 1), probabilities clamped to [0.01, 0.99]."),
-    "adv_kd_masked": Term(lambda v, h: jnp.mean(terms.cmi_adversarial(v.s_logits, v.t_logits, h.adv_tau)), STUDENT,
-                          "CMI's masked form at tau = hparams.adv_tau: only samples on which s and t agree "
-                          "(the CuDFKD / AdaDFKD released code, adv_type 'kl', tau 3)."),
+    "adv_kl": Term(adv_kl, STUDENT, adv_kl.__doc__),
+    "adv_kd": Term(lambda v, h: -jnp.mean(terms.kd(v.s_logits, _adv_t(v, h), h.adv_tau)), STUDENT,
+                   "AdaDFKD (current script: adv 1.0, unmasked) / CuDFKD unmasked: maximise tau^2 KL_tau(t || s) "
+                   "at tau = hparams.adv_tau (3: KL_3 x 9)."),
+    "adv_js": Term(adv_js, STUDENT, adv_js.__doc__.splitlines()[0]),
+    "adv_kd_masked": Term(lambda v, h: jnp.mean(terms.cmi_adversarial(v.s_logits, _adv_t(v, h), h.adv_tau)),
+                          STUDENT, "CMI's masked form at tau = hparams.adv_tau: only samples on which s and t "
+                          "agree (the CuDFKD released code, adv_type 'kl', tau 3)."),
     "one_hot": Term(lambda v, h: jnp.mean(terms.one_hot(v.t_logits)), frozenset(),
                     "DAFL Eq. 2: cross-entropy of the teacher against its own argmax."),
     "activation": Term(lambda v, h: terms.activation(v.t_feature), frozenset(),
@@ -155,14 +212,11 @@ STUDENT_TERMS: dict[str, Term] = {
     "l1": Term(lambda v, h: terms.l1(v.s_logits, v.t_logits), STUDENT, "DFAD Eq. 4: mean |s - t| over classes."),
     "kd": Term(lambda v, h: terms.kd(v.s_logits, v.t_logits, h.tau), STUDENT,
                "Hinton KD: tau^2 KL(softmax(t/tau) || softmax(s/tau))."),
-    "kl": Term(lambda v, h: terms.kl(v.t_logits, v.s_logits, 1.0), STUDENT,
-               "ZSKT / DFQ: KL(t || s) at tau 1."),
+    "kl": Term(kl_term, STUDENT, kl_term.__doc__),
     "attention": Term(lambda v, h: terms.attention(v.s_blocks, v.t_blocks), frozenset({"student", "t_blocks",
                                                                                            "s_blocks"}),
                       "ZSKT: attention transfer over block groups (weight beta = 250; code convention)."),
-    "relation": Term(lambda v, h: terms.batch_info_nce(v.s_projected, v.t_feature, h.relation_temperature),
-                     frozenset({"student", "key", "t_feature"}),
-                     "AdaDFKD: in-batch InfoNCE, each projected student feature picks out its teacher feature."),
+    "relation": Term(relation, frozenset({"student", "key", "t_feature"}), relation.__doc__.splitlines()[0]),
 }
 
 
@@ -175,9 +229,16 @@ def needs(weights: dict[str, float], registry: dict[str, Term]) -> frozenset:
     return out
 
 
-def ramp_factor(progress, ramp: tuple[float, float]):
-    """0 before fraction ``begin`` of the run, 1 after ``end``, linear in between."""
-    begin, end = ramp
+def ramp_factor(progress, ramp: tuple[float, ...], rounds: int = 1):
+    """The factor on a ramped term's weight at ``progress`` (fraction of the run).
+
+    ``(begin, end)``: 0 before ``begin``, 1 after ``end``, linear in between.
+    ``(begin, end, period)``: ``clip(progress - begin, 0, end - begin) * rounds / period``, i.e. the
+    weight grows by itself every ``period`` rounds of a run of ``rounds`` rounds.
+    """
+    begin, end = ramp[0], ramp[1]
+    if len(ramp) == 3:
+        return jnp.clip(progress - begin, 0.0, end - begin) * (rounds / ramp[2])
     if end <= begin:
         return jnp.where(progress >= begin, 1.0, 0.0)
     return jnp.clip((progress - begin) / (end - begin), 0.0, 1.0)
@@ -190,9 +251,10 @@ def per_sample(value: jax.Array) -> jax.Array:
 
 
 def combine(weights: dict[str, float], registry: dict[str, Term], view: View, h: HParams,
-            ramps: dict[str, tuple[float, float]] | None = None, reduce: Callable | None = None):
-    """``(sum_i w_i(progress) * term_i, {name: term_i})`` over the terms with non-zero weight;
-    ``reduce`` (e.g. ``per_sample``) is applied to each term's value first."""
+            ramps: dict[str, tuple[float, ...]] | None = None, rounds: int = 1, reduce: Callable | None = None):
+    """``(sum_i w_i(progress) * term_i, {name: term_i})`` over the terms with non-zero weight
+    (``rounds``: the run's length, for ramps with a period); ``reduce`` (e.g. ``per_sample``) is
+    applied to each term's value first."""
     ramps = ramps or {}
     parts = {name: registry[name].fn(view, h) for name, w in weights.items() if w}
     if reduce is not None:
@@ -201,6 +263,6 @@ def combine(weights: dict[str, float], registry: dict[str, Term], view: View, h:
     for name, value in parts.items():
         w = float(weights[name])
         if name in ramps:
-            w = w * ramp_factor(view.progress, ramps[name])
+            w = w * ramp_factor(view.progress, ramps[name], rounds)
         total = total + w * value
     return total, parts

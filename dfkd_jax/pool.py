@@ -37,7 +37,9 @@ def init_pool(size: int, image_shape, logit_shape) -> Pool:
 
 
 def push(pool: Pool, x: jax.Array, t_logits: jax.Array) -> Pool:
-    """Write a batch at the head, overwriting the oldest samples once the pool is full."""
+    """Write a batch at the head, overwriting the oldest samples once the pool is full (of a batch
+    larger than the pool, its last ``size`` samples)."""
+    x, t_logits = x[-pool.size:], t_logits[-pool.size:]
     b = x.shape[0]
     idx = (pool.ptr + jnp.arange(b, dtype=jnp.int32)) % pool.size
     return Pool(x=pool.x.at[idx].set(x.astype(pool.x.dtype)),
@@ -46,7 +48,9 @@ def push(pool: Pool, x: jax.Array, t_logits: jax.Array) -> Pool:
 
 
 def sample(pool: Pool, key: jax.Array, batch_size: int) -> tuple[jax.Array, jax.Array]:
-    """``batch_size`` samples drawn uniformly (with replacement) from the filled part."""
+    """``batch_size`` samples drawn uniformly (with replacement) from the filled part. The round pushes
+    before it draws (``config.validate`` requires a generator update per round), so the pool is never
+    empty here."""
     idx = jax.random.randint(key, (batch_size,), 0, jnp.maximum(pool.count, 1))
     return pool.x[idx], pool.t_logits[idx]
 
@@ -71,6 +75,9 @@ def init_queue(key: jax.Array, size: int, dim: int) -> KeyQueue:
 
 
 def push_keys(queue: KeyQueue, keys: jax.Array) -> KeyQueue:
+    """Write keys over the oldest ones (of a batch larger than the queue, its last N keys, so that no
+    slot is written twice)."""
+    keys = keys[-queue.keys.shape[0]:]
     b = keys.shape[0]
     idx = (queue.ptr + jnp.arange(b, dtype=jnp.int32)) % queue.keys.shape[0]
     return KeyQueue(keys=queue.keys.at[idx].set(keys.astype(jnp.float32)), ptr=(queue.ptr + b) % queue.keys.shape[0])

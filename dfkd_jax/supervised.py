@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from dfkd_jax.errors import ConfigError
 from dfkd_jax.progress import progress
 
 from dfkd_jax import data, metrics, terms
@@ -73,6 +74,55 @@ def pixel_cross_entropy(logits, labels, ignore_label: int = 255):
     return jnp.sum(ce * valid) / jnp.maximum(jnp.sum(valid), 1)
 
 
+def make_train_step(model, tx, augment_data: bool = False, batch_sharding=None, *, ignore_label: int | None = None,
+                    teacher=None, teacher_inputs=None, kd_tau: float = 1.0, kd_alpha: float = 1.0):
+    """``step(state, x, y, key, t_vars=None) -> (state, loss)``: one supervised update (train-mode BN).
+
+    The loss is the cross-entropy on the labels: per image, or per pixel with ``ignore_label`` set
+    (``pixel_cross_entropy``; label maps ``y`` then move with the augmentation's crop and flip).
+    With a ``teacher`` (a ``Teacher``; its variables ``t_vars`` passed to each step) the loss is
+    Hinton's KD instead: ``kd_alpha * tau^2 KL_tau(t || s) + (1 - kd_alpha) * CE``, per pixel for
+    segmentation; ``teacher_inputs=(a, b)`` maps the batch into the teacher's normalisation, ``a x + b``.
+    """
+    segmentation = ignore_label is not None
+
+    def supervised_loss(logits, y):
+        if segmentation:
+            return pixel_cross_entropy(logits, y, ignore_label)
+        return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y))
+
+    def step(state: ModelState, x, y, key, t_vars=None):
+        if augment_data:
+            x, y = augment(key, x, y, ignore_label) if segmentation else (augment(key, x), y)
+            if batch_sharding is not None:
+                x = jax.lax.with_sharding_constraint(x, batch_sharding)
+        t_logits = None
+        if teacher is not None:
+            x_t = x if teacher_inputs is None else x * teacher_inputs[0] + teacher_inputs[1]
+            t_logits = jax.lax.stop_gradient(teacher.model.apply(t_vars, x_t, train=False)[0])
+
+        def loss_fn(params):
+            variables = {**state.variables(), "params": params}
+            if state.batch_stats:
+                (logits, _), upd = model.apply(variables, x, train=True, mutable=["batch_stats"])
+                stats = upd["batch_stats"]
+            else:
+                logits, _ = model.apply(variables, x, train=True)
+                stats = state.batch_stats
+            if teacher is None:
+                return supervised_loss(logits, y), stats
+            loss = kd_alpha * jnp.mean(terms.kd(logits, t_logits, kd_tau))
+            if kd_alpha != 1.0:
+                loss = loss + (1.0 - kd_alpha) * supervised_loss(logits, y)
+            return loss, stats
+
+        (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        return ModelState(optax.apply_updates(state.params, updates), stats, opt_state), loss
+
+    return step
+
+
 def train_teacher(arch: str, dataset: str, *, epochs: int = 10, batch_size: int = 128, lr: float = 1e-3,
                   optimizer: str = "adam", weight_decay: float = 0.0, augment_data: bool = False,
                   label_noise: float = 0.0, train_examples: int = 0, seed: int = 0, data_dir: str | None = None,
@@ -90,15 +140,15 @@ def train_teacher(arch: str, dataset: str, *, epochs: int = 10, batch_size: int 
     spec = data.get_spec(dataset)
     segmentation = spec.is_segmentation
     if segmentation != is_segmentation(arch):
-        raise ValueError(f"{arch!r} is a {'segmentation' if is_segmentation(arch) else 'classification'} model but "
-                         f"{dataset!r} is a {spec.task} dataset.")
+        raise ConfigError(f"{arch!r} is a {'segmentation' if is_segmentation(arch) else 'classification'} model "
+                          f"but {dataset!r} is a {spec.task} dataset.")
     if segmentation and label_noise:
-        raise ValueError("label_noise is defined for classification datasets only.")
+        raise ConfigError("label_noise is defined for classification datasets only.")
     if distill_from is not None and (distill_from.meta.num_classes != spec.num_classes
                                      or tuple(distill_from.meta.input_shape) != tuple(spec.image_shape)):
-        raise ValueError(f"The KD teacher takes {distill_from.meta.input_shape} inputs with "
-                         f"{distill_from.meta.num_classes} classes; {dataset!r} has {spec.image_shape} and "
-                         f"{spec.num_classes}.")
+        raise ConfigError(f"The KD teacher takes {distill_from.meta.input_shape} inputs with "
+                          f"{distill_from.meta.num_classes} classes; {dataset!r} has {spec.image_shape} and "
+                          f"{spec.num_classes}.")
     mesh = sharding.make_mesh() if mesh is None else mesh
     sharding.check_batch_size(batch_size, mesh, "teacher.batch_size")
     train_x, train_y = data.load_split(dataset, "train", data_dir=data_dir or None, source_dir=source_dir or None)
@@ -112,7 +162,7 @@ def train_teacher(arch: str, dataset: str, *, epochs: int = 10, batch_size: int 
                     jnp.asarray((np.asarray(spec.mean) - t_mean) / t_std, jnp.float32))
     if train_examples:
         if train_examples > len(train_x):
-            raise ValueError(f"train_examples={train_examples} exceeds the {len(train_x)} training examples.")
+            raise ConfigError(f"train_examples={train_examples} exceeds the {len(train_x)} training examples.")
         keep = np.sort(np.random.default_rng(seed).choice(len(train_x), train_examples, replace=False))
         train_x, train_y = train_x[keep], train_y[keep]
     if label_noise:
@@ -134,41 +184,10 @@ def train_teacher(arch: str, dataset: str, *, epochs: int = 10, batch_size: int 
     state = jax.jit(init, out_shardings=repl)()
     t_vars = None if distill_from is None else sharding.replicate_tree(distill_from.variables, mesh)
 
-    def supervised_loss(logits, y):
-        if segmentation:
-            return pixel_cross_entropy(logits, y, spec.ignore_label)
-        return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y))
-
-    def step(state: ModelState, t_vars, x, y, key):
-        if augment_data:
-            x, y = augment(key, x, y, spec.ignore_label) if segmentation else (augment(key, x), y)
-            x = jax.lax.with_sharding_constraint(x, batch_sh)
-        t_logits = None
-        if distill_from is not None:
-            # the teacher sees the same images in its own normalisation: x_t = x * std / std_t + (mean - mean_t) / std_t
-            x_t = x if t_inputs is None else x * t_inputs[0] + t_inputs[1]
-            t_logits = jax.lax.stop_gradient(distill_from.model.apply(t_vars, x_t, train=False)[0])
-
-        def loss_fn(params):
-            variables = {**state.variables(), "params": params}
-            if state.batch_stats:
-                (logits, _), upd = model.apply(variables, x, train=True, mutable=["batch_stats"])
-                stats = upd["batch_stats"]
-            else:
-                logits, _ = model.apply(variables, x, train=True)
-                stats = state.batch_stats
-            if distill_from is None:
-                return supervised_loss(logits, y), stats
-            loss = kd_alpha * jnp.mean(terms.kd(logits, t_logits, kd_tau))
-            if kd_alpha != 1.0:
-                loss = loss + (1.0 - kd_alpha) * supervised_loss(logits, y)
-            return loss, stats
-
-        (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        return ModelState(optax.apply_updates(state.params, updates), stats, opt_state), loss
-
-    step = jax.jit(step, donate_argnums=(0,))
+    step = jax.jit(make_train_step(model, tx, augment_data, batch_sh,
+                                   ignore_label=spec.ignore_label if segmentation else None,
+                                   teacher=distill_from, teacher_inputs=t_inputs, kd_tau=kd_tau, kd_alpha=kd_alpha),
+                   donate_argnums=(0,))
 
     @jax.jit
     def score(variables, x, y, mask):
@@ -204,8 +223,10 @@ def train_teacher(arch: str, dataset: str, *, epochs: int = 10, batch_size: int 
                        desc=f"teacher {arch} epoch {epoch + 1}/{epochs}", enabled=show_progress, leave=False)
         losses = []
         for i, (x, y) in enumerate(bar):
-            state, loss = step(state, t_vars, x, y, jax.random.fold_in(key, epoch * steps_per_epoch + i))
+            state, loss = step(state, x, y, jax.random.fold_in(key, epoch * steps_per_epoch + i), t_vars)
             losses.append(loss)
+            if i >= 2:  # at most 2 steps in flight, so the bar shows the device's progress, not the dispatch's
+                losses[i - 2].block_until_ready()
         scores = test_scores(state)
         log(f"{'student' if distill_from is not None else 'teacher'} {arch} epoch {epoch + 1}/{epochs}: train loss "
             f"{float(jnp.mean(jnp.stack(losses))):.4f}, {describe(scores)} ({time.time() - start:.0f} s)")

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from dfkd_jax.errors import TeacherNotFoundError, UserError
 from dfkd_jax.models import ARCHITECTURES, build_model
 
 META_FILE = "teacher.json"
@@ -60,7 +61,7 @@ class Teacher:
     meta: TeacherMeta
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(UserError, ValueError):
     """A checkpoint whose keys or shapes do not fit the chosen architecture."""
 
 
@@ -138,7 +139,7 @@ def load_teacher(directory: str, dtype: Any = jnp.float32) -> Teacher:
     """Read a teacher written by ``save_teacher``; verify its variables fit its architecture."""
     directory = os.path.abspath(directory)
     if not is_teacher_dir(directory):
-        raise FileNotFoundError(
+        raise TeacherNotFoundError(
             f"No teacher checkpoint at {directory} (expected {META_FILE} and {VARIABLES_DIR}/). "
             "Train one with `python tools/train_teacher.py --dataset NAME --arch NAME --out DIR`, or convert a "
             "PyTorch checkpoint with `python tools/convert_torch_checkpoint.py SRC --arch NAME --dataset NAME --out DIR`.")

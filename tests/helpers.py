@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -36,19 +38,22 @@ class TinyBNNet(nn.Module):
     so the bn term and the attention term have something to read, at test cost."""
 
     num_classes: int = 10
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, train: bool = False):
         def block(h, c, pool, name):
-            h = nn.Conv(c, (5, 5), padding="VALID", name=f"{name}_conv")(h)
-            h = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9, name=f"{name}_bn")(h))
+            h = nn.Conv(c, (5, 5), padding="VALID", name=f"{name}_conv", dtype=self.dtype)(h)
+            h = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9, name=f"{name}_bn",
+                                     dtype=self.dtype)(h))
             return nn.max_pool(h, (2, 2), (2, 2)) if pool else h
 
         a1 = block(x, 6, True, "b1")
         a2 = block(a1, 8, True, "b2")
         a3 = block(a2, 24, False, "b3")
         feature = a3.reshape(a3.shape[0], -1)
-        return nn.Dense(self.num_classes, name="fc")(feature), {"feature": feature, "blocks": (a1, a2, a3)}
+        return nn.Dense(self.num_classes, name="fc", dtype=self.dtype)(feature).astype(jnp.float32), \
+            {"feature": feature, "blocks": (a1, a2, a3)}
 
 
 def bn_teacher(seed: int = 0) -> Teacher:

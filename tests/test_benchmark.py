@@ -9,6 +9,7 @@ The suite's table and Markdown writer are checked on synthetic reports (no timin
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import math
@@ -340,3 +341,31 @@ def test_markdown_writer_replaces_only_its_section(tmp_path):
     other.write_text("# Mine\n\nIntro.\n")
     out = bench.write_markdown_section(str(other), "gpu", "T")
     assert out.startswith("# Mine\n\nIntro.\n") and out.rstrip().endswith("<!-- benchmark-suite:gpu:end -->")
+
+
+def test_cpu_speed_alternates_variants_and_tabulates():
+    """The cpu-speed suite's order (A B C, C B A, ...), its medians, ratios and Markdown, on toy variants."""
+    from dfkd_jax.bench import cpu_speed
+
+    calls = []
+
+    def variant(name, seconds):
+        def run():
+            calls.append(name)
+            return seconds
+        return cpu_speed.Variant(name, run, compile_s=1.0 if name != "torch" else None, xla_bytes=2**20)
+
+    variants = [variant("xla", 4.0), variant("dfkd_jax", 1.0), variant("torch", 2.0)]
+    times = cpu_speed.alternate(variants, reps=3, warmup=1, log=lambda m: None)
+    assert calls == ["xla", "dfkd_jax", "torch",  # warmup
+                     "xla", "dfkd_jax", "torch", "torch", "dfkd_jax", "xla", "xla", "dfkd_jax", "torch"]
+    result = cpu_speed._result("toy conv", "call", 8e9, variants, times)
+    report = {"date": "2026-12-01T00:00:00+00:00", "cpu": "test cpu", "cores": 2, "torch_threads": 2,
+              "loadavg_1min": [0.1, 0.2], "versions": {"jax": "x", "torch": "y"}, "reps": 3, "warmup": 1,
+              "cases": [dataclasses.asdict(result)]}
+    row = cpu_speed.cpu_speed_rows(report)[0]
+    assert row[:7] == ["toy conv", "call", "4.000", "1.000", "2.000", "4.00x", "2.00x"]
+    assert row[7] == "2.0 / 8.0 / 4.0"  # GFLOP/s before / after / torch
+    md = cpu_speed.cpu_speed_markdown(report, "python tools/benchmark.py --suite cpu-speed")
+    assert "| toy conv | call | 4.000 | 1.000 | 2.000 | 4.00x | 2.00x |" in md
+    assert len(cpu_speed.method_configs()) >= 7  # every method's Fashion-MNIST config

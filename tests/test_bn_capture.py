@@ -98,8 +98,9 @@ def test_jit_and_gradient():
 
 
 def test_sharded_batch_on_mesh():
+    """The batch of 4 sharded over the 4 test devices: the statistics are those of the global batch."""
     model, v, x = _setup()
-    mesh = Mesh(np.array(jax.devices()[:1]), ("data",))
+    mesh = Mesh(np.array(jax.devices()[:4]), ("data",))
     xs = jax.device_put(jnp.asarray(x, jnp.float32), NamedSharding(mesh, P("data")))
     vr = jax.device_put(v, NamedSharding(mesh, P()))
 
@@ -108,12 +109,14 @@ def test_sharded_batch_on_mesh():
         _, stats = apply_with_bn_stats(model, v, x)
         return stats
 
+    assert len(xs.sharding.device_set) == 4 and xs.addressable_shards[0].data.shape[0] == 1
     _check(f(vr, xs), _hand_stats(v, x))
 
 
 def test_shard_map_axis_name():
+    """Inside shard_map over 4 devices (one example each) the statistics are reduced over the axis."""
     model, v, x = _setup()
-    mesh = Mesh(np.array(jax.devices()[:1]), ("data",))
+    mesh = Mesh(np.array(jax.devices()[:4]), ("data",))
 
     def per_shard(x):
         _, stats = apply_with_bn_stats(model, v, x, axis_name="data")

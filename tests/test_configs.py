@@ -54,11 +54,30 @@ def test_published_curriculum_settings():
     assert (ada.train.batch_size, ada.train.rounds, ada.student.steps) == (768, 300 * 40, 10)
     assert (ada.hparams.r2m_queue_size, ada.hparams.r2m_window, ada.hparams.spl_lambda0) == (4096, 0.9, 2.2)
     assert ada.student.tau == 20.0 and ada.generator.terms["r2m"] == 0.1 and ada.student.terms["relation"] == 0.1
+    assert ada.generator.terms["adv_kd"] == 1.0 and "adv_kd_masked" not in ada.generator.terms  # the current script
+    assert not ada.generator.ramps and ada.hparams.relation_anchor == "teacher"
     cu = load(os.path.join(ROOT, "configs", "cifar", "cudfkd.py"), "cifar10,r34_r18")
     assert (cu.train.batch_size, cu.train.rounds) == (512, 250 * 40)
-    assert cu.hparams.spl_growth == pytest.approx(1e-4 * 250 * 40 * 10)  # alpha x student updates
-    assert cu.generator.terms["adv_kd_masked"] == pytest.approx(0.5 * 0.5 * 250)  # grad_adv x epochs ramped
-    assert tuple(cu.generator.ramps["adv_kd_masked"]) == (0.25, 0.75)
+    assert cu.hparams.spl_alpha == 1e-4 and dict(cu.student.terms) == {"l1": 1.0}  # --loss l1
+    assert cu.generator.terms["adv_kd_masked"] == 0.5  # grad_adv: per 40-round epoch
+    assert tuple(cu.generator.ramps["adv_kd_masked"]) == (0.25, 0.75, 40)
+    assert load(os.path.join(ROOT, "configs", "cifar", "cudfkd.py"), "cifar100,r34_r18").hparams.spl_alpha == 2e-5
+
+
+def test_published_dafl_and_dfq_settings():
+    """DAFL-train.py: 120 iterations per epoch (2000 epochs = 240,000 rounds), BatchNorm2d(c, 0.8); the README's
+    CIFAR-100 weights. CMI's DFQ: LargeGenerator, wd 1e-4, Adam betas (0.5, 0.999), eval-mode BatchNorm."""
+    dafl10 = load(os.path.join(ROOT, "configs", "cifar", "dafl.py"), "cifar10,r34_r18")
+    dafl100 = load(os.path.join(ROOT, "configs", "cifar", "dafl.py"), "cifar100,r34_r18")
+    assert (dafl10.train.rounds, dafl10.generator.bn_eps) == (240_000, 0.8)
+    assert dict(dafl10.generator.terms) == {"one_hot": 0.05, "activation": 0.01, "balance": 5.0}
+    assert dict(dafl100.generator.terms) == {"one_hot": 0.5, "activation": 0.1, "balance": 20.0}
+    dfq = load(os.path.join(ROOT, "configs", "cifar", "dfq.py"), "cifar10,r34_r18")
+    assert (dfq.generator.arch, dfq.generator.nz, dfq.student.weight_decay) == ("large", 256, 1e-4)
+    assert (dfq.generator.b1, dfq.generator.student_mode, dfq.student.generator_mode) == (0.5, "eval", "eval")
+    zskt = load(os.path.join(ROOT, "configs", "cifar", "zskt.py"), "cifar10,w40_2_w16_1")
+    assert (zskt.generator.arch, zskt.student.batch, zskt.hparams.kl_reduction) == ("zskt", "regenerate", "mean")
+
 
 
 @pytest.mark.parametrize("path", config_files("fashion_mnist_scenes"), ids=os.path.basename)
@@ -69,6 +88,6 @@ def test_fashion_mnist_scenes_configs(path):
     assert c.data.dataset == "fashion_mnist_scenes"
     assert (c.teacher.arch, c.student.arch) == ("deeplabv3_resnet50@0.125", "deeplabv3_mobilenetv2@0.25")
     assert dict(c.generator.terms) == {"adv_log_l1": 1.0} and dict(c.student.terms) == {"l1": 1.0}
-    assert c.generator.arch == "dfad_b_resize" and c.generator.nz == 256
+    assert (c.generator.arch, c.generator.nz, c.generator.init) == ("dfad_b_resize", 256, "normal")
     assert (c.student.steps, c.student.batch, c.student.lr, c.generator.lr) == (5, "fresh", 0.1, 1e-3)
     assert tuple(c.student.milestones) == pytest.approx((1 / 3, 2 / 3))

@@ -32,6 +32,8 @@ def test_converted_wrn_teacher_runs_dfad_rounds(tmp_path):
     config.train.batch_size = 8
     config.train.rounds = 3
     d = Distiller.from_config(config, teacher)
+    engine_teacher = d.teacher_variables  # what the rounds read
+    before_teacher = jax.device_get(engine_teacher)
     state = d.init(0)
     before = jax.device_get(state.student.params)
     for _ in range(2):
@@ -42,9 +44,13 @@ def test_converted_wrn_teacher_runs_dfad_rounds(tmp_path):
     assert metrics["generator/adv_l1"] < 0  # the generator minimises -L1
     after = jax.device_get(state.student.params)
     assert not np.allclose(before["fc"]["kernel"], after["fc"]["kernel"])
-    # the teacher is untouched and still agrees with PyTorch on the synthetic images
+    # the engine's copy of the teacher is untouched by the rounds (not donated, not updated) and still
+    # agrees with PyTorch on the synthetic images
+    assert d.teacher_variables is engine_teacher
+    assert not any(leaf.is_deleted() for leaf in jax.tree.leaves(engine_teacher))
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(engine_teacher), before_teacher)
     x = d.sample(state, 8)
     with torch.no_grad():
         ref = net(torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))).numpy()
-    ours = np.asarray(teacher.model.apply(teacher.variables, x, train=False)[0])
+    ours = np.asarray(teacher.model.apply(engine_teacher, x, train=False)[0])
     np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())

@@ -176,7 +176,8 @@ def _objective_by_hand(vae, variables, z):
     one_hot = -jnp.mean(jnp.take_along_axis(logp, jnp.argmax(t, -1)[:, None], -1))
     n = z.shape[0]
     var = jnp.sum((z - z.mean(0)) ** 2, axis=0) / (n - 1)                     # unbiased, per dim
-    return balance + one_hot + jnp.sum((var - 1.0) ** 2) + jnp.sum(z.mean(0) ** 2)
+    # PRE-DFKD: 5 * ie + 1 * oh + F.mse_loss(var, 1) + F.mse_loss(mean, 0) (means over the nz dims)
+    return 5.0 * balance + one_hot + jnp.mean((var - 1.0) ** 2) + jnp.mean(z.mean(0) ** 2)
 
 
 def _mesh() -> Mesh:

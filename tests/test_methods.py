@@ -14,7 +14,7 @@ from dfkd_jax import methods, objectives, terms
 from dfkd_jax.config import base_config
 from dfkd_jax.engine.checkpoint import Checkpoints
 from dfkd_jax.engine.distiller import Distiller
-from dfkd_jax.engine.round import RoundSpec, student_objective
+from dfkd_jax.engine.round import RoundSpec, self_paced_lambda, student_objective
 from dfkd_jax.engine.sharding import make_mesh
 from tests.helpers import bn_teacher, tiny_config
 
@@ -40,7 +40,7 @@ def _combine(method, view, progress=0.6):
     h = objectives.HParams.from_config(c)
     ramps = {k: tuple(v) for k, v in c.generator.ramps.items()}
     g, _ = objectives.combine(dict(c.generator.terms), objectives.GENERATOR_TERMS, view.replace(progress=progress),
-                              h, ramps)
+                              h, ramps, int(c.train.rounds))
     s, _ = objectives.combine(dict(c.student.terms), objectives.STUDENT_TERMS, view, h)
     return c, float(g), np.asarray(s)
 
@@ -66,57 +66,155 @@ def test_dafl_losses():
     np.testing.assert_allclose(s, np.asarray(terms.kd(v.s_logits, v.t_logits, 1.0)), rtol=1e-6)
 
 
-def test_zskt_losses():
+def _np_log_softmax(x, tau=1.0):
+    x = np.asarray(x, np.float64) / tau
+    x = x - x.max(-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+
+def _torch_kl_div(log_q, p, reduction):
+    """``F.kl_div(log_q, p, reduction)`` written out: sum p (log p - log q), reduced as PyTorch does."""
+    pointwise = p * (np.log(p) - log_q)
+    return {"mean": pointwise.mean(), "batchmean": pointwise.sum() / p.shape[0], "none": pointwise}[reduction]
+
+
+def test_zskt_losses_take_pytorch_mean_kl():
+    """ZSKT solver.py l. 217-243: F.kl_div(log_softmax(s), softmax(t)) with the default 'mean' reduction
+    (/ B*K) for the generator (minus it) and the student (plus 250 x attention)."""
     v = _view()
-    _, g, s = _combine("zskt", v)
-    kl = np.asarray(terms.kl(v.t_logits, v.s_logits, 1.0))
-    assert g == pytest.approx(-kl.mean(), rel=1e-6)
-    np.testing.assert_allclose(s, kl + 250 * float(terms.attention(v.s_blocks, v.t_blocks)), rtol=1e-6)
+    c, g, s = _combine("zskt", v)
+    assert c.hparams.kl_reduction == "mean" and c.student.batch == "regenerate" and c.generator.arch == "zskt"
+    log_q, p = _np_log_softmax(v.s_logits), np.exp(_np_log_softmax(v.t_logits))
+    kl_mean = _torch_kl_div(log_q, p, "mean")
+    assert g == pytest.approx(-kl_mean, rel=1e-5)
+    # the student's objective is the batch mean of its per-sample terms
+    att = float(terms.attention(v.s_blocks, v.t_blocks))
+    assert float(np.mean(s)) == pytest.approx(kl_mean + 250 * att, rel=1e-5)
+    # 'batchmean' (the switch) is K times stronger
+    h = objectives.HParams(kl_reduction="batchmean")
+    assert float(objectives.adv_kl(v, h)) == pytest.approx(-_torch_kl_div(log_q, p, "batchmean"), rel=1e-5)
+    assert _torch_kl_div(log_q, p, "batchmean") == pytest.approx(K * kl_mean)
 
 
 def test_dfq_losses():
+    """CMI's DFQ: KLDiv() at T 1, 'batchmean', for both; bn + one_hot + 20 balance (natural log)."""
     v = _view()
-    _, g, s = _combine("dfq", v)
-    kl = np.asarray(terms.kl(v.t_logits, v.s_logits, 1.0))
-    want = -kl.mean() + float(terms.bn_stats(v.t_bn)) + float(jnp.mean(terms.one_hot(v.t_logits))) \
-        + 20 * float(terms.balance(v.t_logits))
-    assert g == pytest.approx(want, rel=1e-6)
-    np.testing.assert_allclose(s, kl, rtol=1e-6)
+    c, g, s = _combine("dfq", v)
+    assert (c.generator.arch, c.generator.b1, c.generator.b2, c.student.weight_decay) == ("large", 0.5, 0.999, 1e-4)
+    assert (c.generator.student_mode, c.student.generator_mode) == ("eval", "eval")
+    log_q, p = _np_log_softmax(v.s_logits), np.exp(_np_log_softmax(v.t_logits))
+    kl = _torch_kl_div(log_q, p, "none").sum(1)
+    logp_t = _np_log_softmax(v.t_logits)
+    one_hot = -np.mean(logp_t[np.arange(B), logp_t.argmax(1)])
+    p_bar = p.mean(0)
+    want = -kl.mean() + float(terms.bn_stats(v.t_bn)) + one_hot + 20 * np.sum(p_bar * np.log(p_bar))
+    assert g == pytest.approx(want, rel=1e-5)
+    np.testing.assert_allclose(s, kl, rtol=1e-5)
 
 
-def test_predfkd_losses():
+def _np_js_module(student, teacher, tau=3.0, reduction="mean"):
+    """PRE-DFKD utils/aux.py l. 70-85, JS_divergence(outputs, outputs_student), written out."""
+    P = np.exp(_np_log_softmax(student, tau))
+    Q = np.exp(_np_log_softmax(teacher, tau))
+    M = 0.5 * (P + Q)
+    P, Q, M = (np.clip(a, 0.01, 0.99) for a in (P, Q, M))
+    loss = 0.5 * _torch_kl_div(np.log(P), M, reduction) + 0.5 * _torch_kl_div(np.log(Q), M, reduction)
+    return 1.0 - np.clip(loss, 0.0, 1.0)
+
+
+def test_predfkd_losses_take_pytorch_mean_js_and_detach_the_teacher():
+    """PRE-DFKD: nn.KLDivLoss() ('mean': / B*K) inside the JS before the clamp, the teacher detached."""
     v = _view()
-    _, g, s = _combine("predfkd", v)
-    want = float(jnp.mean(terms.one_hot(v.t_logits))) + 5 * float(terms.balance(v.t_logits, log_base=10.0)) \
-        + 0.1 * float(terms.activation(v.t_feature)) \
-        + 1.0 - float(np.clip(np.mean(np.asarray(terms.js(v.s_logits, v.t_logits, 3.0))), 0, 1))
-    assert g == pytest.approx(want, rel=1e-6)
-    np.testing.assert_allclose(s, np.asarray(terms.l1(v.s_logits, v.t_logits)), rtol=1e-6)
+    c, g, s = _combine("predfkd", v)
+    assert (c.hparams.kl_reduction, c.hparams.adv_detach_teacher) == ("mean", True)
+    assert (c.generator.bn_eps, c.generator.init, c.memory.nz, c.memory.replay_mode) == (0.8, "uniform", 1000, "eval")
+    logp_t = _np_log_softmax(v.t_logits)
+    p_bar = np.exp(logp_t).mean(0)
+    want = -np.mean(logp_t[np.arange(B), logp_t.argmax(1)]) + 5 * np.sum(p_bar * np.log10(p_bar)) \
+        - 0.1 * np.mean(np.abs(np.asarray(v.t_feature))) + _np_js_module(v.s_logits, v.t_logits)
+    assert g == pytest.approx(want, rel=1e-5)
+    np.testing.assert_allclose(s, np.abs(np.asarray(v.s_logits) - np.asarray(v.t_logits)).mean(1), rtol=1e-6)
+    # the adversarial term reaches the generator through the student only
+    h = objectives.HParams.from_config(c)
+    g_t = jax.grad(lambda t: objectives.adv_js(v.replace(t_logits=t), h))(v.t_logits)
+    g_s = jax.grad(lambda x: objectives.adv_js(v.replace(s_logits=x), h))(v.s_logits)
+    assert float(jnp.abs(g_t).max()) == 0.0 and float(jnp.abs(g_s).max()) > 0.0
+    # 'batchmean' (the switch) is DeepInversion's ADI form
+    h_bm = objectives.HParams(kl_reduction="batchmean", adv_tau=3.0)
+    assert float(objectives.adv_js(v, h_bm)) == pytest.approx(_np_js_module(v.s_logits, v.t_logits,
+                                                                            reduction="batchmean"), rel=1e-5)
 
 
-@pytest.mark.parametrize("method", ["cudfkd", "adadfkd"])
-def test_curriculum_methods_losses(method):
-    """CuDFKD: one_hot + bn + 20 balance(tau 20) + alpha(e) * masked 9 KL_3; AdaDFKD adds 0.1 R2M.
-    alpha ramps from 0 at 25% of the run to grad_adv * 0.5 * epochs at 75%."""
+def test_cudfkd_losses():
+    """CuDFKD (DataFree cudfkd.py l. 108-131, the script's --loss l1): one_hot + bn - 20 H(p_bar at T 20)
+    + alpha(e) * (-mean mask * 9 KL_3); the student's L1 (nn.L1Loss: mean over batch and classes)."""
     v = _view()
-    grad_adv, epochs = (0.5, 250) if method == "cudfkd" else (0.05, 300)
-    base = float(terms.bn_stats(v.t_bn)) + float(jnp.mean(terms.one_hot(v.t_logits))) \
-        + 20 * float(terms.balance(v.t_logits, tau=20.0))
-    s_, t_ = np.asarray(v.s_logits), np.asarray(v.t_logits)
-    mask = (s_.argmax(1) == t_.argmax(1)).astype(np.float64)
-    adv = float(np.mean(-mask * 9 * np.asarray(terms.kl(v.t_logits, v.s_logits, 3.0))))
-    r2m = float(objectives.r2m(v.replace(progress=0.6), objectives.HParams(r2m_window=0.9)))
-    extra = 0.1 * r2m if method == "adadfkd" else 0.0
-    for progress, ramp in ((0.1, 0.0), (0.5, 0.5), (0.6, 0.7), (0.9, 1.0)):
-        if method == "adadfkd":
-            extra = 0.1 * float(objectives.r2m(v.replace(progress=progress), objectives.HParams(r2m_window=0.9)))
-        _, g, _ = _combine(method, v, progress)
-        assert g == pytest.approx(base + ramp * grad_adv * 0.5 * epochs * adv + extra, rel=1e-5, abs=1e-5), progress
-    assert r2m > 0
-    _, _, s = _combine(method, v)
-    kd = np.asarray(terms.kd(v.s_logits, v.t_logits, 20.0))
-    rel = np.asarray(terms.batch_info_nce(v.s_projected, v.t_feature, 0.07)) if method == "adadfkd" else 0.0
-    np.testing.assert_allclose(s, kd + 0.1 * rel, rtol=1e-5)
+    c, _, s = _combine("cudfkd", v)
+    assert dict(c.student.terms) == {"l1": 1.0} and (c.generator.arch, c.generator.init) == ("large", "normal")
+    p20 = np.exp(_np_log_softmax(v.t_logits, 20.0)).mean(0)
+    logp_t = _np_log_softmax(v.t_logits)
+    base = float(terms.bn_stats(v.t_bn)) - np.mean(logp_t[np.arange(B), logp_t.argmax(1)]) \
+        + 20 * np.sum(p20 * np.log(p20))
+    mask = (np.asarray(v.s_logits).argmax(1) == np.asarray(v.t_logits).argmax(1))
+    kl3 = _torch_kl_div(_np_log_softmax(v.s_logits, 3.0), np.exp(_np_log_softmax(v.t_logits, 3.0)), "none").sum(1)
+    adv = -np.mean(9 * kl3 * mask)
+    rounds = c.train.rounds  # 10,000: alpha grows by 0.5 per 40 rounds inside [25%, 75%]
+    for progress in (0.1, 0.5, 0.6, 0.9):
+        alpha = 0.5 * np.clip(progress - 0.25, 0, 0.5) * rounds / 40
+        _, g, _ = _combine("cudfkd", v, progress)
+        assert g == pytest.approx(base + alpha * adv, rel=1e-5, abs=1e-5), progress
+    np.testing.assert_allclose(np.mean(s), np.abs(np.asarray(v.s_logits) - np.asarray(v.t_logits)).mean(), rtol=1e-6)
+
+
+def test_adadfkd_losses():
+    """AdaDFKD (DFKD at cd281c4): the current script's constant, unmasked adversarial 9 KL_3 at weight 1,
+    + 0.1 R2M; the student's KD at T 20 + 0.1 x cross_entropy(t s^T / 0.07, arange) (difficulty_mining)."""
+    v = _view()
+    kl3 = _torch_kl_div(_np_log_softmax(v.s_logits, 3.0), np.exp(_np_log_softmax(v.t_logits, 3.0)), "none").sum(1)
+    p20 = np.exp(_np_log_softmax(v.t_logits, 20.0)).mean(0)
+    logp_t = _np_log_softmax(v.t_logits)
+    base = float(terms.bn_stats(v.t_bn)) - np.mean(logp_t[np.arange(B), logp_t.argmax(1)]) \
+        + 20 * np.sum(p20 * np.log(p20))
+    for progress in (0.1, 0.6):
+        c, g, s = _combine("adadfkd", v, progress)
+        r2m = float(objectives.r2m(v.replace(progress=progress), objectives.HParams.from_config(c)))
+        assert g == pytest.approx(base - np.mean(9 * kl3) + 0.1 * r2m, rel=1e-5), progress
+    kd20 = 400 * _torch_kl_div(_np_log_softmax(v.s_logits, 20.0), np.exp(_np_log_softmax(v.t_logits, 20.0)),
+                               "none").sum(1)
+    t_n = np.asarray(v.t_feature, np.float64)
+    s_n = np.asarray(v.s_projected, np.float64)
+    t_n, s_n = (a / np.linalg.norm(a, axis=1, keepdims=True) for a in (t_n, s_n))
+    rel = -np.diag(_np_log_softmax(t_n @ s_n.T / 0.07))  # row i: teacher i picks student i
+    np.testing.assert_allclose(s, kd20 + 0.1 * rel, rtol=1e-4)  # float32 KD at T 20 (x 400)
+    # the switch: each student feature picks its teacher feature (the transpose)
+    h = objectives.HParams(relation_anchor="student", relation_temperature=0.07)
+    np.testing.assert_allclose(objectives.relation(v, h), -np.diag(_np_log_softmax(s_n @ t_n.T / 0.07)), rtol=1e-5)
+    # the older scripts' form (f6ab653): masked, ramped from 0 by 0.05 per 40-round epoch
+    c = methods.adadfkd.configure(base_config(), adv=0.0, grad_adv=0.05, masked=True)
+    assert dict(c.generator.terms)["adv_kd_masked"] == 0.05 and tuple(c.generator.ramps["adv_kd_masked"]) == \
+        (0.25, 0.75, 40)
+    with pytest.raises(ValueError, match="either"):
+        methods.adadfkd.configure(base_config(), adv=1.0, grad_adv=0.05)
+
+
+@pytest.mark.parametrize("rounds", [150, 420, 10_000])
+def test_curriculum_strengths_follow_the_run_length(rounds):
+    """CuDFKD's alpha_adv grows by grad_adv = 0.5 per 40-round epoch between 25% and 75% of the run
+    (DataFree datafree_kd.py l. 698-700), and lambda by alpha = 1e-4 per student update (l. 774-778),
+    whatever --config.train.rounds is: the strength at the end of a run follows its length."""
+    c = methods.configure(base_config(), "cudfkd")
+    c.train.rounds = rounds  # what --config.train.rounds does after the config file
+    ramp = tuple(c.generator.ramps["adv_kd_masked"])
+    w = dict(c.generator.terms)["adv_kd_masked"]
+    for r in (0, int(0.25 * rounds), int(0.5 * rounds), rounds):
+        by_hand = 0.5 * min(max(r - 0.25 * rounds, 0.0), 0.5 * rounds) / 40
+        assert w * float(objectives.ramp_factor(r / rounds, ramp, rounds)) == pytest.approx(by_hand, abs=1e-4)
+    spec = RoundSpec(1, c.student.steps, "fresh", B, 4, (), (("l1", 1.0),), objectives.HParams(), rounds=rounds,
+                     self_paced=(c.hparams.spl_lambda0, c.hparams.spl_alpha))
+    for rnd, step in ((0, 0), (3, 7), (rounds - 1, c.student.steps - 1)):
+        k = rnd * c.student.steps + step  # the reference's global_iter before this update
+        lam = float(self_paced_lambda(spec, (rnd + step / c.student.steps) / rounds))
+        assert lam == pytest.approx(2.0 + 1e-4 * k, rel=1e-5)
 
 
 def test_r2m_band_slides_from_easy_to_hard():

@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+import pytest
 
 from dfkd_jax import metrics
 
@@ -49,3 +50,23 @@ def test_summarise():
     out = metrics.summarise([10.0, 40.0, 30.0])
     assert out == {"best": 40.0, "last": 30.0, "mean": 80.0 / 3}
     assert all(math.isnan(v) for v in metrics.summarise([]).values())
+
+
+def test_calibration_by_hand():
+    """Mean max-probability and ECE (Guo et al. 2017) with 2 bins on 4 examples written out."""
+    import math
+
+    from dfkd_jax.metrics import calibration
+    # max probabilities 0.9, 0.8 (bin (0.5, 1]) and 0.3, 0.4 over 4 classes (bin (0, 0.5])
+    def logits_for(p_max, k=4, cls=0):
+        rest = (1 - p_max) / (k - 1)
+        row = [math.log(rest)] * k
+        row[cls] = math.log(p_max)
+        return row
+    logits = [logits_for(0.9, cls=0), logits_for(0.8, cls=1), logits_for(0.3, cls=2), logits_for(0.4, cls=3)]
+    labels = [0, 0, 2, 1]  # correct, wrong, correct, wrong
+    out = calibration(logits, labels, bins=2)
+    assert out["mean_max_prob"] == pytest.approx((0.9 + 0.8 + 0.3 + 0.4) / 4)
+    # bin 2: acc 1/2, conf 0.85; bin 1: acc 1/2, conf 0.35 -> ECE = 0.5 * 0.35 + 0.5 * 0.15
+    assert out["ece"] == pytest.approx(0.5 * abs(0.5 - 0.85) + 0.5 * abs(0.5 - 0.35))
+    assert out["accuracy"] == 0.5

@@ -65,6 +65,10 @@ GENERATOR_PARAMS = [
     ("dafl", dict(nz=100, ngf=64, channels=1, img_size=32), 1_049_985),
     ("dafl", dict(nz=256, ngf=64, channels=3, img_size=32), 2_329_091),
     ("dafl_sn", dict(nz=100, ngf=64, channels=1, img_size=32), 1_049_985),  # spectral norm adds no parameters
+    # LargeGenerator: Linear 256->16384 (+b), BN 256, conv 256->128, BN, conv 128->64, BN, conv 64->3 (+b)
+    ("large", dict(nz=256, ngf=64, channels=3, img_size=32), 4_581_955),
+    # ZSKT: GeneratorA's layers at nc 3 plus the last BatchNorm's scale and bias (3 + 3)
+    ("zskt", dict(nz=100, ngf=64, channels=3, img_size=32), 1_051_145),
     ("dfad_b", dict(nz=256, ngf=64, channels=3, img_size=128), 11_243_203),  # DFAD's segmentation generator
     ("dfad_b_resize", dict(nz=256, ngf=64, channels=3, img_size=128), 10_010_307),  # 3x3 instead of 4x4 kernels
 ]
@@ -236,5 +240,21 @@ def test_docs_table_matches_the_counts():
             rows.setdefault(cells[0].strip("`"), []).append(cells[-1])
     for arch, n in {**PARAMS_10, **SEG_PARAMS_11}.items():
         assert rows[arch] == [f"{n:,}"], arch
-    assert (sorted(rows["dafl"] + rows["cmi"] + rows["dafl_sn"] + rows["dfad_b"] + rows["dfad_b_resize"])
-            == sorted(f"{n:,}" for _, _, n in GENERATOR_PARAMS))
+    assert sorted(sum((rows[g] for g in GENERATORS), [])) == sorted(f"{n:,}" for _, _, n in GENERATOR_PARAMS)
+
+
+@pytest.mark.parametrize("scheme", ["uniform", "normal"])
+def test_generator_init_schemes(scheme):
+    """PRE-DFKD's U(-0.08, 0.08) and CuDFKD/AdaDFKD's N(0, 0.02) re-initialisation: every conv/linear weight
+    from that law, biases 0, BatchNorm scales N(1, 0.02) for 'normal' (1 otherwise)."""
+    from dfkd_jax.models.generators import initialize
+    gen = build_generator("large", nz=64, ngf=16, channels=3, img_size=32)
+    params = initialize(gen, jax.random.PRNGKey(0), jnp.zeros((2, 64)), train=False, init=scheme)["params"]
+    kernels = np.concatenate([np.ravel(params[n]["kernel"]) for n in ("l1_0", "conv_blocks_2", "conv_blocks_6")])
+    if scheme == "uniform":
+        assert np.abs(kernels).max() <= 0.08 and np.std(kernels) == pytest.approx(0.08 / np.sqrt(3), rel=0.02)
+    else:
+        assert np.std(kernels) == pytest.approx(0.02, rel=0.02) and abs(np.mean(kernels)) < 1e-3
+    assert np.all(np.asarray(params["l1_0"]["bias"]) == 0) and np.all(np.asarray(params["conv_blocks_9"]["bias"]) == 0)
+    scale = np.asarray(params["conv_blocks_3"]["scale"])
+    assert (np.std(scale) > 0.005) == (scheme == "normal") and abs(np.mean(scale) - 1) < 0.01

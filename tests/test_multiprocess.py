@@ -1,5 +1,7 @@
 """Scale-out: 2 processes x 2 simulated CPU devices through jax.distributed over loopback
-give the result of 1 process with 4 devices (and of 1 process with 1 device)."""
+give the result of 1 process with 4 devices (and of 1 process with 1 device), through the
+functional API. Under -m slow: the default suite runs the same comparison through the command
+line (tests/test_cli.py, 2 processes x 2 devices killed and resumed against 1 device)."""
 
 import os
 import socket
@@ -7,6 +9,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(ROOT, "tests", "multiprocess_worker.py")
@@ -38,6 +41,7 @@ def _launch(num_processes, local_devices, out):
     return dict(np.load(out))
 
 
+@pytest.mark.slow
 def test_two_processes_match_one(tmp_path):
     multi = _launch(2, 2, tmp_path / "multi.npz")
     single = _launch(1, 4, tmp_path / "single.npz")

@@ -1,7 +1,10 @@
-"""tools/results.py: the shared budget and the table it writes (no distillation run here)."""
+"""tools/results.py: the shared budget, the seeds' statistics and the table it writes (no distillation run
+here; docs/results.md's rerun and a smoke run are in the closing notes of issue 12)."""
 
 import importlib.util
 import os
+
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -21,23 +24,42 @@ def _result(best, last, mean, teacher=0.9, agree=0.5, loyalty=0.4):
 def test_every_method_config_exists_and_shares_the_budget():
     tool = _tool()
     from dfkd_jax import methods
-    assert set(tool.METHODS) == set(methods.METHODS)
+    assert set(tool.METHODS) == set(methods.METHODS) and set(tool.METHOD_CHANGES) <= set(methods.METHODS)
     for m in tool.METHODS:
         assert os.path.isfile(os.path.join(ROOT, "configs", "fashion_mnist", f"{m}.py")), m
     flags = tool.budget_overrides(150)
     assert "--config.train.rounds=150" in flags and "--config.student.steps=20" in flags
     assert "--config.train.eval_every=15" in flags
+    cmd = tool.distil_command("dfq", "/w", 150, 2, "/t")
+    assert "--config.seed=2" in cmd and "--config.teacher.checkpoint=/t" in cmd and cmd[-3] in flags
 
 
-def test_markdown_table_drops_and_kept_notes(tmp_path):
+def test_seed_statistics():
+    tool = _tool()
+    runs = [_result(0.60, 0.50, 0.40, agree=0.5), _result(0.70, 0.60, 0.50, agree=0.7)]
+    s = tool.row_stats(runs)
+    assert s["best"] == pytest.approx((0.65, 0.05)) and s["agree"] == pytest.approx((0.6, 0.1))  # std ddof 0
+    assert s["teacher"] == pytest.approx((0.9, 0.0))
+
+
+def test_markdown_tables_marks_and_kept_notes(tmp_path):
     tool = _tool()
     out = tmp_path / "results.md"
     out.write_text("old table\n" + tool.NOTES_MARKER + "\nmy reading\n")
-    clean = {"dafl": _result(0.60, 0.55, 0.50), "adadfkd": _result(0.74, 0.74, 0.60)}
-    noisy = {"adadfkd": _result(0.70, 0.69, 0.58, teacher=0.85, agree=0.45)}
-    tool.write_markdown(str(out), ["tools/results.py", "--rounds", "150"], 150, 0.4, clean, noisy)
+    clean = {"dafl": [_result(0.60, 0.55, 0.50), _result(0.62, 0.57, 0.52)],
+             "adadfkd": [_result(0.74, 0.74, 0.60), _result(0.76, 0.70, 0.62)]}
+    noisy = {0.2: {"adadfkd": [_result(0.70, 0.69, 0.58, teacher=0.85, agree=0.45)] * 2}}
+    teachers = {0.0: {"accuracy": 0.9, "mean_max_prob": 0.93, "ece": 0.031},
+                0.2: {"accuracy": 0.85, "mean_max_prob": 0.61, "ece": 0.24}}
+    tool.write_markdown(str(out), ["tools/results.py", "--rounds", "150"], 150, [0, 1], clean, noisy, teachers,
+                        "abc123")
     text = out.read_text()
     assert "old table" not in text and text.endswith(tool.NOTES_MARKER + "\nmy reading\n")
-    assert "| dafl | clean | 90.00 | 60.00 | 55.00 | 50.00 | 50.00 | 0.4000 | 300 | 1234 |" in text
-    assert "| adadfkd | +5.00 | +4.00 | +5.00 | +2.00 | +5.00 |" in text  # teacher, best, last, mean, Agree@1
-    assert "40% of training labels" in text and "tools/results.py --rounds 150" in text
+    assert "| dafl | 2 | 90.00 | 61.00 ± 1.00 | 56.00 ± 1.00 | 51.00 ± 1.00 | 50.00 ± 0.00 | 0.4000 ± 0.0000 | 300 " \
+           "| 1234 |" in text
+    assert "| adadfkd † | 2 | 90.00 | 75.00 ± 1.00 | 72.00 ± 2.00 |" in text  # changed method: marked
+    assert "| adadfkd † | +5.00 | +5.00 | +3.00 | +3.00 | +5.00 |" in text  # drop: teacher, best, last, mean, Agree@1
+    assert "| noisy | 20% | 85.00 | 0.6100 | 0.2400 |" in text and "| clean | 0% | 90.00 | 0.9300 | 0.0310 |" in text
+    assert "20% of training labels" in text and "tools/results.py --rounds 150" in text and "`abc123`" in text
+    assert f"- adadfkd: {tool.METHOD_CHANGES['adadfkd']}." in text and "- dafl:" not in text
+    assert "over 2 seeds (0, 1)" in text

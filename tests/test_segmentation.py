@@ -77,6 +77,8 @@ def test_confusion_matrix_jit_and_pixel_agreement():
     np.testing.assert_array_equal(np.asarray(cm), ref)
     agree = (s.argmax(-1) == t.argmax(-1)).reshape(3, -1).mean(-1)
     assert float(metrics.pixel_agreement(s, t, mask)) == pytest.approx(agree[:2].sum(), rel=1e-6)
+    # the teacher's argmax map (what the engine keeps of its test-set outputs) gives the same
+    assert float(metrics.pixel_agreement(s, t.argmax(-1), mask)) == pytest.approx(agree[:2].sum(), rel=1e-6)
 
 
 # ----------------------------------------------------------------------------------- terms

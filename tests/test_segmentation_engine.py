@@ -116,7 +116,7 @@ def test_segmentation_run_and_evaluate_cli(seg_teacher, tmp_path, monkeypatch):
     from dfkd_jax.data import builders, scenes
     from dfkd_jax.engine.loop import train_and_evaluate
     from dfkd_jax.evaluate import main as evaluate_main
-    from dfkd_jax.teacher import save_teacher
+    from dfkd_jax.teacher import load_teacher, save_teacher
 
     monkeypatch.setattr(scenes, "NUM_SCENES", {"train": 8, "test": 12})
     monkeypatch.setattr(builders.FashionMnistScenesBuilder, "RAW_SHAPE", (32, 32, 1))
@@ -134,7 +134,8 @@ def test_segmentation_run_and_evaluate_cli(seg_teacher, tmp_path, monkeypatch):
     config.data.source_dir = str(tmp_path / "src")
     config.data.data_dir = str(tmp_path / "tfds")
     config.train.rounds, config.train.eval_every, config.train.sample_every = 2, 1, 2
-    results = train_and_evaluate(config, str(tmp_path / "run"), log=lambda m: None)
+    results = train_and_evaluate(config, str(tmp_path / "run"), load_teacher(teacher_dir), log=lambda m: None,
+                                 teacher_dir=teacher_dir)
     assert results["metric"] == "miou" and len(results["history"]) == 2
     assert 0.0 <= results["student"]["best"] <= 1.0 and "pixel_accuracy" in results["teacher"]
     assert (tmp_path / "run" / "samples" / "round_000002.png").is_file()

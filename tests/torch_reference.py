@@ -169,16 +169,19 @@ class LeNetCMI(nn.Module):
 class DAFLGeneratorTorch(nn.Module):
     """DAFL/DFAD GeneratorA keys: l1.0, conv_blocks0.0, conv_blocks1.{0,1}, conv_blocks2.{0,1,3,5}."""
 
-    def __init__(self, nz=100, ngf=64, nc=1, img_size=32):
+    def __init__(self, nz=100, ngf=64, nc=1, img_size=32, eps=1e-5, zskt=False):
+        """``eps``: of the BatchNorms after convolutions (DAFL's ``BatchNorm2d(128, 0.8)``); ``zskt``: no Tanh
+        and an affine last BatchNorm (ZSKT's generator, here under GeneratorA's key names)."""
         super().__init__()
         self.s = img_size // 4
         self.c = 2 * ngf
         self.l1 = nn.Sequential(nn.Linear(nz, self.c * self.s * self.s))
         self.conv_blocks0 = nn.Sequential(nn.BatchNorm2d(self.c))
-        self.conv_blocks1 = nn.Sequential(nn.Conv2d(self.c, self.c, 3, 1, 1), nn.BatchNorm2d(self.c))
-        self.conv_blocks2 = nn.Sequential(nn.Conv2d(self.c, ngf, 3, 1, 1), nn.BatchNorm2d(ngf),
-                                          nn.LeakyReLU(0.2), nn.Conv2d(ngf, nc, 3, 1, 1), nn.Tanh(),
-                                          nn.BatchNorm2d(nc, affine=False))
+        self.conv_blocks1 = nn.Sequential(nn.Conv2d(self.c, self.c, 3, 1, 1), nn.BatchNorm2d(self.c, eps))
+        self.conv_blocks2 = nn.Sequential(nn.Conv2d(self.c, ngf, 3, 1, 1), nn.BatchNorm2d(ngf, eps),
+                                          nn.LeakyReLU(0.2), nn.Conv2d(ngf, nc, 3, 1, 1),
+                                          nn.Identity() if zskt else nn.Tanh(),
+                                          nn.BatchNorm2d(nc, affine=zskt))
 
     def forward(self, z):
         x = self.conv_blocks0(self.l1(z).view(z.shape[0], self.c, self.s, self.s))
@@ -189,18 +192,18 @@ class DAFLGeneratorTorch(nn.Module):
 
 
 class CMIGeneratorTorch(nn.Module):
-    """CMI/Fast Generator keys: l1.0, conv_blocks.{0,2,3,6,7,9}."""
+    """CMI/Fast Generator keys: l1.0, conv_blocks.{0,2,3,6,7,9}; ``width=4``: CMI's LargeGenerator."""
 
-    def __init__(self, nz=256, ngf=64, img_size=32, nc=3):
+    def __init__(self, nz=256, ngf=64, img_size=32, nc=3, width=2):
         super().__init__()
         self.s = img_size // 4
-        self.c = 2 * ngf
+        self.c = width * ngf
         self.l1 = nn.Sequential(nn.Linear(nz, self.c * self.s * self.s))
         self.conv_blocks = nn.Sequential(
             nn.BatchNorm2d(self.c), nn.Upsample(scale_factor=2),
-            nn.Conv2d(self.c, self.c, 3, 1, 1, bias=False), nn.BatchNorm2d(self.c), nn.LeakyReLU(0.2),
+            nn.Conv2d(self.c, 2 * ngf, 3, 1, 1, bias=False), nn.BatchNorm2d(2 * ngf), nn.LeakyReLU(0.2),
             nn.Upsample(scale_factor=2),
-            nn.Conv2d(self.c, ngf, 3, 1, 1, bias=False), nn.BatchNorm2d(ngf), nn.LeakyReLU(0.2),
+            nn.Conv2d(2 * ngf, ngf, 3, 1, 1, bias=False), nn.BatchNorm2d(ngf), nn.LeakyReLU(0.2),
             nn.Conv2d(ngf, nc, 3, 1, 1), nn.Sigmoid())
 
     def forward(self, z):

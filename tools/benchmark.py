@@ -33,6 +33,13 @@ suite's own section. The suites:
              lenet5:lenet5_half fashion_mnist batch 256 ngf 64 nz 100.
   cpu-small  PyTorch on cpu, float32: lenet5:lenet5_half fashion_mnist batch 64 ngf 16,
              wrn16_2:wrn16_1 fashion_mnist32x3 batch 32 ngf 16 (nz 100).
+  cpu-speed  before/after of dfkd_jax.models.fast_conv on CPU, in this one process, each case
+             with XLA's own convolutions, with dfkd_jax's, and in PyTorch eager where the project
+             has the same computation, in alternating blocks: one 3x3 convolution (batch 256,
+             32x32, 128 -> 64) forward / input gradient / weight gradient, the DFAD round of
+             lenet5:lenet5_half (ngf 64, batch 256) and of wrn16_2:wrn16_1 (32x32x3, ngf 16,
+             batch 64), a LeNet-5 teacher-training epoch, and the round of every method's
+             Fashion-MNIST config (--rounds timed calls each, --cases to choose).
 
 Needs the torch extra: pip install -e .[torch].
 
@@ -61,7 +68,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 DATASETS = ("fashion_mnist", "mnist", "cifar10", "cifar100", "fashion_mnist32x3")
 DTYPES = ("float32", "bfloat16")
-SUITE_NAMES = ("gpu", "cpu-small")
+SUITE_NAMES = ("gpu", "cpu-small", "cpu-speed")
 
 
 def parse_args(argv=None):
@@ -103,6 +110,9 @@ def parse_args(argv=None):
                    help="comma-separated JAX dtypes for every suite case (default: the suite's: gpu float32,bfloat16; "
                         "cpu-small float32)")
     p.add_argument("--in-process", action="store_true", help="run a suite's cases and peaks in this process")
+    p.add_argument("--cases", default="",
+                   help="cpu-speed only: comma-separated cases (default: all of conv, dfad_lenet, dfad_wrn, "
+                        "teacher_epoch, methods)")
     p.add_argument("--no-peak", action="store_true", help="run a suite without measuring the matmul peaks")
     p.add_argument("--markdown", default="", metavar="PATH",
                    help="write a suite's table into PATH (e.g. docs/performance.md), replacing only its section")
@@ -163,8 +173,27 @@ def _case_argv(args, case, device: str) -> list[str]:
     return argv
 
 
+def run_cpu_speed_cli(args, argv, log) -> dict:
+    from dfkd_jax import bench
+    from dfkd_jax.bench import cpu_speed
+
+    cases = [c.strip() for c in args.cases.split(",") if c.strip()] or cpu_speed.CASES
+    report = cpu_speed.run_cpu_speed(cases, reps=args.rounds, warmup=args.warmup, threads=args.threads or None,
+                                     log=log)
+    command = shlex.join(["python", "tools/benchmark.py", *argv])
+    report["command"] = command
+    print(cpu_speed.format_cpu_speed(report))
+    if args.markdown:
+        bench.write_markdown_section(args.markdown, "cpu-speed", cpu_speed.cpu_speed_markdown(report, command))
+        print(f"wrote the cpu-speed section of {args.markdown}")
+    return report
+
+
 def run_suite_cli(args, argv, log) -> dict:
     from dfkd_jax import bench
+
+    if args.suite == "cpu-speed":
+        return run_cpu_speed_cli(args, argv, log)
 
     spec = bench.SUITES[args.suite]
     device = args.device or spec["device"]

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install dfkd_jax into ./.venv with pinned versions, and make sure Fashion-MNIST is present.
 # Idempotent: a second run only checks. Options:
-#   --dev     also the test tools and the optional torch extra (torch==2.13.0, CPU)
+#   --dev     also the test tools and the optional extras: torch (torch==2.13.0, CPU) and tensorboard
 #   --torch   only the torch extra
 # Fashion-MNIST: the Debian package dataset-fashion-mnist is installed when its files are
 # missing. Where apt is not available, set DFKD_JAX_SOURCE_DIR to a folder holding the four
@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 extras=""
 for arg in "$@"; do
   case "$arg" in
-    --dev) extras="dev,torch" ;;
+    --dev) extras="dev,torch,tensorboard" ;;
     --torch) extras="torch" ;;
     *) echo "install.sh: unknown option $arg (valid: --dev, --torch)" >&2; exit 2 ;;
   esac

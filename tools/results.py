@@ -1,17 +1,22 @@
-"""Run every method on Fashion-MNIST at one equal budget and write docs/results.md.
+"""Run every method on Fashion-MNIST at one equal budget, over several seeds, and write docs/results.md.
 
-    python tools/results.py --rounds 150 --workdir runs/results --out docs/results.md
+    python tools/results.py --rounds 150 --seeds 0,1,2 --noise 0.2,0.4 --workdir runs/results --out docs/results.md
 
-Each method's config (configs/fashion_mnist/<method>.py) runs through the main job with
-the same budget forced on all of them: the same rounds, batch, generator width, pool
-and number of student updates per round, so the rows differ only in each method's
-objectives, schedules and optimisers. The clean teacher is the main job's LeNet-5 (trained
-and cached on first use); the noisy teacher is the same training with ``--noise`` of the
-training labels replaced at random (AdaDFKD's robustness study), trained once into the
-workdir. Finished runs are not repeated (the main job prints their stored results), so
-an interrupted table resumes where it stopped. The table lists the teacher, best / last /
-mean student accuracy over the run's evaluations, Agree@1 and probability loyalty at the
-end, wall time and synthetic images per second.
+Each method's config (configs/fashion_mnist/<method>.py) runs through the main job with the
+same budget forced on all of them: the same rounds, batch, generator, pool and number of
+student updates per round, so the rows differ only in each method's objectives, schedules
+and optimisers. Every row is run with each seed; the table gives mean +- standard deviation
+over the seeds of the best, last and mean student accuracy over the run's evaluations, of
+Agree@1 and of probability loyalty at the end. The teachers (the clean one and one per noise
+level, with that fraction of the training labels replaced at random: AdaDFKD's robustness
+study) are trained once into the workdir with the main job's recipe, and their calibration on
+the test set is reported (mean max-probability and expected calibration error).
+
+Finished runs are not repeated: the main job prints a finished run's stored results, and it
+refuses (exit 1, listing the keys) to reuse a workdir whose run was made with a different
+config, so an interrupted table resumes where it stopped and a changed method is never
+reported from an old run. The markdown records the commit and the command; rows whose method
+changed since the previous table (``METHOD_CHANGES``) are marked.
 """
 
 from __future__ import annotations
@@ -25,11 +30,28 @@ import shlex
 import subprocess
 import sys
 
+import numpy as np
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 METHODS = ("dfad", "dafl", "zskt", "dfq", "cudfkd", "adadfkd", "predfkd")
 NOISY_METHODS = ("dfad", "dafl", "cudfkd", "adadfkd")
 NOTES_MARKER = "<!-- notes: kept when tools/results.py rewrites the tables above -->"
+
+# What changed in a method since the previous published table (kept by hand when a method's code changes;
+# its rows are marked, and the note is printed under the tables).
+METHOD_CHANGES = {
+    "zskt": "KL with PyTorch's 'mean' reduction (/ 10 classes) next to 250 x attention, as ZSKT's solver.py",
+    "dfq": "student weight decay 1e-4, generator Adam betas (0.5, 0.999), student in eval mode in the "
+           "generator's step (CMI's datafree_kd.py / generative.py)",
+    "cudfkd": "student L1 (the script's --loss l1) instead of KD at tau 20; student in eval mode in the "
+              "generator's step; adversarial ramp and self-paced lambda from the run's length",
+    "adadfkd": "adversarial 9 KL_3 constant at 1 and unmasked (the current script); relation InfoNCE anchored on "
+               "the teacher's features; student in eval mode in the generator's step; lambda from the run's length",
+    "predfkd": "JS with PyTorch's 'mean' reduction and the teacher detached; generator BatchNorm eps 0.8 and "
+               "U(+-0.08) init; replay objective 5 balance + one_hot + MSE moments, decoded in eval mode; the "
+               "memory updated after the student's step",
+}
 
 
 def budget_overrides(rounds: int) -> list[str]:
@@ -42,92 +64,155 @@ def budget_overrides(rounds: int) -> list[str]:
             "--config.train.progress=False"]
 
 
+def commit() -> str:
+    """The checkout's commit, with ``-dirty`` when tracked files have uncommitted changes."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return head + ("-dirty" if dirty else "")
+
+
 def run(cmd: list[str], log_path: str) -> None:
     print("$ " + " ".join(shlex.quote(c) for c in cmd), flush=True)
     with open(log_path, "a") as log:
         code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     if code:
+        with open(log_path) as f:
+            tail = f.read()[-2000:]
+        if "was made with a different config" in tail:
+            sys.exit(f"error: refusing to reuse {os.path.dirname(log_path)}: its run was made with a different "
+                     f"config (the keys are in {log_path}). Use another --workdir, or delete that run to redo it.")
         sys.exit(f"error: the command above failed (exit {code}); its output is in {log_path}")
 
 
-def noisy_teacher(workdir: str, noise: float) -> str:
-    path = os.path.join(workdir, "teachers", f"fashion_mnist_lenet5_noise{int(round(100 * noise))}")
+def teacher_dir(workdir: str, noise: float) -> str:
+    return os.path.join(workdir, "teachers", f"fashion_mnist_lenet5_noise{int(round(100 * noise))}")
+
+
+def train_teacher(workdir: str, noise: float, epochs: int | None, examples: int) -> str:
+    """The main job's teacher recipe (``base_config().teacher``) with ``noise`` of the labels replaced."""
+    path = teacher_dir(workdir, noise)
     if not os.path.isdir(path):
         from dfkd_jax.config import base_config
-        t = base_config().teacher  # the main job's teacher recipe, with noisy labels
-        run([sys.executable, "tools/train_teacher.py", "--dataset", "fashion_mnist", "--arch", "lenet5",
-             "--epochs", str(t.epochs), "--batch_size", str(t.batch_size), "--lr", str(t.lr),
-             "--label_noise", str(noise), "--out", path],
-            os.path.join(workdir, "noisy_teacher.log"))
+        t = base_config().teacher
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        run([sys.executable, "tools/train_teacher.py", "--dataset", "fashion_mnist", "--arch", t.arch,
+             "--epochs", str(epochs or t.epochs), "--batch_size", str(t.batch_size), "--lr", str(t.lr),
+             "--label_noise", str(noise), "--train_examples", str(examples), "--out", path],
+            os.path.join(workdir, f"teacher_noise{int(round(100 * noise))}.log"))
     return path
 
 
-def distil(method: str, workdir: str, rounds: int, teacher: str | None) -> dict:
-    name = method + ("_noisy" if teacher else "")
-    out = os.path.join(workdir, name)
-    cmd = [sys.executable, "-m", "dfkd_jax.main", "--config", f"configs/fashion_mnist/{method}.py",
-           "--workdir", out, *budget_overrides(rounds)]
-    if teacher:
-        cmd.append(f"--config.teacher.checkpoint={teacher}")
+def teacher_calibration(path: str) -> dict[str, float]:
+    """Test accuracy, mean max-probability and ECE of the teacher in ``path`` on the Fashion-MNIST test split."""
+    import dataclasses
+
+    import jax
+
+    from dfkd_jax import data, metrics
+    from dfkd_jax.teacher import load_teacher
+    teacher = load_teacher(path)
+    spec = data.get_spec("fashion_mnist")
+    images, labels = data.load_split("fashion_mnist", "test")
+    x = data.preprocess(images, dataclasses.replace(spec, mean=teacher.meta.mean, std=teacher.meta.std))
+    apply = jax.jit(lambda v, xb: teacher.model.apply(v, xb, train=False)[0])
+    logits = np.concatenate([np.asarray(apply(teacher.variables, x[i:i + 1000])) for i in range(0, len(x), 1000)])
+    return metrics.calibration(logits, labels)
+
+
+def distil_command(method: str, out: str, rounds: int, seed: int, teacher: str) -> list[str]:
+    return [sys.executable, "-m", "dfkd_jax.main", "--config", f"configs/fashion_mnist/{method}.py",
+            "--workdir", out, *budget_overrides(rounds), f"--config.seed={seed}",
+            f"--config.teacher.checkpoint={teacher}"]
+
+
+def distil(method: str, workdir: str, rounds: int, seed: int, teacher: str) -> dict:
+    out = os.path.join(workdir, method, f"seed{seed}")
     os.makedirs(out, exist_ok=True)
-    run(cmd, os.path.join(out, "log.txt"))
+    run(distil_command(method, out, rounds, seed, teacher), os.path.join(out, "log.txt"))
     with open(os.path.join(out, "results.json")) as f:
         return json.load(f)
 
 
-def pct(x: float) -> str:
-    return f"{100 * x:.2f}"
+def row_stats(runs: list[dict]) -> dict[str, tuple[float, float]]:
+    """Mean and standard deviation (ddof 0) over the seeds' runs of each reported quantity."""
+    values = {
+        "teacher": [r["teacher"]["accuracy"] for r in runs],
+        "best": [r["student"]["best"] for r in runs], "last": [r["student"]["last"] for r in runs],
+        "mean": [r["student"]["mean"] for r in runs], "agree": [r["agree"] for r in runs],
+        "loyalty": [r["loyalty"] for r in runs], "wall": [r["wall_time_s"] for r in runs],
+        "ips": [r["images_per_s"] for r in runs],
+    }
+    return {k: (float(np.mean(v)), float(np.std(v))) for k, v in values.items()}
 
 
-def table(rows: list[tuple[str, str, dict]]) -> list[str]:
-    lines = ["| method | teacher | teacher acc. | best | last | mean | Agree@1 | loyalty | wall time (s) | images/s |",
+def _pm(stat: tuple[float, float], scale: float = 100.0, digits: int = 2) -> str:
+    return f"{scale * stat[0]:.{digits}f} ± {scale * stat[1]:.{digits}f}"
+
+
+def _name(method: str) -> str:
+    return f"{method} †" if method in METHOD_CHANGES else method
+
+
+def table(rows: dict[str, list[dict]]) -> list[str]:
+    lines = ["| method | seeds | teacher acc. | best | last | mean | Agree@1 | loyalty | wall time (s) | images/s |",
              "|---|---|---|---|---|---|---|---|---|---|"]
-    for method, teacher, r in rows:
-        s = r["student"]
-        lines.append(f"| {method} | {teacher} | {pct(r['teacher']['accuracy'])} | {pct(s['best'])} | "
-                     f"{pct(s['last'])} | {pct(s['mean'])} | {pct(r['agree'])} | {r['loyalty']:.4f} | "
-                     f"{r['wall_time_s']:.0f} | {r['images_per_s']:.0f} |")
+    for method, runs in rows.items():
+        s = row_stats(runs)
+        lines.append(f"| {_name(method)} | {len(runs)} | {100 * s['teacher'][0]:.2f} | {_pm(s['best'])} | "
+                     f"{_pm(s['last'])} | {_pm(s['mean'])} | {_pm(s['agree'])} | {_pm(s['loyalty'], 1.0, 4)} | "
+                     f"{s['wall'][0]:.0f} | {s['ips'][0]:.0f} |")
     return lines
 
 
-def write_markdown(path: str, argv: list[str], rounds: int, noise: float, clean: dict, noisy: dict) -> None:
-    cores = os.cpu_count()
+def write_markdown(path: str, argv: list[str], rounds: int, seeds: list[int], clean: dict[str, list[dict]],
+                   noisy: dict[float, dict[str, list[dict]]], teachers: dict[float, dict[str, float]],
+                   revision: str) -> None:
+    every = max(rounds // 10, 1)
     lines = [
         "# Results: every method on Fashion-MNIST at one budget",
         "",
         "LeNet-5 teacher -> LeNet-5-half student (DAFL variant), no real training image seen by the student.",
-        f"Budget shared by every row: {rounds} rounds, batch 256, DAFL generator ngf 8 / nz 100, the student "
+        f"Budget shared by every row: {rounds} rounds, batch 256, DFAD's GeneratorA at ngf 8 / nz 100, the student "
         "drawing 20 batches per round from the on-device pool of the last 16,384 synthetic samples; each "
         "method keeps its own objectives, schedules and optimisers (configs/fashion_mnist/<method>.py).",
-        "Accuracies in %: best / last / mean over the run's evaluations (every "
-        f"{max(rounds // 10, 1)} rounds); Agree@1 and probability loyalty (methods.md, AdaDFKD) at the end.",
+        f"Each row: mean ± standard deviation over {len(seeds)} seeds ({', '.join(map(str, seeds))}) of the best, "
+        f"last and mean student accuracy (%) over the run's evaluations (every {every} rounds), and of Agree@1 (%) "
+        "and probability loyalty at the end; wall time and images/s are means.",
         "",
-        f"Made by `python {' '.join(shlex.quote(a) for a in argv)}` on {datetime.date.today()}, "
-        f"{platform.machine()} CPU, {cores} cores, JAX on CPU.",
+        f"Made by `python {' '.join(shlex.quote(a) for a in argv)}` at commit `{revision}` on "
+        f"{datetime.date.today()}, {platform.machine()} CPU, {os.cpu_count()} cores, JAX on CPU. Each run is "
+        f"`python -m dfkd_jax.main --config configs/fashion_mnist/<method>.py --workdir <dir> "
+        f"{' '.join(budget_overrides(rounds))} --config.seed=<seed> --config.teacher.checkpoint=<teacher>`.",
         "",
-        "## Clean teacher",
+        "## Teachers",
         "",
-        *table([(m, "clean", r) for m, r in clean.items()]),
+        "| teacher | labels replaced | test accuracy | mean max-probability | ECE (15 bins) |",
+        "|---|---|---|---|---|",
     ]
-    if noisy:
-        lines += [
-            "",
-            f"## Noisy teacher ({int(round(100 * noise))}% of training labels replaced at random)",
-            "",
-            *table([(m, "noisy", r) for m, r in noisy.items()]),
-            "",
-            "Drop from the clean teacher (percentage points; positive = lower with the noisy teacher):",
-            "",
-            "| method | teacher | best | last | mean | Agree@1 |",
-            "|---|---|---|---|---|---|",
-        ]
-        for m, r in noisy.items():
+    for noise, c in sorted(teachers.items()):
+        lines.append(f"| {'clean' if noise == 0 else 'noisy'} | {100 * noise:.0f}% | {100 * c['accuracy']:.2f} | "
+                     f"{c['mean_max_prob']:.4f} | {c['ece']:.4f} |")
+    lines += ["", "## Clean teacher", "", *table(clean)]
+    for noise, rows in sorted(noisy.items()):
+        lines += ["", f"## Noisy teacher ({100 * noise:.0f}% of training labels replaced at random)", "",
+                  *table(rows), "",
+                  "Drop from the clean teacher (percentage points, difference of the means; positive = lower with "
+                  "the noisy teacher):", "", "| method | teacher | best | last | mean | Agree@1 |",
+                  "|---|---|---|---|---|---|"]
+        for m, runs in rows.items():
             if m in clean:
-                c = clean[m]
-                drop = [c["teacher"]["accuracy"] - r["teacher"]["accuracy"],
-                        *(c["student"][k] - r["student"][k] for k in ("best", "last", "mean")),
-                        c["agree"] - r["agree"]]
-                lines.append(f"| {m} | " + " | ".join(f"{100 * d:+.2f}" for d in drop) + " |")
+                a, b = row_stats(clean[m]), row_stats(runs)
+                drop = [a[k][0] - b[k][0] for k in ("teacher", "best", "last", "mean", "agree")]
+                lines.append(f"| {_name(m)} | " + " | ".join(f"{100 * d:+.2f}" for d in drop) + " |")
+    changed = [m for m in METHOD_CHANGES if m in clean or any(m in rows for rows in noisy.values())]
+    if changed:
+        lines += ["", "† the method changed since the previous table:", ""]
+        lines += [f"- {m}: {METHOD_CHANGES[m]}." for m in changed]
     notes = ""
     if os.path.isfile(path):  # keep the hand-written reading of the table below the marker
         with open(path) as f:
@@ -138,28 +223,40 @@ def write_markdown(path: str, argv: list[str], rounds: int, noise: float, clean:
         f.write("\n".join(lines) + "\n" + ("\n" + notes if notes else ""))
 
 
+def _floats(text: str) -> list[float]:
+    return [float(x) for x in text.split(",") if x.strip()]
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=150)
+    p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--workdir", default="runs/results")
     p.add_argument("--out", default="docs/results.md")
     p.add_argument("--methods", default=",".join(METHODS))
-    p.add_argument("--noisy_methods", default=",".join(NOISY_METHODS), help="'' to skip the noisy teacher")
-    p.add_argument("--noise", type=float, default=0.4, help="fraction of the noisy teacher's labels replaced")
+    p.add_argument("--noisy_methods", default=",".join(NOISY_METHODS), help="'' to skip the noisy teachers")
+    p.add_argument("--noise", default="0.2,0.4", help="fractions of the noisy teachers' labels replaced")
+    p.add_argument("--teacher_epochs", type=int, default=0, help="0 = the main job's recipe (smoke runs: fewer)")
+    p.add_argument("--teacher_examples", type=int, default=0, help="0 = all training images (smoke runs: fewer)")
     args = p.parse_args(argv)
     workdir = os.path.abspath(args.workdir)
     os.makedirs(workdir, exist_ok=True)
-    clean, noisy = {}, {}
-    for m in filter(None, args.methods.split(",")):
-        clean[m] = distil(m, workdir, args.rounds, None)
+    seeds = [int(s) for s in _floats(args.seeds)]
+    methods = [m for m in args.methods.split(",") if m]
     noisy_methods = [m for m in args.noisy_methods.split(",") if m]
-    if noisy_methods:
-        teacher = noisy_teacher(workdir, args.noise)
-        for m in noisy_methods:
-            noisy[m] = distil(m, workdir, args.rounds, teacher)
-    write_markdown(os.path.join(ROOT, args.out) if not os.path.isabs(args.out) else args.out,
-                   ["tools/results.py", *argv], args.rounds, args.noise, clean, noisy)
+    levels = [0.0] + (_floats(args.noise) if noisy_methods else [])
+    revision = commit()
+    teachers, results = {}, {}
+    for noise in levels:
+        path = train_teacher(workdir, noise, args.teacher_epochs or None, args.teacher_examples)
+        teachers[noise] = teacher_calibration(path)
+        sub = os.path.join(workdir, "clean" if noise == 0 else f"noise{int(round(100 * noise))}")
+        results[noise] = {m: [distil(m, sub, args.rounds, seed, path) for seed in seeds]
+                          for m in (methods if noise == 0 else noisy_methods)}
+    out = os.path.join(ROOT, args.out) if not os.path.isabs(args.out) else args.out
+    write_markdown(out, ["tools/results.py", *argv], args.rounds, seeds, results.pop(0.0), results, teachers,
+                   revision)
     print(f"wrote {args.out}")
 
 

@@ -1,8 +1,9 @@
 """DFQ on CIFAR-10/100 at the CMI benchmark's re-run settings (Choi et al. 2020).
 
-Generator: adversarial KL + bn + one_hot + 20 balance, Adam 1e-3, nz 256; student: KL,
-SGD 0.1 momentum 0.9 wd 5e-4, cosine, 10 student updates per generator update on fresh
-batches, batch 256; 200 epochs of 400 student iterations = 8,000 rounds.
+Generator: CMI's LargeGenerator (Sigmoid, nz 256), adversarial KL + bn + one_hot + 20 balance,
+Adam 1e-3 betas (0.5, 0.999); student: KL, SGD 0.1 momentum 0.9 wd 1e-4, cosine, 10 student
+updates per generator update on fresh batches (generator in eval mode), batch 256; 200 epochs
+of 400 student iterations = 8,000 rounds.
 Usage: --config configs/cifar/dfq.py:cifar10,r34_r18
 """
 

@@ -3,8 +3,10 @@
 Shared by the method configs in this folder (configs as code: each method file calls
 ``apply`` after its method's ``configure``). What it sets, and why (docs/fashion_mnist.md):
 - the LeNet-5 teacher the main job trains and caches, and the DAFL-variant half student;
-- a small DAFL/DFAD generator (ngf 8, nz 100): on XLA:CPU the generator's convolutions
-  are nearly the whole cost of a round;
+- one generator for every method: DFAD's GeneratorA (``dafl``, PyTorch's BatchNorm eps and
+  init) at ngf 8, nz 100: on XLA:CPU the generator's convolutions are nearly the whole cost
+  of a round. A method's own generator (ZSKT's, DFQ's LargeGenerator, CuDFKD's DCGAN, DAFL's
+  eps 0.8) is replaced by it; its BatchNorm modes (``generator.student_mode``) are kept;
 - the student learns from the on-device pool of the last 16,384 synthetic samples, 20
   updates per generator update: student updates are cheap and samples are not;
 - 420 rounds, about 15 minutes on 2 cores.
@@ -17,6 +19,8 @@ def apply(c, rounds: int = 420):
     c.teacher.arch = "lenet5"
     c.student.arch = "lenet5_half"
     c.generator.arch = "dafl"
+    c.generator.bn_eps = 1e-5
+    c.generator.init = "torch"
     c.generator.nz = 100
     c.generator.ngf = 8
     c.student.batch = "pool"

@@ -15,6 +15,8 @@ def apply_pair(c, arg: str):
         raise ValueError(f"Config argument {arg!r}: expected one of {', '.join(PAIRS)}.")
     c.teacher.arch, c.student.arch = arg.split(",")
     c.data.dataset = "fashion_mnist32x3"
+    # one generator for every method here: DFAD's GeneratorA (PyTorch's BatchNorm eps and init)
+    c.generator.arch, c.generator.bn_eps, c.generator.init = "dafl", 1e-5, "torch"
     c.generator.nz = 256
     c.train.log_every = 10
     if arg == "wrn16_2,wrn16_1":

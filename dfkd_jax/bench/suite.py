@@ -9,7 +9,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any, Callable
 
-from dfkd_jax.bench import DTYPES, MEMORY_NOTES, SHORT_DTYPES, _fmt, _memory_cell, _peak_flops, _ratio, _si, _versions
+from dfkd_jax.bench.harness import DTYPES, MEMORY_NOTES, SHORT_DTYPES, _fmt, _memory_cell, _peak_flops, _ratio, _si, _versions
 
 # -- the suite --------------------------------------------------------------------------------------
 

@@ -146,16 +146,19 @@ def infer_free_dims(template: Mapping[str, Entry], state_dict: Mapping[str, np.n
 # ---------------------------------------------------------------------------------------------
 # Generators: their free dimensions (nz, ngf, channels, img_size) are read from named tensors.
 
-# name -> (linear key, key of the 2*ngf -> 2*ngf conv, key of the 2*ngf -> ngf conv, key of the output conv);
+# name -> (linear key, key of the first conv, key of the 2*ngf -> ngf conv, key of the output conv);
 # for DFAD's GeneratorB (``dfad_b``) the second key is the first transposed conv, [8 ngf, 4 ngf, 4, 4].
 _GENERATOR_KEYS = {
     "dafl": ("l1.0.weight", "conv_blocks1.0.weight", "conv_blocks2.0.weight", "conv_blocks2.3.weight"),
     "cmi": ("l1.0.weight", "conv_blocks.2.weight", "conv_blocks.6.weight", "conv_blocks.9.weight"),
+    "large": ("l1.0.weight", "conv_blocks.2.weight", "conv_blocks.6.weight", "conv_blocks.9.weight"),
     "dfad_b": ("project.1.weight", "main.1.weight", None, "main.13.weight"),
 }
 _GENERATOR_DEFAULTS = {"dafl": dict(nz=100, ngf=64, channels=1, img_size=32),
                        "cmi": dict(nz=256, ngf=64, channels=3, img_size=32),
+                       "large": dict(nz=256, ngf=64, channels=3, img_size=32),
                        "dfad_b": dict(nz=256, ngf=64, channels=3, img_size=128)}
+_GENERATOR_WIDTH = {"dafl": 2, "cmi": 2, "large": 4}  # channels of the linear layer's map, in ngf
 
 
 def generator_config(state_dict: Mapping[str, np.ndarray], name: str) -> dict[str, int]:
@@ -181,8 +184,9 @@ def generator_config(state_dict: Mapping[str, np.ndarray], name: str) -> dict[st
         cfg["channels"] = int(state_dict[last].shape[0])
     if lin in state_dict and np.ndim(state_dict[lin]) == 2:
         cfg["nz"] = int(state_dict[lin].shape[1])
-        side = math.isqrt(max(int(state_dict[lin].shape[0]) // (2 * cfg["ngf"]), 1))
-        if side > 0 and 2 * cfg["ngf"] * side * side == state_dict[lin].shape[0]:
+        width = _GENERATOR_WIDTH[name] * cfg["ngf"]
+        side = math.isqrt(max(int(state_dict[lin].shape[0]) // width, 1))
+        if side > 0 and width * side * side == state_dict[lin].shape[0]:
             cfg["img_size"] = 4 * side
     return cfg
 

@@ -15,6 +15,7 @@ import os
 
 import numpy as np
 
+from dfkd_jax.errors import UserError
 from dfkd_jax.data.pipeline import eval_batches, fit_shape, preprocess, train_batches
 from dfkd_jax.data.specs import SPECS, DatasetSpec, get_spec
 
@@ -33,7 +34,7 @@ __all__ = [
 DATA_DIR_ENV = "DFKD_JAX_DATA_DIR"
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class DatasetNotFoundError(UserError, FileNotFoundError):
     """The raw files of a dataset are nowhere to be found; the message says how to provide them."""
 
 SPLITS = ("train", "test")

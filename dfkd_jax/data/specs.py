@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from dfkd_jax.errors import ConfigError
+
 TASKS = ("classification", "segmentation")
 
 
@@ -82,8 +84,8 @@ SPECS: dict[str, DatasetSpec] = {
 
 
 def get_spec(name: str) -> DatasetSpec:
-    """Returns the spec of dataset `name`; ValueError naming the valid names if unknown."""
+    """Returns the spec of dataset `name`; ConfigError naming the valid names if unknown."""
     try:
         return SPECS[name]
     except KeyError:
-        raise ValueError(f"Unknown dataset {name!r}; valid names: {', '.join(sorted(SPECS))}") from None
+        raise ConfigError(f"Unknown dataset {name!r}; valid names: {', '.join(sorted(SPECS))}") from None

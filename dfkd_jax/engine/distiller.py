@@ -37,7 +37,9 @@ from dfkd_jax.data.specs import SPECS
 from dfkd_jax.engine import optim, sharding
 from dfkd_jax.engine.round import MemorySpec, RoundSpec, generate, make_round
 from dfkd_jax.engine.state import DistillState, ModelState
-from dfkd_jax.models import build_generator, build_model, is_segmentation
+from dfkd_jax.errors import ConfigError
+from dfkd_jax.models import build_generator, build_model, fast_conv, is_segmentation
+from dfkd_jax.models.generators import initialize
 from dfkd_jax.models.vae import VAE
 from dfkd_jax.teacher import Teacher
 
@@ -58,6 +60,18 @@ def generator_normalization(output_space: str, mean, std):
     if output_space == "tanh":
         return tuple(2.0 * m - 1.0 for m in mean), tuple(2.0 * s for s in std)
     return None
+
+
+@dataclasses.dataclass
+class EvalSet:
+    """A test set on the devices: ``(x, y, mask, teacher_output)`` batches (the teacher's logits, or
+    its argmax maps for segmentation) and the teacher's scores (``teacher``: ``teacher_accuracy``, or
+    ``teacher_miou`` and ``teacher_pixel_accuracy``; ``teacher_accuracy`` is its pixel accuracy then)."""
+
+    batches: list
+    count: int
+    teacher_accuracy: float
+    teacher: dict = dataclasses.field(default_factory=dict)
 
 
 def _feature_width(model, input_shape) -> int:
@@ -98,14 +112,15 @@ class Distiller:
         meta = teacher.meta
         h, w, c = meta.input_shape
         generator = build_generator(config.generator.arch, nz=config.generator.nz, ngf=config.generator.ngf,
-                                    channels=c, img_size=h if h == w else (h, w), dtype=dtype)
+                                    channels=c, img_size=h if h == w else (h, w), dtype=dtype,
+                                    bn_eps=float(config.generator.bn_eps), init_scheme=str(config.generator.init))
         if h != w and not getattr(generator, "rectangular", False):
-            raise ValueError(f"The {config.generator.arch} generator makes square images; the teacher takes "
-                             f"{meta.input_shape}. Use a generator that makes H x W images (dfad_b, dfad_b_resize).")
+            raise ConfigError(f"The {config.generator.arch} generator makes square images; the teacher takes "
+                              f"{meta.input_shape}. Use a generator that makes H x W images (dfad_b, dfad_b_resize).")
         task = "segmentation" if is_segmentation(meta.arch) else "classification"
         if is_segmentation(config.student.arch) != (task == "segmentation"):
-            raise ValueError(f"The teacher {meta.arch} is a {task} model but the student {config.student.arch} is "
-                             "not: choose a student of the same kind (config.student.arch).")
+            raise ConfigError(f"The teacher {meta.arch} is a {task} model but the student {config.student.arch} is "
+                              "not: choose a student of the same kind (config.student.arch).")
         student = build_model(config.student.arch, meta.num_classes, dtype=dtype)
         rounds = int(config.train.rounds)
         tx_g = optim.make_optimizer(config.generator, rounds * config.generator.steps)
@@ -121,21 +136,25 @@ class Distiller:
             rounds=rounds,
             generator_ramps=tuple((k, tuple(map(float, v))) for k, v in config.generator.ramps.items()),
             student_ramps=tuple((k, tuple(map(float, v))) for k, v in config.student.ramps.items()),
-            self_paced=((float(config.hparams.spl_lambda0), float(config.hparams.spl_growth))
+            self_paced=((float(config.hparams.spl_lambda0), float(config.hparams.spl_alpha))
                         if config.student.self_paced else None),
             memory=(MemorySpec(nz=int(config.memory.nz), batch_size=int(config.memory.batch_size),
                                update_steps=int(config.memory.update_steps), kl_weight=float(config.memory.kl_weight),
-                               z_lr=float(config.memory.z_lr)) if config.memory.enabled else None))
+                               z_lr=float(config.memory.z_lr), replay_mode=str(config.memory.replay_mode),
+                               balance_weight=float(config.generator.terms.get("balance", 0.0)),
+                               one_hot_weight=float(config.generator.terms.get("one_hot", 0.0)))
+                    if config.memory.enabled else None),
+            student_mode=str(config.generator.student_mode), generator_mode=str(config.student.generator_mode))
         vae = tx_m = None
         if spec.memory is not None:
             sharding.check_batch_size(spec.memory.batch_size, mesh, "memory.batch_size")
             vae = VAE(nz=spec.memory.nz, ngf=int(config.memory.ngf or config.generator.ngf), channels=c, img_size=h,
-                      dtype=dtype)
+                      dtype=dtype, bn_eps=float(config.generator.bn_eps))
             tx_m = optax.adam(float(config.memory.lr))
         needs = (objectives.needs(dict(spec.generator_terms), objectives.GENERATOR_TERMS)
                  | objectives.needs(dict(spec.student_terms), objectives.STUDENT_TERMS))
         if "bn" in needs and "batch_stats" not in teacher.variables:
-            raise ValueError(f"The bn term needs a teacher with BatchNorm layers; {meta.arch} has none. "
+            raise ConfigError(f"The bn term needs a teacher with BatchNorm layers; {meta.arch} has none. "
                              "Set --config.generator.terms.bn=0.")
         t_dim, s_dim = (_feature_width(m, meta.input_shape) for m in (teacher.model, student))
         projector = None
@@ -156,12 +175,19 @@ class Distiller:
         self._round = jax.jit(round_fn, donate_argnums=(0,))
         self._round_raw = round_fn
         self._eval = jax.jit(self._eval_batch)
+        self._teacher_eval = jax.jit(self._teacher_batch)
         self._sample = jax.jit(self._sample_fn, out_shardings=repl)
         self._predict = jax.jit(self._predict_fn, out_shardings=repl)
         self._repl = repl
 
-    def _init_model(self, model, key, x, tx) -> ModelState:
-        variables = model.init(key, x, **({} if isinstance(model, nn.Dense) else {"train": False}))
+    def _init_model(self, model, key, x, tx, *args) -> ModelState:
+        """A model's ``ModelState``; generators and the memory through ``generators.initialize`` (their
+        reference init schemes, ``config.generator.init``)."""
+        kwargs = {} if isinstance(model, nn.Dense) else {"train": False}
+        if model is self.generator or model is self.vae:
+            variables = initialize(model, key, x, *args, init=str(self.config.generator.init), **kwargs)
+        else:
+            variables = model.init(key, x, *args, **kwargs)
         params = variables["params"]
         return ModelState(params=params, batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params))
 
@@ -188,9 +214,7 @@ class Distiller:
                 projector = self._init_model(self.projector, k_p, jnp.zeros((2, s_dim), jnp.float32), self.tx_s)
             memory = None
             if self.vae is not None:
-                v = self.vae.init({"params": k_m}, jnp.zeros((2, h, w, c), jnp.float32), k_m, train=False)
-                memory = ModelState(params=v["params"], batch_stats=v.get("batch_stats", {}),
-                                    opt_state=self.tx_m.init(v["params"]))
+                memory = self._init_model(self.vae, k_m, jnp.zeros((2, h, w, c), jnp.float32), self.tx_m, k_m)
             return DistillState(round=jnp.zeros((), jnp.int32), rng=k_run, generator=g, student=s, pool=pool,
                                 queue=queue, projector=projector, memory=memory)
 
@@ -203,24 +227,33 @@ class Distiller:
 
     # -- the round ------------------------------------------------------------------------------
     def round(self, state: DistillState) -> tuple[DistillState, dict]:
-        """One jitted round; ``state`` is donated and must not be used afterwards."""
-        return self._round(state, self.teacher_variables)
+        """One jitted round; ``state`` is donated and must not be used afterwards.
+
+        Traced (once) with ``config.conv_impl``'s convolutions (``dfkd_jax.models.fast_conv``)."""
+        with fast_conv.using(self.config.conv_impl):
+            return self._round(state, self.teacher_variables)
 
     # -- evaluation -----------------------------------------------------------------------------
-    def _eval_batch(self, s_vars, t_vars, x, y, mask):
-        s_logits, _ = self.student.apply(s_vars, x, train=False)
+    def _teacher_batch(self, t_vars, x, y, mask):
         t_logits, _ = self.teacher.model.apply(t_vars, x, train=False)
+        if self.task == "segmentation":  # the argmax map is all the student's metrics need
+            k, ignore = self.teacher.meta.num_classes, self.ignore_label
+            return (jnp.argmax(t_logits, -1).astype(jnp.int32),
+                    metrics_lib.confusion_matrix(t_logits, y, mask, k, ignore))
+        return t_logits.astype(jnp.float32), metrics_lib.correct(t_logits, y, mask)
+
+    def _eval_batch(self, s_vars, x, y, mask, t_out):
+        s_logits, _ = self.student.apply(s_vars, x, train=False)
         if self.task == "segmentation":
             k, ignore = self.teacher.meta.num_classes, self.ignore_label
             return {
                 "confusion": metrics_lib.confusion_matrix(s_logits, y, mask, k, ignore),
-                "teacher_confusion": metrics_lib.confusion_matrix(t_logits, y, mask, k, ignore),
-                "agree": metrics_lib.pixel_agreement(s_logits, t_logits, mask),
+                "agree": metrics_lib.pixel_agreement(s_logits, t_out, mask),
                 "count": jnp.sum(mask),
             }
+        t_logits = t_out
         return {
             "correct": metrics_lib.correct(s_logits, y, mask),
-            "teacher_correct": metrics_lib.correct(t_logits, y, mask),
             "agree": metrics_lib.agreement(s_logits, t_logits, mask),
             "loyalty": metrics_lib.loyalty(s_logits, t_logits, mask),
             "count": jnp.sum(mask),
@@ -232,30 +265,49 @@ class Distiller:
         spec = SPECS.get(self.teacher.meta.dataset)
         return spec.ignore_label if spec is not None else 255
 
-    def evaluate(self, state: DistillState, images: np.ndarray, labels: np.ndarray,
-                 batch_size: int | None = None) -> dict[str, float]:
-        """Student accuracy, teacher accuracy, Agree@1 and probability loyalty on preprocessed images;
-        for segmentation (labels (N, H, W)) mIoU, pixel accuracy (student and teacher) and per-pixel
-        Agree@1. The sums stay on the device until the last batch."""
+    def eval_set(self, images: np.ndarray, labels: np.ndarray, batch_size: int | None = None) -> EvalSet:
+        """The test set on the devices, batched, with the teacher's outputs and scores computed once
+        (the teacher never changes, so ``evaluate`` does not re-run it): its logits and accuracy for
+        classification, its argmax maps, mIoU and pixel accuracy for segmentation."""
         batch_size = batch_size or int(self.config.data.eval_batch_size)
         batch_size = max(self.mesh.devices.size, batch_size - batch_size % self.mesh.devices.size)
+        batches, teacher_total = [], None
+        for x, y, mask in eval_batches(images, labels, batch_size, sharding=sharding.batch_sharding(self.mesh)):
+            t_out, stat = self._teacher_eval(self.teacher_variables, x, y, mask)
+            batches.append((x, y, mask, t_out))
+            teacher_total = stat if teacher_total is None else teacher_total + stat
+        teacher_total = np.asarray(jax.device_get(teacher_total))
+        if self.task == "segmentation":
+            t = metrics_lib.segmentation_scores(teacher_total)
+            teacher = {"teacher_miou": t["miou"], "teacher_pixel_accuracy": t["pixel_accuracy"]}
+            return EvalSet(batches=batches, count=int(len(labels)), teacher_accuracy=t["pixel_accuracy"],
+                           teacher=teacher)
+        accuracy = float(teacher_total) / len(labels)
+        return EvalSet(batches=batches, count=int(len(labels)), teacher_accuracy=accuracy,
+                       teacher={"teacher_accuracy": accuracy})
+
+    def evaluate(self, state: DistillState, images, labels: np.ndarray | None = None,
+                 batch_size: int | None = None) -> dict[str, float]:
+        """Student accuracy, teacher accuracy, Agree@1 and probability loyalty, on an ``EvalSet`` or on
+        preprocessed ``images`` and their ``labels``."""
+        es = images if isinstance(images, EvalSet) else self.eval_set(images, labels, batch_size)
         totals = None
         s_vars = state.student.variables()
-        for x, y, mask in eval_batches(images, labels, batch_size, sharding=sharding.batch_sharding(self.mesh)):
-            out = self._eval(s_vars, self.teacher_variables, x, y, mask)
+        for x, y, mask, t_out in es.batches:
+            out = self._eval(s_vars, x, y, mask, t_out)
             totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
         totals = jax.device_get(totals)
         n = float(totals["count"])
         if self.task == "segmentation":
-            s, t = (metrics_lib.segmentation_scores(totals[k]) for k in ("confusion", "teacher_confusion"))
-            return {"miou": s["miou"], "pixel_accuracy": s["pixel_accuracy"], "teacher_miou": t["miou"],
-                    "teacher_pixel_accuracy": t["pixel_accuracy"], "agree": float(totals["agree"]) / n}
-        return {"accuracy": float(totals["correct"]) / n, "teacher_accuracy": float(totals["teacher_correct"]) / n,
+            s = metrics_lib.segmentation_scores(totals["confusion"])
+            return {"miou": s["miou"], "pixel_accuracy": s["pixel_accuracy"], **es.teacher,
+                    "agree": float(totals["agree"]) / n}
+        return {"accuracy": float(totals["correct"]) / n, "teacher_accuracy": es.teacher_accuracy,
                 "agree": float(totals["agree"]) / n, "loyalty": float(totals["loyalty"]) / n}
 
     # -- samples --------------------------------------------------------------------------------
     def _sample_fn(self, g: ModelState, z):
-        return generate(self.generator, self.spec, g.variables(), z)[0]
+        return generate(self.generator, self.spec, g.variables(), z, train=self.spec.generator_mode == "train")[0]
 
     def _predict_fn(self, s: ModelState, t_vars, x):
         t_logits, _ = self.teacher.model.apply(t_vars, x, train=False)

@@ -1,10 +1,15 @@
 """The outer loop (Python): rounds, evaluation, logging, samples, checkpoints, results.
 
-It knows nothing about methods. Metrics stay on the device and are pulled every
-``log_every`` rounds (and before every checkpoint, so that a checkpoint is only
-written for a state whose losses were all finite). Killed at any point, rerunning
-the same command continues from the last checkpoint: the state, the RNG and the
-evaluation history are all in it.
+It knows nothing about methods and receives its teacher (``dfkd_jax.obtain`` loads or trains
+it). Metrics stay on the device and are pulled every ``log_every`` rounds (and before every
+checkpoint, so that a checkpoint is only written for a state whose losses were all finite).
+Killed at any point, rerunning the same command continues from the last checkpoint: the
+state, the RNG and the evaluation history are all in it. A workdir remembers its config
+(``config.json``): continuing it with a config that differs in a key that changes the run is
+refused, with the list of keys, unless ``allow_config_change``.
+
+Multi-process runs: every process runs every jitted computation (rounds, evaluation,
+samples, checkpoints); process 0 alone writes the files other than checkpoints.
 """
 
 from __future__ import annotations
@@ -17,68 +22,106 @@ import time
 from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from dfkd_jax.progress import progress
 
 from dfkd_jax import data
-from dfkd_jax.config import default_cache_dir, validate
+from dfkd_jax.config import validate
 from dfkd_jax.data.pipeline import preprocess
-from dfkd_jax.engine import outputs
+from dfkd_jax.engine import outputs, sharding
 from dfkd_jax.engine.checkpoint import Checkpoints
 from dfkd_jax.engine.distiller import Distiller
+from dfkd_jax.errors import ConfigChangedError, ConfigError, UserError
 from dfkd_jax.metrics import summarise
-from dfkd_jax.teacher import Teacher, is_teacher_dir, load_teacher, save_teacher
+from dfkd_jax.progress import progress
+from dfkd_jax.teacher import Teacher
 
-# Fault injection for the resume test: SIGKILL this process right after the
+# Fault injection for the resume tests: SIGKILL this process right after the
 # checkpoint of this round has been written.
 KILL_ENV = "DFKD_JAX_KILL_AT_ROUND"
 
+# Keys that change where files are read or how often things are logged, never the numbers of the run.
+RESUME_SAFE_KEYS = frozenset({
+    "train.progress", "train.keep_checkpoints", "train.log_every", "train.sample_every", "train.checkpoint_every",
+    "data.data_dir", "data.source_dir", "data.eval_batch_size", "teacher.train_if_missing", "distributed",
+})
 
-class NonFiniteLossError(FloatingPointError):
+
+class NonFiniteLossError(UserError, FloatingPointError):
     pass
 
 
-def teacher_path(config) -> str:
-    if config.teacher.checkpoint:
-        return os.path.abspath(os.path.expanduser(config.teacher.checkpoint))
-    name = f"{config.data.dataset}_{config.teacher.arch}"
-    if config.teacher.label_noise:
-        name += f"_noise{config.teacher.label_noise:g}"
-    if config.teacher.train_examples:
-        name += f"_n{config.teacher.train_examples}"
-    return os.path.join(default_cache_dir(), "teachers", name)
+def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
-def obtain_teacher(config, log: Callable[[str], None] = print) -> Teacher:
-    """Load the configured teacher; train and cache it first if it is missing and allowed."""
-    path = teacher_path(config)
-    if not is_teacher_dir(path):
-        if not config.teacher.train_if_missing:
-            raise FileNotFoundError(
-                f"No teacher checkpoint at {path}. Point --config.teacher.checkpoint at one (convert a PyTorch "
-                "checkpoint with tools/convert_torch_checkpoint.py, or train one with tools/train_teacher.py), "
-                "or set --config.teacher.train_if_missing=True to train it now.")
-        from dfkd_jax.supervised import train_teacher
-        log(f"No teacher at {path}: training {config.teacher.arch} on {config.data.dataset} "
-            f"({config.teacher.epochs} epochs).")
-        variables, meta = train_teacher(
-            config.teacher.arch, config.data.dataset, epochs=config.teacher.epochs,
-            batch_size=config.teacher.batch_size, lr=config.teacher.lr, label_noise=config.teacher.label_noise,
-            train_examples=config.teacher.train_examples, seed=config.seed, data_dir=config.data.data_dir, source_dir=config.data.source_dir,
-            show_progress=config.train.progress, log=log)
-        if jax.process_index() == 0:
-            save_teacher(path, variables, meta)
-        score = (f"test mIoU {100 * meta.extra['test_miou']:.2f}%" if "test_miou" in meta.extra
-                 else f"test accuracy {100 * meta.test_accuracy:.2f}%")
-        log(f"Teacher saved to {path} ({score}).")
-    # the teacher computes in config.compute_dtype too (its variables stay float32)
-    teacher = load_teacher(path, dtype=jnp.bfloat16 if config.compute_dtype == "bfloat16" else jnp.float32)
-    if teacher.meta.arch != config.teacher.arch:
-        raise ValueError(f"The teacher at {path} is a {teacher.meta.arch!r}, but config.teacher.arch is "
-                         f"{config.teacher.arch!r}. Set --config.teacher.arch={teacher.meta.arch} or point "
-                         "--config.teacher.checkpoint elsewhere.")
-    return teacher
+def config_differences(old: dict, new: dict, ignore=RESUME_SAFE_KEYS) -> list[tuple[str, Any, Any]]:
+    """``(key, old value, new value)`` for every key (dotted, terms included) whose value differs."""
+    a, b = _flatten(old), _flatten(new)
+    missing = object()
+    diffs = []
+    for key in sorted(set(a) | set(b)):
+        if key in ignore:
+            continue
+        va, vb = a.get(key, missing), b.get(key, missing)
+        if va != vb:
+            diffs.append((key, None if va is missing else va, None if vb is missing else vb))
+    return diffs
+
+
+def check_config(workdir: str, config, allow_change: bool = False, log: Callable[[str], None] = print) -> None:
+    """Refuse to continue (or to report) a run in ``workdir`` whose ``config.json`` differs from ``config``."""
+    path = os.path.join(workdir, "config.json")
+    started = os.path.isfile(os.path.join(workdir, "results.json")) or any(
+        name.isdigit() for name in (os.listdir(os.path.join(workdir, "checkpoints"))
+                                    if os.path.isdir(os.path.join(workdir, "checkpoints")) else []))
+    if not (started and os.path.isfile(path)):
+        return
+    with open(path) as f:
+        old = json.load(f)
+    diffs = config_differences(old, json.loads(config.to_json_best_effort()))
+    if not diffs:
+        return
+    listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in diffs)
+    if allow_change:
+        log(f"Continuing the run in {workdir} with a changed config ({listed}).")
+        return
+    raise ConfigChangedError(
+        f"The run in {workdir} was made with a different config; {len(diffs)} key(s) differ: {listed}. "
+        "Rerun with the config it was started with (its config.json), use a new --workdir, or pass "
+        "--allow_config_change to continue with the new values (schedules that depend on train.rounds change "
+        "with it).")
+
+
+def _main_process_first(name: str, fn: Callable[[], Any]) -> Any:
+    """``fn()`` on process 0, then on the others (it may build a cache that they then read)."""
+    if jax.process_index() == 0:
+        out = fn()
+        sharding.barrier(name)
+        return out
+    sharding.barrier(name)
+    return fn()
+
+
+def save_samples(distiller: Distiller, state, path: str, save: bool = True, n: int = 64) -> None:
+    """A grid of ``n`` synthetic samples; for segmentation, 16 of them each beside the teacher's and
+    the student's predicted masks. Every process calls it (jitted computations over the whole mesh);
+    only where ``save`` is the file written."""
+    meta = distiller.teacher.meta
+    if distiller.task == "segmentation":
+        images = distiller.sample(state, 16)
+        t_masks, s_masks = distiller.predict(state, images)
+        if save:
+            outputs.save_segmentation_grid(path, images, t_masks, s_masks, meta.mean, meta.std, meta.num_classes)
+        return
+    images = distiller.sample(state, n)
+    if save:
+        outputs.save_grid(path, images, meta.mean, meta.std)
 
 
 def save_samples(distiller: Distiller, state, path: str, n: int = 64) -> None:
@@ -105,39 +148,26 @@ def _check_finite(records: list[dict[str, Any]], first_round: int, ckpt_dir: str
                 "weight) and rerun: the run resumes from the last good checkpoint.")
 
 
-def train_and_evaluate(config, workdir: str, log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Run (or resume) the distillation ``config`` in ``workdir``; return the results dict."""
+def train_and_evaluate(config, workdir: str, teacher: Teacher, log: Callable[[str], None] | None = None,
+                       allow_config_change: bool = False, teacher_dir: str = "") -> dict[str, Any]:
+    """Run (or resume) the distillation ``config`` from ``teacher`` in ``workdir``; return the results dict.
+
+    ``teacher_dir`` is recorded in ``results.json`` (where the teacher came from)."""
     validate(config)
-    if config.distributed:
-        jax.distributed.initialize()
     is_main = jax.process_index() == 0
     log = log or (lambda msg: print(msg, flush=True) if is_main else None)
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
-    if is_main:
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+    check_config(workdir, config, allow_config_change, log)
 
-    teacher = obtain_teacher(config, log)
     spec = data.get_spec(config.data.dataset)
     if tuple(teacher.meta.input_shape) != tuple(spec.image_shape) or teacher.meta.num_classes != spec.num_classes:
-        raise ValueError(f"The teacher takes {teacher.meta.input_shape} inputs with {teacher.meta.num_classes} "
-                         f"classes; dataset {config.data.dataset!r} has {spec.image_shape} and "
-                         f"{spec.num_classes}. Choose the dataset the teacher was trained for.")
-    norm_spec = dataclasses.replace(spec, mean=teacher.meta.mean, std=teacher.meta.std)
-    test_x, test_y = data.load_split(config.data.dataset, "test", data_dir=config.data.data_dir or None,
-                                     source_dir=config.data.source_dir or None)
-    # segmentation label maps stay uint8 on the host (the confusion matrix casts them on the device)
-    test_x, test_y = preprocess(test_x, norm_spec), test_y if spec.is_segmentation else test_y.astype(np.int32)
-
-    distiller = Distiller.from_config(config, teacher)
-    if distiller.task != spec.task:
-        raise ValueError(f"The teacher {teacher.meta.arch} is a {distiller.task} model but dataset "
-                         f"{config.data.dataset!r} is a {spec.task} dataset.")
-    score, teacher_score = distiller.headline
+        raise ConfigError(f"The teacher takes {teacher.meta.input_shape} inputs with {teacher.meta.num_classes} "
+                          f"classes; dataset {config.data.dataset!r} has {spec.image_shape} and "
+                          f"{spec.num_classes}. Choose the dataset the teacher was trained for.")
+    results_file = os.path.join(workdir, "results.json")
     ckpts = Checkpoints(os.path.join(workdir, "checkpoints"), config.train.keep_checkpoints)
     start = ckpts.latest()
-    results_file = os.path.join(workdir, "results.json")
     if start is not None and start >= int(config.train.rounds) and os.path.isfile(results_file):
         ckpts.close()
         with open(results_file) as f:
@@ -145,6 +175,22 @@ def train_and_evaluate(config, workdir: str, log: Callable[[str], None] | None =
         log(f"The run in {workdir} is complete ({start} rounds); its results:")
         log(outputs.summary_text(results))
         return results
+    if is_main:
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+
+    norm_spec = dataclasses.replace(spec, mean=teacher.meta.mean, std=teacher.meta.std)
+    test_x, test_y = _main_process_first("dfkd_jax_test_split", lambda: data.load_split(
+        config.data.dataset, "test", data_dir=config.data.data_dir or None, source_dir=config.data.source_dir or None))
+    # segmentation label maps stay uint8 on the host (the confusion matrix casts them on the device)
+    test_x, test_y = preprocess(test_x, norm_spec), test_y if spec.is_segmentation else test_y.astype(np.int32)
+
+    distiller = Distiller.from_config(config, teacher)
+    if distiller.task != spec.task:
+        raise ConfigError(f"The teacher {teacher.meta.arch} is a {distiller.task} model but dataset "
+                          f"{config.data.dataset!r} is a {spec.task} dataset.")
+    score, teacher_score = distiller.headline
+    test_set = distiller.eval_set(test_x, test_y)
     if start is not None:
         state, record = ckpts.restore(start, distiller.abstract_state())
         history, elapsed = record["history"], record["elapsed"]
@@ -152,6 +198,7 @@ def train_and_evaluate(config, workdir: str, log: Callable[[str], None] | None =
     else:
         state, history, elapsed, start = distiller.init(config.seed), [], 0.0, 0
     writer = outputs.MetricsWriter(os.path.join(workdir, "metrics.jsonl"), enabled=is_main)
+    board = outputs.TensorBoardWriter(os.path.join(workdir, "tensorboard"), enabled=is_main, log=log)
     rounds = int(config.train.rounds)
     tcfg = config.train
     kill_at = int(os.environ.get(KILL_ENV, "-1"))
@@ -161,7 +208,12 @@ def train_and_evaluate(config, workdir: str, log: Callable[[str], None] | None =
     pending: list[tuple[int, dict]] = []
     last_good = start or None
     compile_s = 0.0
-    steady_rounds, steady_time = 0, 0.0
+    t_steady = None  # when the first round (compile included) had finished
+    aside_s = 0.0  # time spent on evaluation, samples and checkpoints after that
+
+    def emit(record):
+        writer.write(record)
+        board.write(record)
 
     def flush():
         if not pending:
@@ -170,12 +222,34 @@ def train_and_evaluate(config, workdir: str, log: Callable[[str], None] | None =
         records = [{k: float(v) for k, v in m.items()} for m in host]
         _check_finite(records, pending[0][0], ckpts.directory, last_good)
         mean = {k: float(np.mean([r[k] for r in records])) for k in records[0]}
-        writer.write({"round": pending[-1][0], "kind": "train", **mean})
+        emit({"round": pending[-1][0], "kind": "train", **mean})
         pending.clear()
+
+    def aside(fn):
+        """Run ``fn`` after the rounds so far have finished, and keep its time out of images/s."""
+        nonlocal aside_s
+        jax.block_until_ready(state)
+        t0 = time.time()
+        fn()
+        if t_steady is not None:
+            aside_s += time.time() - t0
+
+    def evaluate(done):
+        ev = distiller.evaluate(state, test_set)
+        ev["wall_time_s"] = round(elapsed + time.time() - t_start, 2)
+        history.append({"round": done, **ev})
+        emit({"round": done, "kind": "eval", **ev})
+        bar.set_postfix({score: f"{100 * ev[score]:.2f}%", "best": f"{100 * max(h[score] for h in history):.2f}%"})
+
+    def sample(done):
+        save_samples(distiller, state, os.path.join(workdir, "samples", f"round_{done:06d}.png"), save=is_main)
+
+    def checkpoint(done):
+        ckpts.save(done, state, {"history": history, "elapsed": elapsed + time.time() - t_start})
 
     t_start = time.time()
     bar = progress(range(start, rounds), initial=start, total=rounds, desc=f"{config.method} rounds",
-                   enabled=bool(tcfg.progress and is_main))
+                           enabled=bool(tcfg.progress and is_main))
     try:
         for r in bar:
             t0 = time.time()
@@ -185,56 +259,55 @@ def train_and_evaluate(config, workdir: str, log: Callable[[str], None] | None =
             if r == start:
                 jax.block_until_ready(m)
                 compile_s = time.time() - t0
+                t_steady = time.time()
             if done % tcfg.log_every == 0 or done == rounds:
                 flush()
             if done % tcfg.eval_every == 0 or done == rounds:
-                ev = distiller.evaluate(state, test_x, test_y)
-                ev["wall_time_s"] = round(elapsed + time.time() - t_start, 2)
-                history.append({"round": done, **ev})
-                writer.write({"round": done, "kind": "eval", **ev})
-                bar.set_postfix({score: f"{100 * ev[score]:.2f}%",
-                                 "best": f"{100 * max(h[score] for h in history):.2f}%"})
-            if is_main and (done % tcfg.sample_every == 0 or done == rounds):
-                save_samples(distiller, state, os.path.join(workdir, "samples", f"round_{done:06d}.png"))
+                aside(lambda: evaluate(done))
+            if done % tcfg.sample_every == 0 or done == rounds:
+                aside(lambda: sample(done))
             if done % tcfg.checkpoint_every == 0 or done == rounds:
                 flush()
-                ckpts.save(done, state, {"history": history, "elapsed": elapsed + time.time() - t_start})
+                aside(lambda: checkpoint(done))
                 last_good = done
                 if done == kill_at:
                     ckpts.wait()
                     os.kill(os.getpid(), signal.SIGKILL)
-            if r > start:
-                steady_rounds += 1
-                steady_time += time.time() - t0
         bar.close()
         flush()
+        jax.block_until_ready(state)
     finally:
         ckpts.close()  # finish in-flight saves, also when a NaN or an error stops the run
+        board.close()
     wall = elapsed + time.time() - t_start
+    steady_rounds = rounds - start - 1
+    steady_time = (time.time() - t_steady - aside_s) if t_steady is not None else 0.0
 
-    if not history:  # resumed a finished run
-        history.append({"round": rounds, **distiller.evaluate(state, test_x, test_y)})
+    if not history:  # a finished run whose results.json was lost: evaluate its final state
+        history.append({"round": int(state.round), **distiller.evaluate(state, test_set)})
     accs = [h[score] for h in history]
     stats = summarise(accs)
     best_i = int(np.argmax(accs))
     results = {
         "method": config.method, "dataset": config.data.dataset, "rounds": rounds,
         "batch_size": int(config.train.batch_size), "devices": jax.device_count(), "metric": score,
-        "teacher": {"arch": config.teacher.arch, score: history[-1][teacher_score],
-                    "checkpoint": teacher_path(config)},
+        "teacher": {"arch": config.teacher.arch, score: test_set.teacher[teacher_score], "checkpoint": teacher_dir},
         "student": {"arch": config.student.arch, "best": stats["best"], "last": stats["last"],
                     "mean": stats["mean"], "best_round": history[best_i]["round"]},
         "agree": history[-1]["agree"],
         **({"loyalty": history[-1]["loyalty"]} if score == "accuracy" else
            {"pixel_accuracy": history[-1]["pixel_accuracy"]}),
         "wall_time_s": wall, "compile_s": compile_s,
-        "images_per_s": images_per_round * steady_rounds / steady_time if steady_time else 0.0,
+        "images_per_s": images_per_round * steady_rounds / steady_time if steady_rounds > 0 and steady_time else 0.0,
         "history": history, "workdir": workdir,
     }
     if score == "miou":
-        results["teacher"]["pixel_accuracy"] = history[-1]["teacher_pixel_accuracy"]
+        results["teacher"]["pixel_accuracy"] = test_set.teacher["teacher_pixel_accuracy"]
     if is_main:
         with open(results_file, "w") as f:
             json.dump(results, f, indent=2)
+        outputs.save_accuracy_plot(os.path.join(workdir, "accuracy.png"), history,
+                                   f"{config.method}: {config.teacher.arch} -> {config.student.arch} "
+                                   f"on {config.data.dataset}")
         log(outputs.summary_text(results))
     return results

@@ -16,7 +16,11 @@ def schedule(section, total_steps: int) -> optax.Schedule:
     if section.schedule == "cosine":
         return optax.cosine_decay_schedule(lr, total_steps)
     if section.schedule == "step":
-        bounds = {max(int(round(f * total_steps)), 1): float(section.decay) for f in section.milestones}
+        # milestones that round to the same step multiply (two milestones, two decays)
+        bounds: dict[int, float] = {}
+        for f in section.milestones:
+            step = max(int(round(f * total_steps)), 1)
+            bounds[step] = bounds.get(step, 1.0) * float(section.decay)
         return optax.piecewise_constant_schedule(lr, bounds)
     return optax.constant_schedule(lr)
 

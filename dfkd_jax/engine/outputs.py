@@ -1,5 +1,5 @@
-"""What a run leaves in its workdir besides checkpoints: metrics.jsonl, sample grids,
-results.json, and the one-screen summary."""
+"""What a run leaves in its workdir besides checkpoints: metrics.jsonl, TensorBoard scalars,
+sample grids, the accuracy plot, results.json, and the one-screen summary."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import os
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 
 class MetricsWriter:
@@ -24,6 +24,82 @@ class MetricsWriter:
             return
         with open(self.path, "a") as f:
             f.write(json.dumps(record, sort_keys=True) + "\n")
+
+
+class TensorBoardWriter:
+    """The same records as ``metrics.jsonl`` as TensorBoard scalars in ``<workdir>/tensorboard``,
+    written by ``tensorboardX`` (no TensorFlow; ``pip install 'dfkd_jax[tensorboard]'``). Without
+    it installed, or when not ``enabled``, it writes nothing."""
+
+    def __init__(self, logdir: str, enabled: bool = True, log=None):
+        self.writer = None
+        if not enabled:
+            return
+        try:
+            from tensorboardX import SummaryWriter
+        except ImportError:
+            if log:
+                log("TensorBoard scalars are off: tensorboardX is not installed "
+                    "(pip install 'dfkd_jax[tensorboard]'); metrics.jsonl has the same numbers.")
+            return
+        self.writer = SummaryWriter(logdir=logdir, flush_secs=30)
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.writer is None:
+            return
+        step, kind = int(record["round"]), record.get("kind", "train")
+        for key, value in record.items():
+            if key in ("round", "kind") or not isinstance(value, (int, float)):
+                continue
+            self.writer.add_scalar(key if "/" in key else f"{kind}/{key}", float(value), step)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def accuracy_plot(history: list[dict[str, Any]], title: str = "", size: tuple[int, int] = (720, 420)) -> Image.Image:
+    """Student test accuracy, Agree@1 and the teacher's accuracy (in %) against the round, as a PNG-ready image."""
+    width, height = size
+    left, right, top, bottom = 60, 20, 40, 50
+    img = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(img)
+    font = ImageFont.load_default()
+    last_round = max([h["round"] for h in history] + [1])
+
+    def xy(r, acc):
+        return (left + (width - left - right) * r / last_round, top + (height - top - bottom) * (1.0 - acc))
+
+    for pct in range(0, 101, 20):  # horizontal grid and the y labels
+        y = xy(0, pct / 100)[1]
+        draw.line([(left, y), (width - right, y)], fill=(225, 225, 225))
+        draw.text((left - 30, y - 6), f"{pct:3d}", fill="black", font=font)
+    for i in range(6):  # x ticks
+        r = round(last_round * i / 5)
+        x = xy(r, 0)[0]
+        draw.line([(x, height - bottom), (x, height - bottom + 4)], fill="black")
+        draw.text((x - 10, height - bottom + 8), str(r), fill="black", font=font)
+    draw.rectangle([left, top, width - right, height - bottom], outline="black")
+    draw.text((width // 2 - 20, height - 20), "round", fill="black", font=font)
+    draw.text((8, top - 28), "%", fill="black", font=font)
+    series = [("student accuracy", "accuracy", (31, 119, 180)), ("Agree@1", "agree", (255, 127, 14)),
+              ("teacher accuracy", "teacher_accuracy", (120, 120, 120))]
+    for i, (label, key, colour) in enumerate(series):
+        points = [xy(h["round"], h[key]) for h in history if key in h]
+        if len(points) > 1:
+            draw.line(points, fill=colour, width=2)
+        for x, y in points:
+            draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=colour)
+        lx = left + 10 + 170 * i
+        draw.line([(lx, top - 12), (lx + 20, top - 12)], fill=colour, width=3)
+        draw.text((lx + 25, top - 18), label, fill="black", font=font)
+    if title:
+        draw.text((left, 6), title, fill="black", font=font)
+    return img
+
+
+def save_accuracy_plot(path: str, history: list[dict[str, Any]], title: str = "") -> None:
+    accuracy_plot(history, title).save(path)
 
 
 def image_grid(images: np.ndarray, mean, std, columns: int = 8, scale: int = 2) -> Image.Image:
@@ -107,7 +183,7 @@ def summary_text(results: dict[str, Any]) -> str:
         agreement,
         f"  wall time {results['wall_time_s']:.1f} s (compile {results['compile_s']:.1f} s)   "
         f"{results['images_per_s']:.0f} synthetic images/s",
-        f"  outputs in {results['workdir']}: results.json, metrics.jsonl, samples/, checkpoints/",
+        f"  outputs in {results['workdir']}: results.json, metrics.jsonl, accuracy.png, samples/, checkpoints/",
     ]
     width = max(len(x) for x in lines)
     bar = "=" * width

@@ -10,9 +10,35 @@ hold the same host copy (multi-host runs).
 
 from __future__ import annotations
 
+import os
+
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from dfkd_jax.errors import ConfigError
+
+
+def initialize_distributed() -> None:
+    """``jax.distributed.initialize`` for a multi-process run (``config.distributed=True``).
+
+    ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID``, when set, give the
+    coordinator and this process's place (JAX itself reads only the first); without them JAX
+    detects the cluster (TPU pods, SLURM, Open MPI, Kubernetes). Call before any other JAX use.
+    """
+    env = {k: os.environ.get(k) for k in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")}
+    kwargs = {}
+    if env["JAX_COORDINATOR_ADDRESS"] and env["JAX_NUM_PROCESSES"] and env["JAX_PROCESS_ID"] is not None:
+        kwargs = dict(coordinator_address=env["JAX_COORDINATOR_ADDRESS"], num_processes=int(env["JAX_NUM_PROCESSES"]),
+                      process_id=int(env["JAX_PROCESS_ID"]))
+    jax.distributed.initialize(**kwargs)
+
+
+def barrier(name: str, timeout_s: int = 3600) -> None:
+    """Wait until every process reaches ``name`` (a no-op with one process). ``name`` must be unique per run."""
+    if jax.process_count() > 1:
+        import orbax.checkpoint as ocp
+        ocp.multihost.sync_global_processes(name, timeout=timeout_s)
 
 
 def make_mesh(devices=None) -> Mesh:
@@ -31,7 +57,7 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 def check_batch_size(batch_size: int, mesh: Mesh, what: str = "train.batch_size") -> None:
     n = mesh.devices.size
     if batch_size % n:
-        raise ValueError(f"config.{what}={batch_size} is not divisible by the {n} devices of the mesh; "
+        raise ConfigError(f"config.{what}={batch_size} is not divisible by the {n} devices of the mesh; "
                          f"use a multiple of {n}.")
 
 

@@ -8,6 +8,7 @@ The engine's round is the same for all of them.
 
 from __future__ import annotations
 
+from dfkd_jax.errors import ConfigError
 from dfkd_jax.methods import adadfkd, cudfkd, dafl, dfad, dfq, predfkd, zskt
 
 METHODS = {
@@ -23,5 +24,5 @@ METHODS = {
 
 def configure(config, method: str):
     if method not in METHODS:
-        raise ValueError(f"Unknown method {method!r}. Valid methods: {', '.join(sorted(METHODS))}.")
+        raise ConfigError(f"Unknown method {method!r}. Valid methods: {', '.join(sorted(METHODS))}.")
     return METHODS[method].configure(config)

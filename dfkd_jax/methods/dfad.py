@@ -7,6 +7,13 @@ through both networks; Eq. 6's -log(L1 + 1) form (``adv_log_l1``) is used for
 segmentation. One round = 1 generator update + 5 student updates, each student
 update on a fresh batch from the frozen generator.
 
+Matched to the released code (VainF/Data-Free-Adversarial-Distillation, ``DFAD_cifar.py``
+l. 17-46, ``network/gan.py`` GeneratorA): both losses ``F.l1_loss`` (mean over batch and
+classes), the student and the generator in train mode throughout, the teacher's logits
+not detached in the generator's loss; GeneratorA's BatchNorms have PyTorch's eps 1e-5
+(``generator.arch='dafl'``). The reference runs the 5 student updates before the
+generator's in each iteration; here the generator's comes first in every round.
+
 Published defaults (CIFAR): student SGD lr 0.1, momentum 0.9, wd 5e-4, x0.1 at 20%
 and 40% of the run; generator Adam lr 1e-3; batch 256; GeneratorA nz 256. MNIST:
 student lr 0.01, wd 1e-4, batch 512, nz 100. The paper argues that MAE keeps the
@@ -42,7 +49,7 @@ def configure_segmentation(config):
     """DFAD for semantic segmentation (``DFAD_camvid_deeplab.py``): ``configure`` plus the
     segmentation objective and setting. Generator: GeneratorB (``dfad_b_resize`` by default,
     the faster form on XLA; ``dfad_b`` is DFAD's transposed-conv network, see docs/models.md),
-    nz 256, minimising ``-log(L1(s, t) + 1)`` (Eq. 6) over per-pixel logits; student: L1 on
+    nz 256, initialised as ``network/gan.py`` does (``generator.init='normal'``), minimising ``-log(L1(s, t) + 1)`` (Eq. 6) over per-pixel logits; student: L1 on
     the per-pixel logits (the ``F.l1_loss`` mean over batch, classes and pixels); 5 student
     updates on fresh batches per generator update; batch 64; student SGD lr 0.1, momentum
     0.9, wd 5e-4 (NYUv2: 5e-5), generator Adam 1e-3, both x0.1 (NYUv2: x0.3) after 100 and
@@ -55,6 +62,7 @@ def configure_segmentation(config):
     config.generator.arch = "dfad_b_resize"
     config.generator.nz = 256
     config.generator.ngf = 64
+    config.generator.init = "normal"  # GeneratorB's own init: N(0, 0.02) weights, N(1, 0.02) BN scales
     config.generator.terms = {"adv_log_l1": 1.0}
     config.student.terms = {"l1": 1.0}
     config.train.batch_size = 64

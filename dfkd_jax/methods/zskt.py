@@ -3,12 +3,26 @@
 The generator maximises the student-teacher disagreement KL(t || s) at tau 1 (Eq. 1,
 ``adv_kl``). The student minimises KL(t || s) plus beta times the attention-transfer
 term over block groups (Eq. 2, ``kl`` + ``attention``, beta = 250 with the released
-code's per-position mean, see ``dfkd_jax.terms.attention``). One round: n_G = 1
-generator update, then n_S = 10 student updates on that same pseudo batch
-(``student.batch = 'reuse'``).
+code's per-position mean, see ``dfkd_jax.terms.attention``).
 
-Published defaults: batch 128, nz 100, student Adam lr 2e-3, generator Adam lr 1e-3,
-cosine schedules on both, gradient clipping at 5 (global norm).
+Matched to the released code (polo5/ZeroShotKnowledgeTransfer at e24915d):
+- ``solver.py`` l. 217-220: the KL is ``F.kl_div(log_softmax(s), softmax(t))`` with
+  PyTorch's default ``'mean'`` reduction, i.e. divided by batch x classes, for both the
+  generator (l. 225-226) and the student (l. 233): ``hparams.kl_reduction='mean'``. Next
+  to ``250 x attention`` the KL is therefore K times smaller than a per-sample KL
+  (K = 10 on CIFAR-10). ``'batchmean'`` is the textbook KL; beta = 250 was tuned with 'mean'.
+- ``utils/loaders.py`` l. 41-51 with ``solver.py`` l. 89-116: one latent batch z serves
+  n_G = 1 generator step and then n_S = 10 student steps, and every call re-generates
+  G(z), so the student learns from G(z) *after* the generator's update
+  (``student.batch='regenerate'``); the teacher's logits are computed once (l. 106-108).
+- ``models/generator.py``: no Tanh, the last layer an affine ``BatchNorm2d(3)``
+  (``generator.arch='zskt'``).
+- Both networks in train mode throughout (l. 30-31); gradient clipping at 5 on both
+  (l. 100, 115); Adam lr 1e-3 (G) and 2e-3 (S), each with a cosine schedule over the run
+  (stepped once per pseudo batch there, per update here).
+
+Published defaults (``scripts/ZeroShot/main0.sh``): batch 128, nz 100, 80,000 pseudo
+batches (rounds) on CIFAR-10.
 """
 
 from __future__ import annotations
@@ -16,17 +30,20 @@ from __future__ import annotations
 
 def configure(config):
     config.method = "zskt"
-    config.generator.arch = "dafl"
+    config.generator.arch = "zskt"
     config.generator.terms = {"adv_kl": 1.0}
+    config.hparams.kl_reduction = "mean"
     config.generator.steps = 1
     config.generator.optimizer = "adam"
     config.generator.lr = 1e-3
     config.generator.schedule = "cosine"
     config.generator.grad_clip = 5.0
     config.generator.nz = 100
+    config.generator.student_mode = "train"
     config.student.terms = {"kl": 1.0, "attention": 250.0}
     config.student.steps = 10
-    config.student.batch = "reuse"
+    config.student.batch = "regenerate"
+    config.student.generator_mode = "train"
     config.student.optimizer = "adam"
     config.student.lr = 2e-3
     config.student.weight_decay = 0.0

@@ -8,8 +8,10 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax.numpy as jnp
 
+from dfkd_jax.errors import ConfigError
 from dfkd_jax.models.deeplab import DeepLabV3
-from dfkd_jax.models.generators import CMIGenerator, DAFLGenerator, DAFLGeneratorSN, GeneratorB
+from dfkd_jax.models.generators import (CMIGenerator, DAFLGenerator, DAFLGeneratorSN, GeneratorB, LargeGenerator,
+                                       ZSKTGenerator)
 from dfkd_jax.models.lenet import LeNet5
 from dfkd_jax.models.mobilenetv2 import MobileNetV2
 from dfkd_jax.models.resnet import ResNet
@@ -60,6 +62,8 @@ GENERATORS: dict[str, Callable[..., nn.Module]] = {
     "dafl": DAFLGenerator,
     "dafl_sn": DAFLGeneratorSN,
     "cmi": CMIGenerator,
+    "large": LargeGenerator,
+    "zskt": ZSKTGenerator,
     "dfad_b": functools.partial(GeneratorB, upsample="transpose"),
     "dfad_b_resize": functools.partial(GeneratorB, upsample="resize"),
 }
@@ -68,23 +72,23 @@ GENERATORS: dict[str, Callable[..., nn.Module]] = {
 def parse_arch(arch: str) -> tuple[str, float | None]:
     """``'deeplabv3_resnet50@0.25'`` -> ``('deeplabv3_resnet50', 0.25)``; ``'resnet18'`` -> ``('resnet18', None)``.
 
-    Raises ``ValueError`` naming the valid names for an unknown architecture or a width
+    Raises ``ConfigError`` naming the valid names for an unknown architecture or a width
     multiplier on an architecture that takes none.
     """
     base, at, mult = str(arch).partition("@")
     if base not in ARCHITECTURES:
-        raise ValueError(f"Unknown architecture {arch!r}. Valid names: {', '.join(sorted(ARCHITECTURES))} "
-                         f"(segmentation models also as NAME@WIDTH, e.g. deeplabv3_resnet50@0.25).")
+        raise ConfigError(f"Unknown architecture {arch!r}. Valid names: {', '.join(sorted(ARCHITECTURES))} "
+                          f"(segmentation models also as NAME@WIDTH, e.g. deeplabv3_resnet50@0.25).")
     if not at:
         return base, None
     if base not in SEGMENTATION:
-        raise ValueError(f"{base!r} takes no width multiplier ({arch!r}); only {', '.join(sorted(SEGMENTATION))} do.")
+        raise ConfigError(f"{base!r} takes no width multiplier ({arch!r}); only {', '.join(sorted(SEGMENTATION))} do.")
     try:
         m = float(mult)
     except ValueError:
         m = -1.0
     if not 0.0 < m <= 4.0:
-        raise ValueError(f"Bad width multiplier in {arch!r}: write NAME@WIDTH with 0 < WIDTH <= 4, e.g. {base}@0.25.")
+        raise ConfigError(f"Bad width multiplier in {arch!r}: write NAME@WIDTH with 0 < WIDTH <= 4, e.g. {base}@0.25.")
     return base, m
 
 
@@ -105,7 +109,8 @@ def build_model(arch: str, num_classes: int, dtype: Any = jnp.float32) -> nn.Mod
 
 
 def build_generator(name: str, **kwargs: Any) -> nn.Module:
-    """The generator ``name`` (``nz``, ``ngf``, ``channels``, ``img_size`` as keyword arguments)."""
+    """The generator ``name`` (``nz``, ``ngf``, ``channels``, ``img_size``, and optionally ``bn_eps``,
+    ``init_scheme``, ``dtype`` as keyword arguments)."""
     if name not in GENERATORS:
-        raise ValueError(f"Unknown generator {name!r}. Valid names: {', '.join(sorted(GENERATORS))}.")
+        raise ConfigError(f"Unknown generator {name!r}. Valid names: {', '.join(sorted(GENERATORS))}.")
     return GENERATORS[name](**kwargs)

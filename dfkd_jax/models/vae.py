@@ -12,7 +12,13 @@ replays) and decoded from optimised latents to replay them (``dfkd_jax.memory``)
 * Decoder: exactly ``DAFLGenerator`` (linear -> map -> BN -> 2 x (upsample,
   conv, BN, LeakyReLU) -> conv -> tanh -> BN without affine parameters), so
   its output lives in the same standardised space as the DAFL generator's and
-  the teacher consumes it directly.
+  the teacher consumes it directly. ``bn_eps`` is passed on to it (PRE-DFKD's
+  ``MemoryGenerator`` uses ``BatchNorm2d(c, 0.8)`` like its novel generator).
+
+PRE-DFKD's released encoder is shaped differently (two stride-1 convolutions with
+bilinear downsampling, an input L2-normalised along the image height, a 2048-wide
+flattened map); this encoder is the plain strided one above. The difference is in the
+memory's capacity, not in any loss.
 
 Images are ``(B, img_size, img_size, channels)`` with ``img_size`` divisible by 4.
 Train-mode BatchNorm uses the statistics of the (global) batch, as everywhere.
@@ -72,11 +78,12 @@ class VAE(nn.Module):
     channels: int = 1
     img_size: int = 32
     dtype: Any = jnp.float32
+    bn_eps: float = 1e-5  # of the decoder's BatchNorms after convolutions
 
     def setup(self):
         kw = dict(nz=self.nz, ngf=self.ngf, channels=self.channels, img_size=self.img_size, dtype=self.dtype)
         self.encoder = VAEEncoder(**kw)
-        self.decoder = DAFLGenerator(**kw)
+        self.decoder = DAFLGenerator(**kw, bn_eps=self.bn_eps)
 
     def encode(self, x, train: bool = True):
         """``(mu, logvar)`` of q(z | x), each ``(B, nz)``."""

@@ -1,0 +1,75 @@
+"""Obtaining a run's teacher: load the configured checkpoint, or train and cache it first.
+
+``obtain_teacher(config)`` is what the command line calls before the distillation loop
+(``dfkd_jax.engine.loop.train_and_evaluate`` receives the teacher and never trains one).
+In a multi-process run, process 0 trains and saves a missing teacher while the others wait
+at a barrier; then every process loads the same folder.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from dfkd_jax.config import default_cache_dir
+from dfkd_jax.engine import sharding
+from dfkd_jax.errors import ConfigError, TeacherNotFoundError
+from dfkd_jax.teacher import Teacher, is_teacher_dir, load_teacher, save_teacher
+
+
+def teacher_path(config) -> str:
+    """The teacher folder of ``config``: ``teacher.checkpoint``, or the cache's folder for its recipe."""
+    if config.teacher.checkpoint:
+        return os.path.abspath(os.path.expanduser(config.teacher.checkpoint))
+    name = f"{config.data.dataset}_{config.teacher.arch}"
+    if config.teacher.label_noise:
+        name += f"_noise{config.teacher.label_noise:g}"
+    if config.teacher.train_examples:
+        name += f"_n{config.teacher.train_examples}"
+    return os.path.join(default_cache_dir(), "teachers", name)
+
+
+def _train_and_save(config, path: str, log: Callable[[str], None]) -> None:
+    if not config.teacher.train_if_missing:
+        raise TeacherNotFoundError(
+            f"No teacher checkpoint at {path}. Point --config.teacher.checkpoint at one (convert a PyTorch "
+            "checkpoint with tools/convert_torch_checkpoint.py, or train one with tools/train_teacher.py), "
+            "or set --config.teacher.train_if_missing=True to train it now.")
+    from dfkd_jax.supervised import train_teacher
+    log(f"No teacher at {path}: training {config.teacher.arch} on {config.data.dataset} "
+        f"({config.teacher.epochs} epochs).")
+    local = sharding.make_mesh(jax.local_devices())  # trained by this process alone
+    variables, meta = train_teacher(
+        config.teacher.arch, config.data.dataset, epochs=config.teacher.epochs,
+        batch_size=config.teacher.batch_size, lr=config.teacher.lr, label_noise=config.teacher.label_noise,
+        train_examples=config.teacher.train_examples, seed=config.seed, data_dir=config.data.data_dir,
+        source_dir=config.data.source_dir, mesh=local, show_progress=config.train.progress, log=log)
+    save_teacher(path, variables, meta)
+    score = (f"test mIoU {100 * meta.extra['test_miou']:.2f}%" if "test_miou" in meta.extra
+             else f"test accuracy {100 * meta.test_accuracy:.2f}%")
+    log(f"Teacher saved to {path} ({score}).")
+
+
+def obtain_teacher(config, log: Callable[[str], None] | None = None) -> Teacher:
+    """Load the configured teacher; train and cache it first if it is missing and allowed.
+
+    The teacher computes in ``config.compute_dtype`` (its variables stay float32).
+    """
+    log = log or (lambda msg: print(msg, flush=True) if jax.process_index() == 0 else None)
+    path = teacher_path(config)
+    if jax.process_index() == 0 and not is_teacher_dir(path):
+        _train_and_save(config, path, log)
+    sharding.barrier("dfkd_jax_teacher_ready")
+    if not is_teacher_dir(path):  # another process could not see process 0's folder
+        raise TeacherNotFoundError(f"No teacher at {path} on process {jax.process_index()}: the processes of a "
+                                   "multi-host run need a shared filesystem, or --config.teacher.checkpoint "
+                                   "pointing at a copy on every host.")
+    teacher = load_teacher(path, dtype=jnp.bfloat16 if config.compute_dtype == "bfloat16" else jnp.float32)
+    if teacher.meta.arch != config.teacher.arch:
+        raise ConfigError(f"The teacher at {path} is a {teacher.meta.arch!r}, but config.teacher.arch is "
+                          f"{config.teacher.arch!r}. Set --config.teacher.arch={teacher.meta.arch} or point "
+                          "--config.teacher.checkpoint elsewhere.")
+    return teacher
