@@ -29,6 +29,7 @@ from dfkd_jax.progress import progress
 from dfkd_jax import data, metrics, terms
 from dfkd_jax.data.pipeline import eval_batches, preprocess, train_batches
 from dfkd_jax.engine import sharding
+from dfkd_jax.engine.checkpoint import Checkpoints
 from dfkd_jax.engine.state import ModelState
 from dfkd_jax.models import build_model, is_segmentation
 from dfkd_jax.teacher import Teacher, TeacherMeta
@@ -128,13 +129,16 @@ def train_teacher(arch: str, dataset: str, *, epochs: int = 10, batch_size: int 
                   label_noise: float = 0.0, train_examples: int = 0, seed: int = 0, data_dir: str | None = None,
                   source_dir: str | None = None, mesh=None, show_progress: bool = True,
                   distill_from: Teacher | None = None, kd_tau: float = 1.0, kd_alpha: float = 1.0,
+                  checkpoint_dir: str | None = None,
                   log: Callable[[str], None] | None = None) -> tuple[dict[str, Any], TeacherMeta]:
     """Train ``arch`` on ``dataset``'s training split; return its variables and metadata (with test accuracy;
     for segmentation the test mIoU and pixel accuracy in ``meta.extra``, ``test_accuracy`` = pixel accuracy).
 
     ``train_examples`` > 0 trains on that many training examples drawn at random (seeded), for
     CIFAR-shaped teachers on a CPU budget; the test split is always complete. ``distill_from``
-    trains by KD from that teacher instead (see the module doc).
+    trains by KD from that teacher instead (see the module doc). With ``checkpoint_dir`` the state is
+    saved there after every epoch, and a rerun resumes from the last one: each epoch's batch order and
+    augmentation keys derive from ``seed`` and the epoch, so a resumed run equals an uninterrupted one.
     """
     log = log or (lambda msg: print(msg, flush=True))
     spec = data.get_spec(dataset)
@@ -214,26 +218,53 @@ def train_teacher(arch: str, dataset: str, *, epochs: int = 10, batch_size: int 
             return f"test mIoU {100 * scores['miou']:.2f}%, pixel accuracy {100 * scores['accuracy']:.2f}%"
         return f"test accuracy {100 * scores['accuracy']:.2f}%"
 
-    rng = np.random.default_rng(seed)
     key = jax.random.PRNGKey(seed + 1)
-    start = time.time()
+    history = []  # the test scores after each epoch
     scores = {"accuracy": 0.0}
-    for epoch in range(epochs):
-        bar = progress(train_batches(train_x, train_y, batch_size, rng, sharding=batch_sh), total=steps_per_epoch,
-                       desc=f"teacher {arch} epoch {epoch + 1}/{epochs}", enabled=show_progress, leave=False)
-        losses = []
-        for i, (x, y) in enumerate(bar):
-            state, loss = step(state, x, y, jax.random.fold_in(key, epoch * steps_per_epoch + i), t_vars)
-            losses.append(loss)
-            if i >= 2:  # at most 2 steps in flight, so the bar shows the device's progress, not the dispatch's
-                losses[i - 2].block_until_ready()
-        scores = test_scores(state)
-        log(f"{'student' if distill_from is not None else 'teacher'} {arch} epoch {epoch + 1}/{epochs}: train loss "
-            f"{float(jnp.mean(jnp.stack(losses))):.4f}, {describe(scores)} ({time.time() - start:.0f} s)")
+    first, elapsed = 0, 0.0
+    settings = {"arch": arch, "dataset": dataset, "epochs": epochs, "batch_size": batch_size, "lr": lr,
+                "optimizer": optimizer, "weight_decay": weight_decay, "augment": augment_data,
+                "label_noise": label_noise, "train_examples": train_examples, "seed": seed,
+                "kd_from": None if distill_from is None else distill_from.meta.arch, "kd_tau": kd_tau,
+                "kd_alpha": kd_alpha}
+    ckpts = Checkpoints(checkpoint_dir, keep=1) if checkpoint_dir else None
+    if ckpts is not None and ckpts.latest() is not None:
+        first = ckpts.latest()
+        state, record = ckpts.restore(first, state)
+        changed = {k: (record["settings"].get(k), v) for k, v in settings.items() if record["settings"].get(k) != v}
+        if changed:
+            ckpts.close()
+            raise ConfigError(f"The epochs saved in {ckpts.directory} were trained with other settings "
+                              f"({'; '.join(f'{k}: {a!r} -> {b!r}' for k, (a, b) in changed.items())}): rerun with "
+                              "those, or delete that folder to start again.")
+        history, elapsed = record["history"], record["elapsed"]
+        scores = {k: v for k, v in history[-1].items() if k not in ("epoch", "seconds")} if history else scores
+        log(f"Resuming after epoch {first} from {ckpts.directory}.")
+    start = time.time() - elapsed
+    try:
+        for epoch in range(first, epochs):
+            rng = np.random.default_rng((seed, epoch))  # this epoch's batch order
+            bar = progress(train_batches(train_x, train_y, batch_size, rng, sharding=batch_sh), total=steps_per_epoch,
+                           desc=f"teacher {arch} epoch {epoch + 1}/{epochs}", enabled=show_progress, leave=False)
+            losses = []
+            for i, (x, y) in enumerate(bar):
+                state, loss = step(state, x, y, jax.random.fold_in(key, epoch * steps_per_epoch + i), t_vars)
+                losses.append(loss)
+                if i >= 2:  # at most 2 steps in flight, so the bar shows the device's progress, not the dispatch's
+                    losses[i - 2].block_until_ready()
+            scores = test_scores(state)
+            history.append({"epoch": epoch + 1, **scores, "seconds": round(time.time() - start, 1)})
+            log(f"{'student' if distill_from is not None else 'teacher'} {arch} epoch {epoch + 1}/{epochs}: train loss "
+                f"{float(jnp.mean(jnp.stack(losses))):.4f}, {describe(scores)} ({time.time() - start:.0f} s)")
+            if ckpts is not None:
+                ckpts.save(epoch + 1, state, {"history": history, "elapsed": time.time() - start, "settings": settings})
+    finally:  # finish an in-flight save, also when the run stops with an error
+        if ckpts is not None:
+            ckpts.close()
     variables = jax.device_get(state.variables())
     extra = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "optimizer": optimizer,
              "label_noise": label_noise, "train_examples": len(train_x), "seed": seed, "augment": augment_data,
-             "train_seconds": round(time.time() - start, 1)}
+             "train_seconds": round(time.time() - start, 1), "history": history}
     if segmentation:
         extra.update(test_miou=scores["miou"], test_pixel_accuracy=scores["accuracy"])
     if distill_from is not None:

@@ -104,6 +104,35 @@ def test_adv_log_l1_and_per_pixel_student_l1_by_hand():
     np.testing.assert_allclose(kd, 4 * (p * np.log(p / q)).sum(-1).mean(axis=(1, 2)), rtol=1e-5)
 
 
+def test_pixel_cross_entropy_skips_ignored_pixels_by_hand():
+    """F.cross_entropy(..., ignore_index=255): the mean over the labelled pixels only; 0 if there are none."""
+    from dfkd_jax.supervised import pixel_cross_entropy
+
+    rng = np.random.default_rng(2)
+    logits = rng.normal(size=(2, 3, 2, 4))
+    labels = rng.integers(0, 4, (2, 3, 2))
+    labels[0, 0, :] = 255
+    labels[1, 2, 1] = 255
+    logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    keep = labels != 255
+    want = -np.mean([logp[b, i, j, labels[b, i, j]] for b, i, j in zip(*np.nonzero(keep))])
+    assert float(pixel_cross_entropy(logits, labels)) == pytest.approx(want, rel=1e-5)
+    assert float(pixel_cross_entropy(logits, np.full_like(labels, 255))) == 0.0
+
+
+def test_augment_moves_label_maps_with_their_images():
+    """The same crop and flip move the image and its labels; the labels' padding is the ignore label."""
+    from dfkd_jax.supervised import augment
+
+    x = np.arange(2 * 6 * 6, dtype=np.float32).reshape(2, 6, 6, 1) + 1.0
+    y = x[..., 0].astype(np.int32) % 200
+    xa, ya = augment(jax.random.PRNGKey(3), jnp.asarray(x), jnp.asarray(y))
+    xa, ya = np.asarray(xa)[..., 0], np.asarray(ya)
+    padded = xa == 0.0
+    assert np.all(ya[padded] == 255) and np.all(ya[~padded] == xa[~padded].astype(np.int32) % 200)
+    np.testing.assert_array_equal(np.asarray(augment(jax.random.PRNGKey(3), jnp.asarray(x)))[..., 0], xa)
+
+
 def test_tanh_generator_output_maps_to_the_teacher_input_space():
     mean, std = generator_normalization("tanh", (0.5, 0.2), (0.5, 0.25))
     y = np.array([-1.0, 0.0, 1.0])
@@ -130,7 +159,7 @@ def _garments(n=12, seed=0):
 def test_scene_labels_agree_with_their_canvases():
     garments, classes = _garments()
     images, maps, layout = scenes.make_scenes(garments, classes, 20, seed=3, return_layout=True)
-    assert images.shape == (20, 64, 64, 1) and maps.shape == (20, 64, 64) and images.dtype == maps.dtype == np.uint8
+    assert images.shape == (20, 32, 32, 1) and maps.shape == (20, 32, 32) and images.dtype == maps.dtype == np.uint8
     canvas = images[..., 0]
     assert not canvas[maps == 0].any()  # background is black ...
     assert (canvas[maps > 0] >= scenes.VISIBLE).all()  # ... and every labelled pixel is visible
@@ -138,9 +167,9 @@ def test_scene_labels_agree_with_their_canvases():
     for s, placed in enumerate(layout):
         assert 2 <= len(placed) <= 4
         # every pixel shows the topmost garment that is visible there, labelled with its class + 1
-        want_img, want_map = np.zeros((64, 64), np.uint8), np.zeros((64, 64), np.uint8)
+        want_img, want_map = np.zeros((32, 32), np.uint8), np.zeros((32, 32), np.uint8)
         for g, top, left, side in placed:
-            assert 20 <= side <= 40 and 0 <= top <= 64 - side and 0 <= left <= 64 - side
+            assert 12 <= side <= 24 and 0 <= top <= 32 - side and 0 <= left <= 32 - side
             patch = np.asarray(Image.fromarray(garments[g]).resize((side, side), Image.BILINEAR))
             vis = patch >= scenes.VISIBLE
             want_img[top:top + side, left:left + side][vis] = patch[vis]
@@ -156,12 +185,12 @@ def test_scenes_builder_uses_each_splits_garments(tmp_path, monkeypatch):
     monkeypatch.setattr(scenes, "NUM_SCENES", {"train": 10, "test": 6})
     written = write_fake_idx_dataset(tmp_path / "src", n_train=30, n_test=20, seed=5)
     spec = data.get_spec("fashion_mnist_scenes")
-    assert spec.is_segmentation and spec.num_classes == 11 and spec.label_shape == (64, 64)
+    assert spec.is_segmentation and spec.num_classes == 11 and spec.label_shape == (32, 32)
     for split, n in (("train", 10), ("test", 6)):
         images, maps = data.load_split("fashion_mnist_scenes", split, data_dir=str(tmp_path / "tfds"),
                                        source_dir=str(tmp_path / "src"))
         want = scenes.scenes_of_split(*written[split], split)
-        assert images.shape == (n, 64, 64, 1) and maps.shape == (n, 64, 64) and maps.dtype == np.uint8
+        assert images.shape == (n, 32, 32, 1) and maps.shape == (n, 32, 32) and maps.dtype == np.uint8
         np.testing.assert_array_equal(images, want[0])
         np.testing.assert_array_equal(maps, want[1])
 

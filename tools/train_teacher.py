@@ -10,6 +10,8 @@
         --kd_from teachers/scenes --out students/scenes_kd
 
 The folder it writes (teacher.json + variables/) is what ``--config.teacher.checkpoint`` takes.
+The state is also saved after every epoch in ``OUT.epochs/``: rerunning an interrupted command
+resumes after its last finished epoch (and refuses if the settings changed).
 """
 
 from __future__ import annotations
@@ -53,7 +55,8 @@ def main(argv=None):
                                         augment_data=args.augment, label_noise=args.label_noise,
                                         train_examples=args.train_examples, seed=args.seed,
                                         data_dir=args.data_dir, source_dir=args.source_dir,
-                                        distill_from=kd_teacher, kd_tau=args.kd_tau, kd_alpha=args.kd_alpha)
+                                        distill_from=kd_teacher, kd_tau=args.kd_tau, kd_alpha=args.kd_alpha,
+                                        checkpoint_dir=os.path.abspath(args.out) + ".epochs")
     except (DatasetNotFoundError, FileNotFoundError, ValueError) as e:
         sys.exit(f"error: {e}")
     path = save_teacher(args.out, variables, meta)
