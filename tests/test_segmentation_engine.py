@@ -113,20 +113,12 @@ def test_segmentation_run_and_evaluate_cli(seg_teacher, tmp_path, monkeypatch):
     """train_and_evaluate on scenes built from fake Fashion-MNIST files, then python -m dfkd_jax.evaluate."""
     from data_fixtures import write_fake_idx_dataset
 
-    from dfkd_jax.data import builders, scenes
+    from dfkd_jax.data import scenes
     from dfkd_jax.engine.loop import train_and_evaluate
     from dfkd_jax.evaluate import main as evaluate_main
     from dfkd_jax.teacher import load_teacher, save_teacher
 
     monkeypatch.setattr(scenes, "NUM_SCENES", {"train": 8, "test": 12})
-    monkeypatch.setattr(builders.FashionMnistScenesBuilder, "RAW_SHAPE", (32, 32, 1))
-    monkeypatch.setattr(builders.FashionMnistScenesBuilder, "LABEL_SHAPE", (32, 32))
-    monkeypatch.setattr(scenes, "scenes_of_split", lambda g, l, split, count=None: scenes.make_scenes(
-        g, l, scenes.NUM_SCENES[split], seed=scenes.SPLIT_SEED[split], size=32, min_side=10, max_side=20))
-    from dfkd_jax.data import specs
-    small = specs.DatasetSpec("fashion_mnist_scenes", 11, (32, 32, 1), (32, 32, 1), (0.5,), (0.5,),
-                              task="segmentation")
-    monkeypatch.setitem(specs.SPECS, "fashion_mnist_scenes", small)
     write_fake_idx_dataset(tmp_path / "src", n_train=16, n_test=16)
     teacher_dir = save_teacher(str(tmp_path / "teacher"), seg_teacher.variables, seg_teacher.meta)
     config = seg_config()

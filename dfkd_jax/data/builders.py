@@ -231,12 +231,12 @@ class Cifar100Builder(_CifarBuilder, skip_registration=True):
 
 class FashionMnistScenesBuilder(_IdxBuilder, skip_registration=True):
     """Fashion-MNIST scenes (segmentation, 11 classes: background + 10 garments; 10,000 train / 1,000 test
-    64x64 grey canvases), generated from the Fashion-MNIST IDX files by `scenes.scenes_of_split`."""
+    32x32 grey canvases), generated from the Fashion-MNIST IDX files by `scenes.scenes_of_split`."""
 
     name = "dfkd_fashion_mnist_scenes"
     DATASET = "fashion_mnist_scenes"
-    RAW_SHAPE = (64, 64, 1)
-    LABEL_SHAPE = (64, 64)
+    RAW_SHAPE = (32, 32, 1)
+    LABEL_SHAPE = (32, 32)
     HOMEPAGE = "https://github.com/zalandoresearch/fashion-mnist"
 
     @classmethod

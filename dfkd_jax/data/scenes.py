@@ -31,8 +31,8 @@ def _resize(garment: np.ndarray, side: int) -> np.ndarray:
     return np.asarray(Image.fromarray(garment).resize((side, side), Image.BILINEAR))
 
 
-def make_scenes(garments: np.ndarray, labels: np.ndarray, count: int, *, seed: int = 0, size: int = 64,
-                min_items: int = 2, max_items: int = 4, min_side: int = 20, max_side: int = 40,
+def make_scenes(garments: np.ndarray, labels: np.ndarray, count: int, *, seed: int = 0, size: int = 32,
+                min_items: int = 2, max_items: int = 4, min_side: int = 12, max_side: int = 24,
                 return_layout: bool = False):
     """``count`` scenes from uint8 ``garments`` (N, 28, 28[, 1]) and their int ``labels`` (N,).
 
