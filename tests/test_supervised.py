@@ -17,6 +17,7 @@ class Interrupted(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_train_teacher_resumes_from_its_epoch_checkpoint(tmp_path, monkeypatch):
     monkeypatch.setattr(builders, "SYSTEM_DIRS", {name: () for name in builders.SYSTEM_DIRS})
     write_fake_idx_dataset(tmp_path / "src", n_train=64, n_test=16)
