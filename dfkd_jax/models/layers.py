@@ -79,7 +79,46 @@ def upsample2x(x: jax.Array) -> jax.Array:
 
 
 def max_pool2x(x: jax.Array) -> jax.Array:
+    """2x2 max-pool with stride 2 of NHWC maps (``nn.MaxPool2d(2)``; odd sizes drop the last row/column).
+
+    Its gradient is one fused elementwise pass (``_fused_max_pool2x``) unless the convolution mode
+    (``models.fast_conv``, ``config.conv_impl``) is ``xla``, which keeps XLA's own gradient.
+    """
+    if fast_conv.implementation() == "xla":
+        return nn.max_pool(x, (2, 2), strides=(2, 2))
+    return _fused_max_pool2x(x)
+
+
+@jax.custom_vjp
+def _fused_max_pool2x(x: jax.Array) -> jax.Array:
+    """2x2/2 max-pool whose gradient is ``dy`` repeated 2x2, kept where the input equals its window's maximum.
+
+    XLA's gradient of a ``reduce_window`` max (select-and-scatter, or JAX's index-carrying
+    reduction) costs several times as much on CPU and dominated LeNet's backward pass. Within a
+    window the maximum is reached once almost surely, except at ties of zeros after a ReLU, where
+    the ReLU's zero derivative removes the gradient either way (PyTorch and XLA route a tie's
+    gradient to one element; this routes it to each).
+    """
     return nn.max_pool(x, (2, 2), strides=(2, 2))
+
+
+def _max_pool2x_fwd(x):
+    y = _fused_max_pool2x(x)
+    return y, (x, y)
+
+
+def _max_pool2x_bwd(res, dy):
+    x, y = res
+    n, h, w, c = y.shape
+    up = lambda a: jnp.broadcast_to(a[:, :, None, :, None, :], (n, h, 2, w, 2, c)).reshape(n, 2 * h, 2 * w, c)
+    xc = x[:, : 2 * h, : 2 * w]
+    dx = jnp.where(xc == up(y), up(dy), jnp.zeros((), dy.dtype))
+    if xc.shape != x.shape:  # odd input: the dropped last row/column gets no gradient
+        dx = jnp.pad(dx, ((0, 0), (0, x.shape[1] - 2 * h), (0, x.shape[2] - 2 * w), (0, 0)))
+    return (dx,)
+
+
+_fused_max_pool2x.defvjp(_max_pool2x_fwd, _max_pool2x_bwd)
 
 
 def torch_view_to_nhwc(x: jax.Array, channels: int, size: int) -> jax.Array:
