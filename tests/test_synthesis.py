@@ -230,10 +230,22 @@ def test_teachers_must_agree_on_classes_and_shape():
 
 
 # -- the redesign keeps every online method's numbers ----------------------------------------------------
+# A conv's bias right before a train-mode BatchNorm has an exact gradient of zero (the batch mean cancels it):
+# Adam moves it by up to its learning rate per step on float-rounding noise, and that noise changes with the
+# order XLA sums in (see test_engine.test_one_and_four_devices_agree). GeneratorA's two such biases are left out.
+BEFORE_BN = ("generator/conv_blocks1_0/bias", "generator/conv_blocks2_0/bias")
+# CuDFKD's student learns by L1, whose gradient is sign(s - t): a last-bit difference in a logit close to the
+# teacher's flips a sign, and the student's biases (sums of those signs) then differ at 1e-3 relative after
+# 3 rounds (measured: conv1/bias 2.4e-3, every other leaf below 4e-4; DFAD's L1 student matches at 2e-4).
+TOLERANCE = {"cudfkd": dict(rtol=5e-3, atol=1e-5)}
+
+
 def _compare(name, out, ref, rtol=2e-4, atol=2e-6):
     keys = [k for k in ref.files if k.startswith(f"{name}:")]
     assert keys and set(keys) == set(out), sorted(set(keys) ^ set(out))
     for k in keys:
+        if k.split(":", 1)[1] in BEFORE_BN:
+            continue
         np.testing.assert_allclose(np.asarray(out[k], np.float64), ref[k], rtol=rtol, atol=atol, err_msg=k)
 
 
@@ -242,15 +254,16 @@ def _distiller(config, teachers, mesh):
 
 
 @pytest.mark.parametrize("name,method,changes", [
-    case if case[0] in ("dfad", "adadfkd") else pytest.param(*case, marks=pytest.mark.slow)
-    for case in before.CASES])
+    case if case[0] == "dfad" else pytest.param(*case, marks=pytest.mark.slow) for case in before.CASES])
 def test_online_methods_keep_their_numbers(name, method, changes):
     """A few rounds of every online method give the parameters (7 numbers per leaf) and metrics the engine
-    computed before the synthesisers were split out (tests/fixtures/online_before_redesign.npz)."""
+    computed before the synthesisers were split out (tests/fixtures/online_before_redesign.npz). DFAD in the
+    default suite, every method (AdaDFKD included) under -m slow (20-40 s each to compile on 2 cores)."""
     ref = np.load(FIXTURE)
-    _compare(name, before.run_case(name, method, changes, _distiller), ref)
+    _compare(name, before.run_case(name, method, changes, _distiller), ref, **TOLERANCE.get(name, {}))
 
 
+@pytest.mark.slow
 def test_two_copies_of_a_teacher_give_the_single_teacher_numbers():
     ref = np.load(FIXTURE)
     out = before.run_case("dfad", "dfad", {}, lambda c, t, m: Distiller.from_config(c, [t, t], m))
@@ -294,6 +307,7 @@ def test_adi_python_loop_equals_the_unrolled_round():
                                 rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["cmi", "fast"])
 def test_inversion_methods_run(method):
     t = bn_teacher()
