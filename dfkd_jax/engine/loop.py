@@ -19,7 +19,7 @@ import json
 import os
 import signal
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import numpy as np
@@ -120,11 +120,15 @@ def _check_finite(records: list[dict[str, Any]], first_round: int, ckpt_dir: str
                 "weight) and rerun: the run resumes from the last good checkpoint.")
 
 
-def train_and_evaluate(config, workdir: str, teacher: Teacher, log: Callable[[str], None] | None = None,
+def train_and_evaluate(config, workdir: str, teacher: Teacher | Sequence[Teacher], log: Callable[[str], None] | None = None,
                        allow_config_change: bool = False, teacher_dir: str = "") -> dict[str, Any]:
     """Run (or resume) the distillation ``config`` from ``teacher`` in ``workdir``; return the results dict.
 
-    ``teacher_dir`` is recorded in ``results.json`` (where the teacher came from)."""
+    ``teacher`` may be a sequence of teachers (an ensemble, ``dfkd_jax.ensemble``); ``teacher_dir`` is recorded in
+    ``results.json`` (where the teachers came from). With ``config.synthesis.export`` the final pool is written
+    as a transfer set (``dfkd_jax.transfer``)."""
+    teachers = (teacher,) if isinstance(teacher, Teacher) else tuple(teacher)
+    teacher = teachers[0]
     validate(config)
     is_main = jax.process_index() == 0
     log = log or (lambda msg: print(msg, flush=True) if is_main else None)
@@ -156,7 +160,7 @@ def train_and_evaluate(config, workdir: str, teacher: Teacher, log: Callable[[st
         config.data.dataset, "test", data_dir=config.data.data_dir or None, source_dir=config.data.source_dir or None))
     test_x, test_y = preprocess(test_x, norm_spec), test_y.astype(np.int32)
 
-    distiller = Distiller.from_config(config, teacher)
+    distiller = Distiller.from_config(config, teachers)
     test_set = distiller.eval_set(test_x, test_y)
     if start is not None:
         state, record = ckpts.restore(start, distiller.abstract_state())
@@ -169,8 +173,13 @@ def train_and_evaluate(config, workdir: str, teacher: Teacher, log: Callable[[st
     rounds = int(config.train.rounds)
     tcfg = config.train
     kill_at = int(os.environ.get(KILL_ENV, "-1"))
-    images_per_round = config.train.batch_size * (
-        config.generator.steps + (config.student.steps if config.student.batch == "fresh" else 0))
+    if config.synthesis.transfer_set:
+        images_per_round = 0  # nothing synthesised
+    elif config.synthesis.kind == "online":
+        images_per_round = config.train.batch_size * (
+            config.generator.steps + (config.student.steps if config.student.batch == "fresh" else 0))
+    else:  # one batch per round: the lowest-loss iterate
+        images_per_round = int(config.synthesis.batch_size or config.train.batch_size)
 
     pending: list[tuple[int, dict]] = []
     last_good = start or None
@@ -261,7 +270,8 @@ def train_and_evaluate(config, workdir: str, teacher: Teacher, log: Callable[[st
     results = {
         "method": config.method, "dataset": config.data.dataset, "rounds": rounds,
         "batch_size": int(config.train.batch_size), "devices": jax.device_count(),
-        "teacher": {"arch": config.teacher.arch, "accuracy": test_set.teacher_accuracy, "checkpoint": teacher_dir},
+        "teacher": {"arch": ",".join(t.meta.arch for t in teachers), "accuracy": test_set.teacher_accuracy,
+                    "checkpoint": teacher_dir, "count": len(teachers)},
         "student": {"arch": config.student.arch, "best": stats["best"], "last": stats["last"],
                     "mean": stats["mean"], "best_round": history[best_i]["round"]},
         "agree": history[-1]["agree"], "loyalty": history[-1]["loyalty"],
@@ -269,6 +279,18 @@ def train_and_evaluate(config, workdir: str, teacher: Teacher, log: Callable[[st
         "images_per_s": images_per_round * steady_rounds / steady_time if steady_rounds > 0 and steady_time else 0.0,
         "history": history, "workdir": workdir,
     }
+    if config.synthesis.export:
+        from dfkd_jax import transfer
+        if state.pool is None:
+            raise ConfigError("config.synthesis.export: this run keeps no pool (an online method with "
+                              "student.batch != pool). Use student.batch=pool or an inversion method.")
+        if is_main:
+            path = transfer.export(config.synthesis.export, state.pool, teacher.meta.num_classes, {
+                "method": config.method, "teachers": [{"arch": t.meta.arch, "dataset": t.meta.dataset,
+                                                       "mean": t.meta.mean, "std": t.meta.std} for t in teachers],
+                "teacher_dir": teacher_dir, "rounds": rounds, "config": json.loads(config.to_json_best_effort())})
+            results["transfer_set"] = path
+            log(f"Transfer set written to {config.synthesis.export} (classes.png: a grid per class).")
     if is_main:
         with open(results_file, "w") as f:
             json.dump(results, f, indent=2)
