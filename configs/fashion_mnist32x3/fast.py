@@ -11,5 +11,5 @@ from dfkd_jax.config import base_config  # noqa: E402
 from dfkd_jax.methods import fast  # noqa: E402
 
 
-def get_config():
-    return apply_inversion(fast.configure(base_config()))
+def get_config(arg="wrn16_2,wrn16_1"):
+    return apply_inversion(fast.configure(base_config()), arg)

@@ -99,7 +99,12 @@ class GeneratorInversion:
     fixed_carry = True
 
     def __post_init__(self):
-        self.head = MLPHead(self.embed_dim, self.spec.head_dim)
+        self.contrast = self.spec.cr > 0  # without it (CMI's fast setting, cr 0) no head and no bank
+        if self.contrast and self.embed_dim == 0:
+            from dfkd_jax.errors import ConfigError
+            raise ConfigError("CMI's contrastive term embeds the teachers' BatchNorm inputs; these teachers have no "
+                              "BatchNorm. Set --config.synthesis.cr=0 or choose a BN teacher.")
+        self.head = MLPHead(self.embed_dim, self.spec.head_dim) if self.contrast else None
 
     @property
     def steps(self) -> int:
@@ -115,6 +120,8 @@ class GeneratorInversion:
         return optax.adam(self.spec.lr)
 
     def init(self, key, aux_key):
+        if not self.contrast:
+            return CMIState(head=None, bank=None)
         hp = self.head.init(key, jnp.zeros((2, self.embed_dim), jnp.float32))["params"]
         head = ModelState(params=hp, batch_stats={}, opt_state=self.tx_head.init(hp))
         bank = pool_lib.init_bank(aux_key, self.spec.bank_size, 2 * self.embed_dim)
@@ -132,14 +139,16 @@ class GeneratorInversion:
         x_like = jnp.zeros((spec.batch_size, *spec.image_shape), jnp.float32)
         carry = {"params": params, "stats": variables.get("batch_stats", {}), "opt": self.tx.init(params),
                  "targets": sample_targets(ky, spec.batch_size, spec.num_classes, True),
-                 "best": init_best(x_like, jnp.zeros((spec.batch_size, 2 * self.embed_dim), jnp.float32))}
+                 "best": init_best(x_like, jnp.zeros((spec.batch_size, 2 * self.embed_dim if self.contrast else 0),
+                                                   jnp.float32))}
         return state, carry
 
     def step(self, state: CMIState, carry, pool, ctx, key, progress):
         spec, ens = self.spec, self.ensemble
         kg, kl, kb = jax.random.split(key, 3)
-        bank_rows, valid = pool_lib.bank_draw(state.bank, kb, spec.n_neg)
         n = spec.batch_size
+        if self.contrast:
+            bank_rows, valid = pool_lib.bank_draw(state.bank, kb, spec.n_neg)
 
         def loss_fn(params, head_params):
             x, stats = forward(self.generator, {"params": params["g"], "batch_stats": carry["stats"]}, params["z"],
@@ -148,7 +157,9 @@ class GeneratorInversion:
             x_global = ens.from_pixels(augment.crop_flip(kg, x))
             x_local = ens.from_pixels(augment.resized_crop_flip(kl, x))
             inv, parts, tv = objective(spec, ens, self.student, ctx, x_global, x_global, carry["targets"], progress,
-                                       with_means=True)
+                                       with_means=self.contrast)
+            if not self.contrast:
+                return inv, (parts, stats, x, jnp.zeros((n, 0), jnp.float32))
             f_global = tv.bn_means
             f_local = ens.forward(ctx.t_vars, x_local, with_means=True).bn_means
             cached_local, cached_global = jnp.split(bank_rows, 2, axis=1)
@@ -160,21 +171,25 @@ class GeneratorInversion:
             embed = jnp.concatenate([f_local, f_global], axis=1)
             return total, ({**parts, "contrast": cr}, stats, x, embed)
 
+        head_params = state.head.params if self.contrast else None
         (total, (parts, stats, x, embed)), (grads, head_grads) = jax.value_and_grad(
-            loss_fn, argnums=(0, 1), has_aux=True)(carry["params"], state.head.params)
+            loss_fn, argnums=(0, 1), has_aux=True)(carry["params"], head_params)
         best = keep_best(carry["best"], total, x, embed)
         updates, opt = self.tx.update(grads, carry["opt"], carry["params"])
         params = jax.tree.map(lambda p, u: p + u, carry["params"], updates)
-        head = apply_update(state.head, self.tx_head, head_grads, {})
         carry = {**carry, "params": params, "stats": stats, "opt": opt, "best": best}
-        return state.replace(head=head), carry, pool, metrics_of(total, parts, best.loss)
+        if self.contrast:
+            state = state.replace(head=apply_update(state.head, self.tx_head, head_grads, {}))
+        return state, carry, pool, metrics_of(total, parts, best.loss)
 
     def end(self, state: CMIState, carry, pool, ctx, key):
         best = carry["best"]
         logits = self.ensemble.logits(ctx.t_vars, self.ensemble.from_pixels(best.x)) \
             if pool.t_logits is not None else None
         pool = pool_lib.push(pool, best.x, logits)
-        return state.replace(bank=pool_lib.bank_push(state.bank, best.extra)), carry, pool, {}
+        if self.contrast:
+            state = state.replace(bank=pool_lib.bank_push(state.bank, best.extra))
+        return state, carry, pool, {}
 
     def student_batch(self, state, carry, pool, ctx, key):
         return draw_from_pool(pool, key, self.student_batch_size, self.augment, self.ensemble, self.shard)
