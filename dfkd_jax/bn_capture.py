@@ -68,7 +68,8 @@ def input_moments(x: jax.Array, feature_axes: Any = -1,
 
 
 def apply_with_bn_stats(model: nn.Module, variables, x, train: bool = False, *,
-                        axis_name: str | None = None, **kw) -> tuple[Any, list[BNStats]]:
+                        axis_name: str | None = None, per_sample_means: bool = False,
+                        **kw) -> tuple[Any, list[BNStats]]:
     """``model.apply(variables, x, train=train, **kw)`` plus the BN input statistics.
 
     Returns ``(outputs, stats)`` where ``outputs`` is exactly what ``apply``
@@ -79,6 +80,10 @@ def apply_with_bn_stats(model: nn.Module, variables, x, train: bool = False, *,
     Differentiable w.r.t. ``x``; usable inside ``jax.jit`` (the list is built
     at trace time). During ``init`` the running statistics do not exist before
     the first call; they are then read after it.
+
+    ``per_sample_means``: each record gets a fifth entry, the input's mean over every
+    axis but the batch and feature axes, ``(B, C)`` (CMI's ``InstanceMeanHook``:
+    ``input[0].mean([2, 3])``, the instance embedding of its contrastive term).
     """
     stats: list[BNStats] = []
 
@@ -97,9 +102,13 @@ def apply_with_bn_stats(model: nn.Module, variables, x, train: bool = False, *,
         if not has_running:
             rmean = module.get_variable("batch_stats", "mean")
             rvar = module.get_variable("batch_stats", "var")
-        stats.append((mean, var,
-                      jax.lax.stop_gradient(jnp.asarray(rmean, jnp.float32)),
-                      jax.lax.stop_gradient(jnp.asarray(rvar, jnp.float32))))
+        record = (mean, var, jax.lax.stop_gradient(jnp.asarray(rmean, jnp.float32)),
+                  jax.lax.stop_gradient(jnp.asarray(rvar, jnp.float32)))
+        if per_sample_means:
+            x32 = jnp.asarray(inp).astype(jnp.float32)
+            feat = module.axis % x32.ndim
+            record = record + (jnp.mean(x32, axis=tuple(a for a in range(1, x32.ndim) if a != feat)),)
+        stats.append(record)
         return out
 
     with nn.intercept_methods(interceptor):

@@ -35,6 +35,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.teacher = ml_collections.ConfigDict()
     c.teacher.arch = "lenet5"
     c.teacher.checkpoint = ""  # teacher folder; "" = <cache>/teachers/<dataset>_<arch>
+    # several teachers: comma-separated teacher folders (each with its own architecture and normalisation);
+    # overrides checkpoint. They must agree on classes and image shape (dfkd_jax.ensemble)
+    c.teacher.checkpoints = ""
     c.teacher.train_if_missing = True  # train it on the real data when the folder does not exist
     c.teacher.epochs = 10
     c.teacher.batch_size = 128
@@ -89,11 +92,40 @@ def base_config() -> ml_collections.ConfigDict:
     # sample grids: train (batch statistics) | eval (running averages: DFQ, CuDFKD, AdaDFKD)
     c.student.generator_mode = "train"
     c.student.pool_size = 4096
+    c.student.pool_dtype = "float32"  # storage of the pool's pixels: float32 | bfloat16 | uint8 (round(255 p))
+    c.student.pool_logits = False  # inversion: also store the teachers' logits (exported with a transfer set)
+    # the student's draw from the pool, on the device: none | crop_flip (RandomCrop(pad 4) + flip, the inversion
+    # code's CIFAR transform); an augmented batch is labelled by the teachers, not by stored logits
+    c.student.augment = "none"
+    c.student.lr_min = 0.0  # the cosine schedule's final learning rate (CMI / Fast: eta_min 2e-4)
     c.student.terms = ml_collections.ConfigDict()
     c.student.ramps = ml_collections.ConfigDict()
     c.student.tau = 1.0  # temperature of the kd term
     # CuDFKD's self-paced weight v per sample (lambda from hparams.spl_lambda0, growing by hparams.spl_alpha per student update)
     c.student.self_paced = False
+
+    # How pseudo-samples are made (dfkd_jax.synthesis). generator.steps is the number of synthesis steps per
+    # round, generator.lr/b1/b2 their optimiser, generator.terms the synthesis objective.
+    c.synthesis = ml_collections.ConfigDict()
+    c.synthesis.kind = "online"  # online | pixels (ADI) | generator (CMI) | meta (Fast)
+    # how a round runs its loops: unroll (one program) | scan (one program, lax.scan) | python (one jitted step
+    # per iteration); see docs/performance.md for the figures behind each method's choice
+    c.synthesis.loop = "unroll"
+    c.synthesis.batch_size = 0  # the inversion batch; 0 = train.batch_size
+    c.synthesis.lr_z = 0.0  # the latents' learning rate (Fast); 0 = generator.lr
+    c.synthesis.warmup = 0  # rounds of synthesis only, before the student learns and the adversarial term starts (Fast)
+    c.synthesis.cr = 0.0  # CMI's contrastive weight
+    c.synthesis.cr_temperature = 0.2
+    c.synthesis.bank_size = 40960  # CMI's memory bank rows
+    c.synthesis.n_neg = 4096  # bank rows drawn per step
+    c.synthesis.head_dim = 256
+    c.synthesis.reset = "normal"  # CMI: the generator re-drawn every round (generator init scheme)
+    c.synthesis.meta = "fomaml"  # Fast: fomaml | reptile
+    c.synthesis.reptile_scale = 67.0
+    c.synthesis.bn_momentum = 0.0  # Fast's bn_mmt
+    c.synthesis.reset_l0_round = -1  # Fast's reset_l0: the round at which the first layer is re-drawn; -1 = never
+    c.synthesis.transfer_set = ""  # train from this stored transfer set (dfkd_jax.transfer) instead of synthesising
+    c.synthesis.export = ""  # at the end of the run, write the pool as a transfer set to this folder
 
     # PRE-DFKD's generative memory (dfkd_jax.memory): a VAE trained on the novel samples, replayed to the student
     c.memory = ml_collections.ConfigDict()
@@ -210,7 +242,20 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
         raise ConfigError(f"config.hparams.r2m_queue_size={cfg.hparams.r2m_queue_size} is smaller than "
                           f"config.train.batch_size={cfg.train.batch_size}: each generator update pushes a whole "
                           "batch of keys into the queue. Use a queue at least as large as the batch.")
-    if cfg.student.batch in ("reuse", "regenerate", "pool") and cfg.generator.steps < 1:
+    from dfkd_jax.engine.round import LOOPS
+    from dfkd_jax.pool import STORAGE_DTYPES
+    from dfkd_jax.augment import AUGMENTATIONS
+    from dfkd_jax.synthesis import KINDS
+    for key, valid in (("synthesis.kind", KINDS), ("synthesis.loop", LOOPS), ("student.pool_dtype", tuple(STORAGE_DTYPES)),
+                       ("student.augment", tuple(AUGMENTATIONS)), ("synthesis.meta", ("fomaml", "reptile"))):
+        section, field = key.split(".")
+        if cfg[section][field] not in valid:
+            raise ConfigError(f"config.{key} must be one of {', '.join(valid)}, not {cfg[section][field]!r}.")
+    if cfg.synthesis.kind != "online" and cfg.student.pool_size < cfg.train.batch_size:
+        raise ConfigError("config.student.pool_size must be at least config.train.batch_size (the inversion "
+                          "methods train the student from the pool).")
+    if cfg.synthesis.kind == "online" and not cfg.synthesis.transfer_set \
+            and cfg.student.batch in ("reuse", "regenerate", "pool") and cfg.generator.steps < 1:
         raise ConfigError(f"config.student.batch={cfg.student.batch!r} learns from the generator updates' batches, "
                           "but config.generator.steps is 0: set it to at least 1 or use student.batch=fresh.")
     if cfg.student.batch == "pool" and cfg.student.pool_size < cfg.train.batch_size:

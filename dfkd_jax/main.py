@@ -30,15 +30,15 @@ def _main(argv):
     from dfkd_jax.engine import sharding
     from dfkd_jax.engine.loop import train_and_evaluate
     from dfkd_jax.errors import UserError
-    from dfkd_jax.obtain import obtain_teacher, teacher_path
+    from dfkd_jax.obtain import obtain_teachers, teacher_paths
     config = _CONFIG.value
     try:
         validate(config)
         if config.distributed:
             sharding.initialize_distributed()
-        teacher = obtain_teacher(config)
-        train_and_evaluate(config, _WORKDIR.value, teacher, allow_config_change=_ALLOW_CHANGE.value,
-                           teacher_dir=teacher_path(config))
+        teachers = obtain_teachers(config)
+        train_and_evaluate(config, _WORKDIR.value, teachers, allow_config_change=_ALLOW_CHANGE.value,
+                           teacher_dir=",".join(teacher_paths(config)))
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)

@@ -58,11 +58,14 @@ class View:
     s_feature: Any = None
     t_blocks: Any = None  # teacher block-group outputs
     s_blocks: Any = None
-    t_bn: Any = None  # [(batch_mean, batch_var, running_mean, running_var)] per teacher BN layer
+    # per teacher: [(batch_mean, batch_var, running_mean, running_var)] per BN layer (dfkd_jax.ensemble)
+    t_bn: Any = None
     s_key: Any = None  # L2-normalised student features, projected to the teacher's width
     s_projected: Any = None  # the same before normalisation, with gradient to student and projector
     queue: Any = None  # (N, D) R2M queue of past student keys
     progress: Any = 0.0  # fraction of the run done, in [0, 1] (for schedules)
+    x_clean: Any = None  # the batch before augmentation (inversion: the image priors read it)
+    targets: Any = None  # sampled class targets (inversion); None: the teacher's argmax
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,6 +140,26 @@ def adv_js(v: View, h: HParams):
     return 1.0 - jnp.clip(jnp.mean(js), 0.0, 1.0)
 
 
+def adv_js_neg(v: View, h: HParams):
+    """ADI as the CMI / Fast-Datafree code computes it: ``-mean_i JS_tau(s_i, t_i)`` (``deepinversion.py``
+    l. 91, ``loss_adv = -jsdiv(s_out, t_out, T=3)``, batchmean), the probabilities clamped to [0.01, 0.99].
+
+    DeepInversion's ``1 - JS`` (``adv_js``) differs by the constant 1 and by the clip of the mean to
+    [0, 1]; both have the same gradient while the mean lies in (0, 1)."""
+    return -jnp.mean(_per_class(h, terms.js(v.s_logits, _adv_t(v, h), h.adv_tau), v.t_logits))
+
+
+def bn_term(v: View, h: HParams):
+    """DeepInversion's R_feature (Eq. 4), per teacher the sum over its BN layers, then the mean over
+    the teachers (one teacher: its sum; copies of one teacher: the same value)."""
+    per_teacher = [terms.bn_stats(stats) for stats in v.t_bn]
+    return per_teacher[0] if len(per_teacher) == 1 else jnp.mean(jnp.stack(per_teacher))
+
+
+def _clean(v: View):
+    return v.x if v.x_clean is None else v.x_clean
+
+
 def relation(v: View, h: HParams):
     """AdaDFKD's student relation InfoNCE over the batch, per sample, at ``relation_temperature``.
 
@@ -197,14 +220,21 @@ GENERATOR_TERMS: dict[str, Term] = {
     "adv_kd_masked": Term(lambda v, h: jnp.mean(terms.cmi_adversarial(v.s_logits, _adv_t(v, h), h.adv_tau)),
                           STUDENT, "CMI's masked form at tau = hparams.adv_tau: only samples on which s and t "
                           "agree (the CuDFKD released code, adv_type 'kl', tau 3)."),
-    "one_hot": Term(lambda v, h: jnp.mean(terms.one_hot(v.t_logits)), frozenset(),
-                    "DAFL Eq. 2: cross-entropy of the teacher against its own argmax."),
+    "one_hot": Term(lambda v, h: jnp.mean(terms.one_hot(v.t_logits, v.targets)), frozenset(),
+                    "DAFL Eq. 2: cross-entropy of the teacher against its own argmax; the inversion "
+                    "family's CE(t, y) against the round's sampled targets y."),
+    "adv_js_neg": Term(adv_js_neg, STUDENT, adv_js_neg.__doc__.splitlines()[0]),
+    "tv": Term(lambda v, h: terms.total_variation(_clean(v)), frozenset(),
+               "DeepInversion R_prior: L1 total variation of the un-augmented batch (get_image_prior_losses)."),
+    "l2": Term(lambda v, h: terms._safe_norm(terms._f32(_clean(v))), frozenset(),
+               "DeepInversion's l2 prior: the Frobenius norm of the whole un-augmented batch (torch.norm(inputs, 2))."),
     "activation": Term(lambda v, h: terms.activation(v.t_feature), frozenset(),
                        "DAFL Eq. 3: -mean |f_T| of the teacher's features."),
     "balance": Term(lambda v, h: terms.balance(v.t_logits, log_base=_log_base(h), tau=h.balance_tau), frozenset(),
                     "DAFL Eq. 4: -H(p_bar), spreads the batch over classes (p at tau = hparams.balance_tau)."),
-    "bn": Term(lambda v, h: terms.bn_stats(v.t_bn), frozenset({"bn"}),
-               "DeepInversion Eq. 4 (DFQ's BNS loss): teacher BN input statistics against the running ones."),
+    "bn": Term(bn_term, frozenset({"bn"}),
+               "DeepInversion Eq. 4 (DFQ's BNS loss): teacher BN input statistics against the running ones "
+               "(mean over teachers)."),
     "r2m": Term(r2m, frozenset({"student", "key", "queue"}), r2m.__doc__.splitlines()[0]),
 }
 
@@ -219,6 +249,12 @@ STUDENT_TERMS: dict[str, Term] = {
     "relation": Term(relation, frozenset({"student", "key", "t_feature"}), relation.__doc__.splitlines()[0]),
 }
 
+
+# Terms defined on per-pixel logits (B, H, W, K) (segmentation): class-wise ones reduce the last axis
+# only, image priors and BN statistics do not read logits. The others read pooled features, block
+# outputs, class targets or a batch's class histogram, which a segmentation model does not have.
+PER_PIXEL_GENERATOR_TERMS = frozenset({"adv_l1", "adv_log_l1", "adv_kl", "adv_kd", "tv", "l2", "bn"})
+PER_PIXEL_STUDENT_TERMS = frozenset({"l1", "kd", "kl"})
 
 def needs(weights: dict[str, float], registry: dict[str, Term]) -> frozenset:
     """Everything the terms with non-zero weight need (names from ``NEEDS``)."""
@@ -251,11 +287,14 @@ def per_sample(value: jax.Array) -> jax.Array:
 
 
 def combine(weights: dict[str, float], registry: dict[str, Term], view: View, h: HParams,
-            ramps: dict[str, tuple[float, ...]] | None = None, rounds: int = 1, reduce: Callable | None = None):
+            ramps: dict[str, tuple[float, ...]] | None = None, rounds: int = 1, factors: dict | None = None,
+            reduce: Callable | None = None):
     """``(sum_i w_i(progress) * term_i, {name: term_i})`` over the terms with non-zero weight
-    (``rounds``: the run's length, for ramps with a period); ``reduce`` (e.g. ``per_sample``) is
-    applied to each term's value first."""
+    (``rounds``: the run's length, for ramps with a period; ``factors``: traced multipliers of some
+    weights, e.g. Fast's adversarial warm-up); ``reduce`` (e.g. ``per_sample``) is applied to each
+    term's value first."""
     ramps = ramps or {}
+    factors = factors or {}
     parts = {name: registry[name].fn(view, h) for name, w in weights.items() if w}
     if reduce is not None:
         parts = {name: reduce(v) for name, v in parts.items()}
@@ -264,5 +303,7 @@ def combine(weights: dict[str, float], registry: dict[str, Term], view: View, h:
         w = float(weights[name])
         if name in ramps:
             w = w * ramp_factor(view.progress, ramps[name], rounds)
+        if name in factors:
+            w = w * factors[name]
         total = total + w * value
     return total, parts

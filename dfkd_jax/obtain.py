@@ -73,3 +73,24 @@ def obtain_teacher(config, log: Callable[[str], None] | None = None) -> Teacher:
                           f"{config.teacher.arch!r}. Set --config.teacher.arch={teacher.meta.arch} or point "
                           "--config.teacher.checkpoint elsewhere.")
     return teacher
+
+
+def teacher_paths(config) -> list[str]:
+    """Every teacher folder of ``config``: ``teacher.checkpoints`` (comma-separated), else the one teacher's."""
+    listed = [p.strip() for p in str(config.teacher.checkpoints).split(",") if p.strip()]
+    if not listed:
+        return [teacher_path(config)]
+    return [os.path.abspath(os.path.expanduser(p)) for p in listed]
+
+
+def obtain_teachers(config, log: Callable[[str], None] | None = None) -> list[Teacher]:
+    """The run's teachers: the configured one (``obtain_teacher``), or every folder of
+    ``teacher.checkpoints`` (each read with its own architecture and normalisation; none trained here)."""
+    paths = [p.strip() for p in str(config.teacher.checkpoints).split(",") if p.strip()]
+    if not paths:
+        return [obtain_teacher(config, log)]
+    dtype = jnp.bfloat16 if config.compute_dtype == "bfloat16" else jnp.float32
+    teachers = [load_teacher(p, dtype=dtype) for p in teacher_paths(config)]
+    from dfkd_jax.ensemble import check_compatible
+    check_compatible(teachers)
+    return teachers

@@ -1,7 +1,8 @@
 """On-device FIFO buffers that live in the state: the pool of synthetic samples and the R2M key queue.
 
-Generator updates push their (stop-gradient) images and the teacher's logits on them;
-student updates draw uniformly from what the pool holds. The pool is part of
+Synthesisers push their (stop-gradient) images, in pixel space, and the teacher's logits on them
+where wanted; student updates draw uniformly from what the pool holds (``dfkd_jax.augment`` then
+augments the drawn batch on the device). The pool is part of
 ``DistillState``, so it is donated with it, checkpointed with it, and never leaves the
 device (reference inversion code round-trips every batch through PNG files instead).
 It is replicated over the mesh: a draw gathers from the full pool on every device and
@@ -11,15 +12,26 @@ identical.
 
 from __future__ import annotations
 
+import math
+
 import flax
 import jax
 import jax.numpy as jnp
 
 
+STORAGE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "uint8": jnp.uint8}
+
+
 @flax.struct.dataclass
 class Pool:
-    x: jax.Array  # (P, H, W, C) images in the networks' input space
-    t_logits: jax.Array  # (P, K) teacher logits on them ((P, H, W, K) for segmentation)
+    """A ring buffer of images in *pixel space* ([0, 1]) and, optionally, the teacher's logits on them.
+
+    Storage dtype float32, bfloat16 or uint8 (``round(255 p)``, clipped: the 8-bit PNG files of the
+    reference code, without the files). ``sample`` returns float32 pixels."""
+
+    x: jax.Array  # (P, H, W, C) pixels in the storage dtype
+    # (P, K) teacher logits on them ((P, H, W, K) for segmentation), or None (logits recomputed when drawn)
+    t_logits: jax.Array | None
     ptr: jax.Array  # next slot to write
     count: jax.Array  # filled slots (<= P)
 
@@ -28,31 +40,96 @@ class Pool:
         return self.x.shape[0]
 
 
-def init_pool(size: int, image_shape, logit_shape) -> Pool:
-    """An empty pool of ``size`` images and their teacher logits; ``logit_shape`` is the class count
-    ``K`` (classification) or the shape of one sample's logits, e.g. ``(H, W, K)`` (segmentation)."""
-    logit_shape = (logit_shape,) if isinstance(logit_shape, int) else tuple(logit_shape)
-    return Pool(x=jnp.zeros((size, *image_shape), jnp.float32), t_logits=jnp.zeros((size, *logit_shape), jnp.float32),
+def _logit_shape(logit_shape) -> tuple[int, ...]:
+    return (int(logit_shape),) if isinstance(logit_shape, int) else tuple(int(d) for d in logit_shape)
+
+
+def init_pool(size: int, image_shape, logit_shape, dtype: str = "float32", with_logits: bool = True) -> Pool:
+    """An empty pool of ``size`` images (stored in ``dtype``) and, ``with_logits``, the teacher's logits on
+    them; ``logit_shape`` is the class count ``K`` (classification) or one sample's logit shape, e.g.
+    ``(H, W, K)`` (segmentation: per-pixel logits)."""
+    return Pool(x=jnp.zeros((size, *image_shape), STORAGE_DTYPES[dtype]),
+                t_logits=jnp.zeros((size, *_logit_shape(logit_shape)), jnp.float32) if with_logits else None,
                 ptr=jnp.zeros((), jnp.int32), count=jnp.zeros((), jnp.int32))
 
 
-def push(pool: Pool, x: jax.Array, t_logits: jax.Array) -> Pool:
+def encode(pixels: jax.Array, dtype) -> jax.Array:
+    if dtype == jnp.uint8:
+        return jnp.round(jnp.clip(pixels, 0.0, 1.0) * 255.0).astype(jnp.uint8)
+    return pixels.astype(dtype)
+
+
+def decode(stored: jax.Array) -> jax.Array:
+    if stored.dtype == jnp.uint8:
+        return stored.astype(jnp.float32) / 255.0
+    return stored.astype(jnp.float32)
+
+
+def push(pool: Pool, pixels: jax.Array, t_logits: jax.Array | None = None) -> Pool:
     """Write a batch at the head, overwriting the oldest samples once the pool is full (of a batch
     larger than the pool, its last ``size`` samples)."""
-    x, t_logits = x[-pool.size:], t_logits[-pool.size:]
-    b = x.shape[0]
+    pixels = pixels[-pool.size:]
+    b = pixels.shape[0]
     idx = (pool.ptr + jnp.arange(b, dtype=jnp.int32)) % pool.size
-    return Pool(x=pool.x.at[idx].set(x.astype(pool.x.dtype)),
-                t_logits=pool.t_logits.at[idx].set(t_logits.astype(jnp.float32)),
+    logits = pool.t_logits
+    if logits is not None:
+        logits = logits.at[idx].set(t_logits[-pool.size:].astype(jnp.float32))
+    return Pool(x=pool.x.at[idx].set(encode(pixels, pool.x.dtype)), t_logits=logits,
                 ptr=(pool.ptr + b) % pool.size, count=jnp.minimum(pool.count + b, pool.size))
 
 
-def sample(pool: Pool, key: jax.Array, batch_size: int) -> tuple[jax.Array, jax.Array]:
-    """``batch_size`` samples drawn uniformly (with replacement) from the filled part. The round pushes
-    before it draws (``config.validate`` requires a generator update per round), so the pool is never
-    empty here."""
+def sample(pool: Pool, key: jax.Array, batch_size: int) -> tuple[jax.Array, jax.Array | None]:
+    """``batch_size`` samples drawn uniformly (with replacement) from the filled part: (float32 pixels,
+    logits or None). The round pushes before it draws, so the pool is never empty here."""
     idx = jax.random.randint(key, (batch_size,), 0, jnp.maximum(pool.count, 1))
-    return pool.x[idx], pool.t_logits[idx]
+    return decode(pool.x[idx]), (None if pool.t_logits is None else pool.t_logits[idx])
+
+
+def pool_bytes(size: int, image_shape, logit_shape, dtype: str, with_logits: bool) -> int:
+    """Device (and checkpoint) bytes of a pool (``logit_shape`` as for ``init_pool``)."""
+    per = math.prod(image_shape) * jnp.dtype(STORAGE_DTYPES[dtype]).itemsize
+    if with_logits:
+        per += 4 * math.prod(_logit_shape(logit_shape))
+    return size * per
+
+
+@flax.struct.dataclass
+class FeatureBank:
+    """CMI's memory bank of past instance embeddings (``contrastive.py`` l. 136-166), a pytree.
+
+    Starts with N(0, 1) rows (as the reference's ``torch.randn``) that are never drawn before they
+    are written: ``draw`` samples among the filled rows only."""
+
+    rows: jax.Array  # (N, D)
+    ptr: jax.Array
+    count: jax.Array
+
+
+def init_bank(key: jax.Array, size: int, dim: int) -> FeatureBank:
+    return FeatureBank(rows=jax.random.normal(key, (size, dim), jnp.float32), ptr=jnp.zeros((), jnp.int32),
+                       count=jnp.zeros((), jnp.int32))
+
+
+def bank_push(bank: FeatureBank, feats: jax.Array) -> FeatureBank:
+    n = bank.rows.shape[0]
+    feats = feats[-n:]
+    b = feats.shape[0]
+    idx = (bank.ptr + jnp.arange(b, dtype=jnp.int32)) % n
+    return FeatureBank(rows=bank.rows.at[idx].set(jax.lax.stop_gradient(feats).astype(jnp.float32)),
+                       ptr=(bank.ptr + b) % n, count=jnp.minimum(bank.count + b, n))
+
+
+def bank_draw(bank: FeatureBank, key: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
+    """``(rows (k, D), valid (k,))``: ``min(k, count)`` distinct filled rows drawn uniformly without
+    replacement (the reference's ``random.sample``), then padding rows marked invalid.
+
+    Each row gets a uniform score, unfilled rows -inf; the top k scores are a uniform draw
+    without replacement among the filled rows."""
+    n = bank.rows.shape[0]
+    k = min(k, n)
+    scores = jnp.where(jnp.arange(n) < bank.count, jax.random.uniform(key, (n,)), -jnp.inf)
+    top, idx = jax.lax.top_k(scores, k)
+    return bank.rows[idx], jnp.isfinite(top)
 
 
 @flax.struct.dataclass

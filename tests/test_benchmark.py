@@ -139,8 +139,9 @@ def test_torch_round_computes_the_jax_round():
     g_vars = convert_state_dict(g_mod.state_dict(), "dafl")
     meta = random_teacher("lenet5").meta
     d = Distiller.from_config(cfg, Teacher(build_model("lenet5", 10), t_vars, meta))
+    from dfkd_jax.synthesis.online import OnlineState
     state = DistillState(round=np.zeros((), np.int32), rng=np.asarray(jax.random.PRNGKey(0)),
-                         generator=_model_state(g_vars, d.tx_g), student=_model_state(s_vars, d.tx_s))
+                         synth=OnlineState(generator=_model_state(g_vars, d.tx_g)), student=_model_state(s_vars, d.tx_s))
     state = sharding.replicate_tree(state, d.mesh)  # as Distiller.init makes it (without compiling an init)
 
     # the latent batches the JAX round draws (engine/round.py: fold_in(rng, round), one key per step)

@@ -32,7 +32,7 @@ def test_converted_wrn_teacher_runs_dfad_rounds(tmp_path):
     config.train.batch_size = 8
     config.train.rounds = 3
     d = Distiller.from_config(config, teacher)
-    engine_teacher = d.teacher_variables  # what the rounds read
+    (engine_teacher,) = d.teacher_variables  # what the rounds read (one teacher)
     before_teacher = jax.device_get(engine_teacher)
     state = d.init(0)
     before = jax.device_get(state.student.params)
@@ -46,7 +46,7 @@ def test_converted_wrn_teacher_runs_dfad_rounds(tmp_path):
     assert not np.allclose(before["fc"]["kernel"], after["fc"]["kernel"])
     # the engine's copy of the teacher is untouched by the rounds (not donated, not updated) and still
     # agrees with PyTorch on the synthetic images
-    assert d.teacher_variables is engine_teacher
+    assert d.teacher_variables[0] is engine_teacher
     assert not any(leaf.is_deleted() for leaf in jax.tree.leaves(engine_teacher))
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(engine_teacher), before_teacher)
     x = d.sample(state, 8)

@@ -117,7 +117,7 @@ def test_round_batches_and_batchnorm_modes_by_hand(tiny_bn_student, batch):
     config = _bn_student_config(batch)
     d = Distiller.from_config(config, teacher, make_mesh(jax.devices()[:1]))
     state0 = d.init(0)
-    assert d.spec.normalize is not None  # pixel-space generator
+    assert d.synth.spec.output_space == "pixels"  # pixel-space generator, normalised with the run's constants
     g0, s0 = jax.device_get((state0.generator, state0.student))
     rng, rnd = jax.device_get((state0.rng, state0.round))
     state1, _ = d.round(state0)
@@ -182,17 +182,19 @@ def test_round_batches_and_batchnorm_modes_by_hand(tiny_bn_student, batch):
 @pytest.mark.parametrize("train", [True, False])
 def test_pixel_space_generator_is_normalised_with_the_teachers_constants(train):
     """A Sigmoid generator's [0, 1] images enter the networks as (x - mean) / std with the teacher's constants
-    (round.generate, used by every generator update, student batch and sample grid), in either BatchNorm mode."""
+    (OnlineGenerator.generate, used by every generator update, student batch and sample grid), in either BatchNorm mode."""
     import jax.numpy as jnp
 
-    from dfkd_jax.engine.round import RoundSpec, generate
+    from dfkd_jax.ensemble import Ensemble
     from dfkd_jax.models import build_generator
+    from dfkd_jax.synthesis.online import OnlineGenerator, OnlineSpec
     gen = build_generator("large", nz=8, ngf=4, channels=3, img_size=8)
     z = jax.random.normal(jax.random.PRNGKey(0), (4, 8))
     variables = gen.init(jax.random.PRNGKey(1), z, train=False)
     mean, std = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
-    spec = RoundSpec(1, 1, "fresh", 4, 8, (), (), None, normalize=(mean, std))
-    x, _ = jax.jit(lambda v, z: generate(gen, spec, v, z, train=train))(variables, z)
+    synth = OnlineGenerator(OnlineSpec(1, "fresh", 4, 8, (), None, output_space="pixels"), gen, None,
+                            Ensemble((None,), ((mean, std),), 10), None, None, None)
+    x, _ = jax.jit(lambda v, z: synth.generate(v, z, train=train))(variables, z)
     if train:
         pixels = gen.apply(variables, z, train=True, mutable=["batch_stats"])[0]
     else:

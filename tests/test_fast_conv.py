@@ -130,10 +130,13 @@ def _param_grads(model, variables, x, mutable=False):
     return jax.jit(jax.grad(loss))(variables["params"])
 
 
-@pytest.mark.parametrize("arch", ["lenet5", "wrn16_1", "resnet18", "dafl_generator"])
+@pytest.mark.parametrize("arch", ["lenet5", "wrn16_1", "resnet18", "dafl_generator", "dfad_b_generator"])
 def test_model_gradients_equal_xla(arch):
     if arch == "dafl_generator":
         model = build_generator("dafl", nz=8, ngf=8, channels=1, img_size=8)
+        x = jax.random.normal(jax.random.PRNGKey(0), (4, 8))
+    elif arch == "dfad_b_generator":  # transposed convolutions (layers.ConvTranspose2d) through fast_conv
+        model = build_generator("dfad_b", nz=8, ngf=4, channels=1, img_size=16)
         x = jax.random.normal(jax.random.PRNGKey(0), (4, 8))
     else:
         model = build_model(arch, 10)
@@ -187,3 +190,21 @@ def test_modes_are_checked():
     cfg.conv_impl = "fast"
     with pytest.raises(ValueError, match="config.conv_impl must be one of auto, matmul, xla"):
         config_lib.validate(cfg)
+
+
+@pytest.mark.parametrize("shape", [(2, 8, 8, 3), (2, 9, 7, 2)], ids=["even", "odd"])
+def test_max_pool_gradient_equals_xla(shape):
+    """models.layers.max_pool2x's fused gradient against XLA's, on random inputs and after a ReLU (ties of zeros)."""
+    from flax import linen as nn
+
+    from dfkd_jax.models.layers import max_pool2x
+
+    x = jax.random.normal(jax.random.PRNGKey(0), shape)
+    out_shape = (shape[0], shape[1] // 2, shape[2] // 2, shape[3])
+    dy = jax.random.normal(jax.random.PRNGKey(1), out_shape)
+    for pre in (lambda a: a, nn.relu):
+        with fast_conv.using("auto"):
+            ours = jax.vjp(lambda a: max_pool2x(pre(a)), x)
+        xla = jax.vjp(lambda a: nn.max_pool(pre(a), (2, 2), strides=(2, 2)), x)
+        np.testing.assert_array_equal(ours[0], xla[0])
+        np.testing.assert_array_equal(ours[1](dy)[0], xla[1](dy)[0])

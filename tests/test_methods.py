@@ -30,7 +30,7 @@ def _view(seed=0, n_queue=10):
     return objectives.View(x=jnp.zeros((B, 2, 2, 1)), t_logits=2 * jax.random.normal(ks[0], (B, K)),
                            s_logits=2 * jax.random.normal(ks[1], (B, K)), t_feature=jax.random.normal(ks[2], (B, D)),
                            s_feature=jax.random.normal(ks[3], (B, D)), s_key=s_key, s_projected=s_key * 3.0,
-                           queue=queue, t_bn=bn, progress=0.6,
+                           queue=queue, t_bn=(bn,), progress=0.6,
                            t_blocks=(jax.random.normal(ks[8], (B, 3, 3, 2)),),
                            s_blocks=(jax.random.normal(ks[9], (B, 3, 3, 1)),))
 
@@ -107,7 +107,7 @@ def test_dfq_losses():
     logp_t = _np_log_softmax(v.t_logits)
     one_hot = -np.mean(logp_t[np.arange(B), logp_t.argmax(1)])
     p_bar = p.mean(0)
-    want = -kl.mean() + float(terms.bn_stats(v.t_bn)) + one_hot + 20 * np.sum(p_bar * np.log(p_bar))
+    want = -kl.mean() + float(terms.bn_stats(v.t_bn[0])) + one_hot + 20 * np.sum(p_bar * np.log(p_bar))
     assert g == pytest.approx(want, rel=1e-5)
     np.testing.assert_allclose(s, kl, rtol=1e-5)
 
@@ -153,7 +153,7 @@ def test_cudfkd_losses():
     assert dict(c.student.terms) == {"l1": 1.0} and (c.generator.arch, c.generator.init) == ("large", "normal")
     p20 = np.exp(_np_log_softmax(v.t_logits, 20.0)).mean(0)
     logp_t = _np_log_softmax(v.t_logits)
-    base = float(terms.bn_stats(v.t_bn)) - np.mean(logp_t[np.arange(B), logp_t.argmax(1)]) \
+    base = float(terms.bn_stats(v.t_bn[0])) - np.mean(logp_t[np.arange(B), logp_t.argmax(1)]) \
         + 20 * np.sum(p20 * np.log(p20))
     mask = (np.asarray(v.s_logits).argmax(1) == np.asarray(v.t_logits).argmax(1))
     kl3 = _torch_kl_div(_np_log_softmax(v.s_logits, 3.0), np.exp(_np_log_softmax(v.t_logits, 3.0)), "none").sum(1)
@@ -173,7 +173,7 @@ def test_adadfkd_losses():
     kl3 = _torch_kl_div(_np_log_softmax(v.s_logits, 3.0), np.exp(_np_log_softmax(v.t_logits, 3.0)), "none").sum(1)
     p20 = np.exp(_np_log_softmax(v.t_logits, 20.0)).mean(0)
     logp_t = _np_log_softmax(v.t_logits)
-    base = float(terms.bn_stats(v.t_bn)) - np.mean(logp_t[np.arange(B), logp_t.argmax(1)]) \
+    base = float(terms.bn_stats(v.t_bn[0])) - np.mean(logp_t[np.arange(B), logp_t.argmax(1)]) \
         + 20 * np.sum(p20 * np.log(p20))
     for progress in (0.1, 0.6):
         c, g, s = _combine("adadfkd", v, progress)
@@ -209,7 +209,7 @@ def test_curriculum_strengths_follow_the_run_length(rounds):
     for r in (0, int(0.25 * rounds), int(0.5 * rounds), rounds):
         by_hand = 0.5 * min(max(r - 0.25 * rounds, 0.0), 0.5 * rounds) / 40
         assert w * float(objectives.ramp_factor(r / rounds, ramp, rounds)) == pytest.approx(by_hand, abs=1e-4)
-    spec = RoundSpec(1, c.student.steps, "fresh", B, 4, (), (("l1", 1.0),), objectives.HParams(), rounds=rounds,
+    spec = RoundSpec(1, c.student.steps, B, (("l1", 1.0),), objectives.HParams(), rounds=rounds,
                      self_paced=(c.hparams.spl_lambda0, c.hparams.spl_alpha))
     for rnd, step in ((0, 0), (3, 7), (rounds - 1, c.student.steps - 1)):
         k = rnd * c.student.steps + step  # the reference's global_iter before this update
@@ -253,7 +253,7 @@ def test_ramp_factor():
 def test_self_paced_student_objective():
     """loss = mean_i v_i * l_i, v_i = (1 + e^-lam) / (1 + e^(l_i - lam)), lam = 2 + 10 * progress."""
     v = _view()
-    spec = RoundSpec(1, 1, "fresh", B, 4, (), (("kd", 1.0),), objectives.HParams(tau=4.0), self_paced=(2.0, 10.0))
+    spec = RoundSpec(1, 1, B, (("kd", 1.0),), objectives.HParams(tau=4.0), self_paced=(2.0, 10.0))
     loss, parts, extra = student_objective(spec, v.replace(progress=0.1))
     l = np.asarray(terms.kd(v.s_logits, v.t_logits, 4.0), np.float64)
     lam = 2.0 + 10.0 * 0.1
@@ -261,7 +261,7 @@ def test_self_paced_student_objective():
     assert float(loss) == pytest.approx(np.mean(w * l), rel=1e-5)
     assert float(extra["student/self_paced_weight"]) == pytest.approx(w.mean(), rel=1e-5)
     # v has no gradient: d loss / d s equals mean_i v_i * d l_i / d s
-    spec_off = RoundSpec(1, 1, "fresh", B, 4, (), (("kd", 1.0),), objectives.HParams(tau=4.0))
+    spec_off = RoundSpec(1, 1, B, (("kd", 1.0),), objectives.HParams(tau=4.0))
     g = jax.grad(lambda s: student_objective(spec, v.replace(s_logits=s, progress=0.1))[0])(v.s_logits)
     g_l = jax.jacrev(lambda s: terms.kd(s, v.t_logits, 4.0))(v.s_logits)  # (B, B, K)
     np.testing.assert_allclose(g, np.einsum("i,ibk->bk", w, g_l) / B, rtol=1e-4, atol=1e-7)
@@ -317,12 +317,12 @@ def test_adadfkd_state_and_devices(teacher, tmp_path):
         d = Distiller.from_config(config, teacher, make_mesh(jax.devices()[:n]))
         assert d.feature_dims == (24, 60)  # TinyBNNet's 24-wide feature, LeNet-5-half's 60
         state = d.init(0)
-        q0, p0 = jax.device_get((state.queue.keys, state.projector.params))
+        q0, p0 = jax.device_get((state.synth.queue.keys, state.projector.params))
         for _ in range(3):
             state, metrics = d.round(state)
         out[n] = jax.device_get((state.student.params, state.generator.params, state.projector.params,
-                                 state.queue.keys))
-    q, ptr = out[1][3], int(state.queue.ptr)
+                                 state.synth.queue.keys))
+    q, ptr = out[1][3], int(state.synth.queue.ptr)
     assert ptr == (3 * config.train.batch_size) % config.hparams.r2m_queue_size
     np.testing.assert_allclose(np.linalg.norm(q, axis=1), 1.0, rtol=1e-5)
     assert not np.allclose(q[:ptr], q0[:ptr]) and np.allclose(q[ptr:], q0[ptr:])
@@ -334,8 +334,8 @@ def test_adadfkd_state_and_devices(teacher, tmp_path):
     ckpts.wait()
     restored, _ = ckpts.restore(3, d.abstract_state())
     ckpts.close()
-    chex.assert_trees_all_equal(jax.device_get((state.queue, state.projector)),
-                                jax.device_get((restored.queue, restored.projector)))
+    chex.assert_trees_all_equal(jax.device_get((state.synth.queue, state.projector)),
+                                jax.device_get((restored.synth.queue, restored.projector)))
 
 
 def test_bn_term_needs_a_teacher_with_batchnorm():

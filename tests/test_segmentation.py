@@ -20,8 +20,9 @@ from data_fixtures import write_fake_idx_dataset
 from dfkd_jax import metrics, objectives, terms
 from dfkd_jax.data import builders, scenes, segfiles
 from dfkd_jax.engine import outputs
-from dfkd_jax.engine.distiller import generator_normalization
 from dfkd_jax.engine.round import RoundSpec, student_objective
+from dfkd_jax.ensemble import Ensemble
+from dfkd_jax.synthesis.base import to_input_space
 
 
 @pytest.fixture(autouse=True)
@@ -93,7 +94,8 @@ def test_adv_log_l1_and_per_pixel_student_l1_by_hand():
     g = objectives.GENERATOR_TERMS["adv_log_l1"].fn(view, objectives.HParams())
     assert float(g) == pytest.approx(-np.log(l1 + 1.0), rel=1e-6)
     # the student's L1: one value per sample (the mean over its pixels and classes), then the batch mean
-    spec = RoundSpec(1, 1, "fresh", 2, 4, (), (("l1", 1.0),), objectives.HParams())
+    spec = RoundSpec(synthesis_steps=1, student_steps=1, batch_size=2, student_terms=(("l1", 1.0),),
+                     hparams=objectives.HParams())
     loss, parts, _ = student_objective(spec, view)
     assert float(loss) == pytest.approx(l1, rel=1e-6)
     np.testing.assert_allclose(objectives.per_sample(terms.l1(s, t)), np.abs(s - t).mean(axis=(1, 2, 3)), rtol=1e-6)
@@ -134,11 +136,16 @@ def test_augment_moves_label_maps_with_their_images():
 
 
 def test_tanh_generator_output_maps_to_the_teacher_input_space():
-    mean, std = generator_normalization("tanh", (0.5, 0.2), (0.5, 0.25))
-    y = np.array([-1.0, 0.0, 1.0])
-    for c, (m, s) in enumerate(zip((0.5, 0.2), (0.5, 0.25))):
-        np.testing.assert_allclose((y - mean[c]) / std[c], ((y + 1) / 2 - m) / s)
-    assert generator_normalization("standardized", (0.5,), (0.5,)) is None
+    """GeneratorB's Tanh output y is the pixels (y + 1) / 2, normalised with the run's constants
+    (``synthesis.base.to_input_space``); standardised outputs are used as they are."""
+    mean, std = (0.5, 0.2), (0.5, 0.25)
+    ensemble = Ensemble((None,), ((mean, std),), 10)
+    y = jnp.asarray(np.linspace(-1.0, 1.0, 10, dtype=np.float32).reshape(5, 1, 1, 2))
+    want = ((np.asarray(y) + 1) / 2 - np.asarray(mean)) / np.asarray(std)
+    np.testing.assert_allclose(np.asarray(to_input_space(ensemble, y, "tanh")), want, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(to_input_space(ensemble, y, "standardized")), np.asarray(y))
+    dfad = Ensemble((None,), (((0.5,), (0.5,)),), 10)  # DFAD's normalisation: the Tanh output itself
+    np.testing.assert_allclose(np.asarray(to_input_space(dfad, y[..., :1], "tanh")), np.asarray(y[..., :1]), atol=1e-6)
 
 
 # ----------------------------------------------------------------------------------- scenes
@@ -323,3 +330,36 @@ def test_segmentation_grid_shows_image_teacher_and_student(tmp_path):
     np.testing.assert_array_equal(grid[2, 22], colours[1])
     outputs.save_segmentation_grid(str(tmp_path / "s" / "g.png"), images, t, s, (0.5,), (0.5,), 11)
     assert (tmp_path / "s" / "g.png").is_file()
+
+
+# ----------------------------------------------------------------------------------- engine checks
+
+
+def test_segmentation_runs_refuse_what_they_do_not_support():
+    """DFAD's segmentation setting passes; the inversion synthesisers, terms not defined per pixel, transfer
+    sets and the memory are refused with what to set; teachers of different tasks do not form an ensemble."""
+    from dfkd_jax import methods
+    from dfkd_jax.config import base_config
+    from dfkd_jax.engine.distiller import check_segmentation_config
+    from dfkd_jax.errors import ConfigError
+    from dfkd_jax.teacher import Teacher, TeacherMeta
+
+    check_segmentation_config(methods.dfad.configure_segmentation(base_config()))
+    changes = [
+        (lambda c: setattr(c.synthesis, "kind", "pixels"), "synthesis.kind must be 'online'"),
+        (lambda c: c.generator.terms.update({"balance": 1.0}), "generator.terms balance"),
+        (lambda c: c.student.terms.update({"attention": 1.0}), "student.terms attention"),
+        (lambda c: setattr(c.synthesis, "export", "/tmp/x"), "transfer sets"),
+        (lambda c: setattr(c.memory, "enabled", True), "memory"),
+    ]
+    for change, message in changes:
+        c = methods.dfad.configure_segmentation(base_config())
+        change(c)
+        with pytest.raises(ConfigError, match=message):
+            check_segmentation_config(c)
+    seg = Teacher(None, {}, TeacherMeta("deeplabv3_resnet50@0.125", "fashion_mnist_scenes", 11, (32, 32, 1),
+                                        (0.5,), (0.5,)))
+    cls = Teacher(None, {}, TeacherMeta("lenet5", "fashion_mnist_scenes", 11, (32, 32, 1), (0.5,), (0.5,)))
+    assert Ensemble.of([seg, seg]).task == "segmentation" and Ensemble.of([cls]).task == "classification"
+    with pytest.raises(ConfigError, match="segmentation model but teacher 0"):
+        Ensemble.of([cls, seg])

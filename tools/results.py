@@ -34,7 +34,7 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-METHODS = ("dfad", "dafl", "zskt", "dfq", "cudfkd", "adadfkd", "predfkd")
+METHODS = ("dfad", "dafl", "zskt", "dfq", "cudfkd", "adadfkd", "predfkd", "adi", "cmi", "fast")
 NOISY_METHODS = ("dfad", "dafl", "cudfkd", "adadfkd")
 NOTES_MARKER = "<!-- notes: kept when tools/results.py rewrites the tables above -->"
 

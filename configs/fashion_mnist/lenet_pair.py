@@ -35,3 +35,39 @@ def apply(c, rounds: int = 420):
     if "bn" in c.generator.terms:
         del c.generator.terms["bn"]
     return c
+
+
+def apply_inversion(c, rounds: int = 150):
+    """The inversion family (ADI, CMI, Fast) at the equal budget of docs/results.md (``apply``: batch 256,
+    generator ngf 8 / nz 100, 20 student steps per round from the pool of the last 16,384 samples).
+
+    What changes for these methods, and why:
+    - the generator (CMI, Fast) is their own ``Generator`` (``cmi``: Sigmoid, pixel space, needed by the
+      pixel-space augmentations) at the budget's size, not GeneratorA;
+    - the LeNet-5 teacher has no BatchNorm: the bn term is dropped (as for DFQ, CuDFKD, AdaDFKD here)
+      and CMI's contrastive term, whose embedding is the teacher's BN inputs, with it;
+    - the synthesis steps per round are the authors' short settings, so that a round costs about what
+      one round of the online methods costs: ADI the "tuned fast version" of Fast-Datafree's
+      ``scripts/deepinv_cifar.sh`` (l. 26-45: 10 steps at lr 1), CMI the fast CMI of
+      ``scripts/cmi_cifar.sh`` (l. 24-45: 5 steps, cr 0), Fast its 5-step setting;
+    - the student draws crop + flip augmented batches (the reference's transform) from the pool, stored
+      as uint8 (its PNG files); Fast's 20 warm-up epochs of 220 become 14 of 150 rounds.
+    """
+    method = c.method
+    arch = c.generator.arch
+    apply(c, rounds=rounds)
+    c.generator.arch = arch
+    c.student.augment = "crop_flip"
+    c.student.pool_dtype = "uint8"
+    c.synthesis.batch_size = 256
+    c.synthesis.loop = "unroll"
+    if method == "adi":
+        c.generator.steps, c.generator.lr = 10, 1.0
+    elif method == "cmi":
+        c.generator.steps = 5
+        c.synthesis.cr = 0.0
+    elif method == "fast":
+        c.generator.steps, c.generator.lr, c.synthesis.lr_z = 5, 3e-3, 0.01
+        c.synthesis.warmup = 14
+        c.synthesis.reset_l0_round = -1
+    return c

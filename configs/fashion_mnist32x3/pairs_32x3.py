@@ -38,3 +38,40 @@ def apply_pair(c, arg: str):
         c.train.checkpoint_every = 500
         c.train.sample_every = 1000
     return c
+
+
+def apply_inversion(c, arg: str = "wrn16_2,wrn16_1"):
+    """ADI, CMI and Fast on this dataset's pairs. Both teachers have BatchNorm, which these methods need, so every
+    term of their published objectives is on (bn, CMI's contrastive term on the teacher's BN inputs).
+
+    ``wrn16_2,wrn16_1`` is sized for 2 CPU cores like the other methods here: batch 64, the CMI generator at
+    ngf 16, 10 student steps per round from the pool, 60 rounds; the synthesis steps per round are shortened
+    (ADI 50 instead of 1000-2000, CMI 20 instead of 200, Fast 5) and the pool and bank are smaller.
+    ``resnet34,resnet18`` keeps the methods' published settings (batch 256, ngf 64, their step counts)."""
+    method = c.method
+    generator_arch, published_steps = c.generator.arch, c.generator.steps
+    apply_pair(c, arg)
+    if method in ("cmi", "fast"):
+        c.generator.arch, c.generator.init = generator_arch, "normal" if method == "cmi" else "torch"
+    c.student.batch = "pool"
+    c.student.augment = "crop_flip"
+    c.student.pool_dtype = "uint8"
+    if arg != "wrn16_2,wrn16_1":
+        c.generator.steps = published_steps
+        c.student.steps = 400
+        c.train.rounds = 200 + int(c.synthesis.warmup)
+        return c
+    c.student.steps = 10
+    c.train.rounds = 60
+    c.synthesis.batch_size = 64
+    c.synthesis.n_neg = 1024
+    c.synthesis.bank_size = 4096
+    if method == "adi":
+        c.generator.steps = 50
+    elif method == "cmi":
+        c.generator.steps = 20
+    elif method == "fast":
+        c.generator.steps, c.generator.lr, c.synthesis.lr_z = 5, 3e-3, 0.01
+        c.synthesis.warmup = 6
+        c.synthesis.reset_l0_round = -1
+    return c

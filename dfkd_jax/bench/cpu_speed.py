@@ -272,7 +272,7 @@ def method_round_case(path: str, reps: int, warmup: int, log) -> CaseResult:
     return _result(label, "round", None, variants, alternate(variants, reps, warmup, log))
 
 
-CASES = ("conv", "dfad_lenet", "dfad_wrn", "teacher_epoch", "methods")
+CASES = ("conv", "dfad_lenet", "dfad_wrn", "teacher_epoch", "methods", "inversion")
 
 
 def run_cpu_speed(cases=CASES, reps: int = 5, warmup: int = 1, threads: int | None = None,
@@ -299,6 +299,9 @@ def run_cpu_speed(cases=CASES, reps: int = 5, warmup: int = 1, threads: int | No
     if "methods" in cases:
         for path in method_configs():
             results.append(method_round_case(path, reps, warmup, log))
+    if "inversion" in cases:  # ADI's pixel-inversion round (dfkd_jax.bench.inversion)
+        from dfkd_jax.bench.inversion import inversion_case
+        results.append(inversion_case(torch, max(2, reps // 2), warmup, log))
     return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "cpu": harness._cpu_name(), "cores": torch_round.cpu_cores(), "torch_threads": torch.get_num_threads(),
             "loadavg_1min": [load_start, harness._loadavg()], "versions": harness._versions(torch.__version__),

@@ -140,9 +140,10 @@ def random_state(distiller, seed: int = 0):
         v = _random_like({"params": abstract.params, "batch_stats": abstract.batch_stats}, rng)
         return ModelState(params=v["params"], batch_stats=v["batch_stats"], opt_state=jax.jit(tx.init)(v["params"]))
 
+    from dfkd_jax.synthesis.online import OnlineState
     state = DistillState(round=np.zeros(shapes.round.shape, shapes.round.dtype),
                          rng=np.asarray(jax.random.PRNGKey(seed), shapes.rng.dtype),
-                         generator=model_state(shapes.generator, distiller.tx_g),
+                         synth=OnlineState(generator=model_state(shapes.synth.generator, distiller.tx_g)),
                          student=model_state(shapes.student, distiller.tx_s))
     return sharding.replicate_tree(state, distiller.mesh)
 

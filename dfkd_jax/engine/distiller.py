@@ -1,26 +1,28 @@
 """``Distiller``: the functional API. It holds the static pieces of a run (networks,
-optimisers, mesh) and exposes pure, jitted functions over ``DistillState``::
+optimisers, synthesiser, mesh) and exposes pure, jitted functions over ``DistillState``::
 
-    d = Distiller.from_config(config, teacher)
+    d = Distiller.from_config(config, teachers)     # one Teacher or a sequence of them
     state = d.init(seed=0)
     for _ in range(100):
-        state, metrics = d.round(state)      # one jitted call, state donated
+        state, metrics = d.round(state)      # jitted, state donated
     result = d.evaluate(state, test_images, test_labels)
 
-Nothing here knows which method runs: that is entirely the config's term weights
-and step counts (see ``dfkd_jax.objectives`` and ``dfkd_jax.engine.round``).
+Nothing here knows which method runs: a method is its config's synthesiser
+(``config.synthesis.kind``, ``dfkd_jax.synthesis``), term weights and step counts
+(``dfkd_jax.objectives``, ``dfkd_jax.engine.round``).
 
-The task follows from the teacher: a segmentation teacher (per-pixel logits, e.g.
-DeepLabV3) makes ``task == 'segmentation'``: the round is the same (per-pixel terms
-are averaged per sample by ``objectives.per_sample``, the pool holds per-pixel
-logits), ``evaluate`` reports mIoU and pixel accuracy from confusion matrices summed
-on the device, and ``headline`` names the metric the loop ranks evaluations by.
+The task follows from the teachers (``Ensemble.task``): segmentation teachers (per-pixel
+logits ``(B, H, W, K)``, e.g. DeepLabV3) make ``task == 'segmentation'``. The round and the
+online synthesiser are the same (per-pixel student terms are averaged per sample by
+``objectives.per_sample``, the pool stores per-pixel logits); ``evaluate`` reports mIoU and
+pixel accuracy from confusion matrices summed on the device, and ``headline`` names the
+metric the loop ranks evaluations by.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
@@ -35,12 +37,14 @@ from dfkd_jax import pool as pool_lib
 from dfkd_jax.data.pipeline import eval_batches
 from dfkd_jax.data.specs import SPECS
 from dfkd_jax.engine import optim, sharding
-from dfkd_jax.engine.round import MemorySpec, RoundSpec, generate, make_round
+from dfkd_jax.engine.round import LOOPS, MemorySpec, Round, RoundSpec
 from dfkd_jax.engine.state import DistillState, ModelState
+from dfkd_jax.ensemble import Ensemble
 from dfkd_jax.errors import ConfigError
-from dfkd_jax.models import build_generator, build_model, fast_conv, is_segmentation
+from dfkd_jax.models import build_model, fast_conv, is_segmentation
 from dfkd_jax.models.generators import initialize
 from dfkd_jax.models.vae import VAE
+from dfkd_jax.synthesis import build_synthesiser
 from dfkd_jax.teacher import Teacher
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -48,25 +52,36 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 HEADLINE = {"classification": ("accuracy", "teacher_accuracy"), "segmentation": ("miou", "teacher_miou")}
 
 
-def generator_normalization(output_space: str, mean, std):
-    """The (mean, std) that maps a generator's output into the teacher's input space, or None.
-
-    'standardized' outputs are used as they are; 'pixels' in [0, 1] are normalised with the
-    teacher's constants; 'tanh' outputs y in [-1, 1] are the pixels (y + 1) / 2, so
-    ``((y + 1) / 2 - mean) / std = (y - (2 mean - 1)) / (2 std)``.
-    """
-    if output_space == "pixels":
-        return tuple(mean), tuple(std)
-    if output_space == "tanh":
-        return tuple(2.0 * m - 1.0 for m in mean), tuple(2.0 * s for s in std)
-    return None
+def check_segmentation_config(config) -> None:
+    """Refuse, with what to set instead, the parts of a config that segmentation teachers do not support:
+    only the online synthesiser (DFAD's setting) makes their samples (the inversion synthesisers optimise
+    class targets of classifiers), the terms must be defined per pixel
+    (``objectives.PER_PIXEL_*_TERMS``), and transfer sets and PRE-DFKD's memory store or replay
+    classification logits."""
+    if str(config.synthesis.kind) != "online":
+        raise ConfigError(f"Segmentation teachers: config.synthesis.kind must be 'online' (DFAD's segmentation "
+                          f"setting, methods.dfad.configure_segmentation), not {config.synthesis.kind!r}: the "
+                          "inversion synthesisers optimise class targets of classifiers.")
+    for role, allowed in (("generator", objectives.PER_PIXEL_GENERATOR_TERMS),
+                          ("student", objectives.PER_PIXEL_STUDENT_TERMS)):
+        bad = sorted(k for k, v in config[role].terms.items() if v and k not in allowed)
+        if bad:
+            raise ConfigError(f"Segmentation teachers: config.{role}.terms {', '.join(bad)} are not defined on "
+                              f"per-pixel logits. Set them to 0; per-pixel terms: {', '.join(sorted(allowed))}.")
+    if config.synthesis.transfer_set or config.synthesis.export:
+        raise ConfigError("Segmentation teachers: transfer sets (config.synthesis.transfer_set / export) hold "
+                          "classification logits; leave both empty.")
+    if config.memory.enabled:
+        raise ConfigError("Segmentation teachers: PRE-DFKD's memory replays classification samples; set "
+                          "config.memory.enabled=False.")
 
 
 @dataclasses.dataclass
 class EvalSet:
-    """A test set on the devices: ``(x, y, mask, teacher_output)`` batches (the teacher's logits, or
-    its argmax maps for segmentation) and the teacher's scores (``teacher``: ``teacher_accuracy``, or
-    ``teacher_miou`` and ``teacher_pixel_accuracy``; ``teacher_accuracy`` is its pixel accuracy then)."""
+    """A test set on the devices: ``(x, y, mask, teacher_output)`` batches (the teachers' ensemble
+    logits, or their argmax maps for segmentation) and the teachers' scores (``teacher``:
+    ``teacher_accuracy``, or ``teacher_miou`` and ``teacher_pixel_accuracy``; ``teacher_accuracy``
+    is the pixel accuracy then)."""
 
     batches: list
     count: int
@@ -74,67 +89,83 @@ class EvalSet:
     teacher: dict = dataclasses.field(default_factory=dict)
 
 
-def _feature_width(model, input_shape) -> int:
-    """Width of a classifier's pooled feature (``aux['feature']``), from shapes only."""
-    x = jax.ShapeDtypeStruct((2, *input_shape), jnp.float32)
-    variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros(x.shape), train=False))
-    (_, aux) = jax.eval_shape(lambda v: model.apply(v, jnp.zeros(x.shape), train=False), variables)
-    return int(aux["feature"].shape[-1])
+def _feature_width(models, input_shape) -> int:
+    """Width of the pooled feature (``aux['feature']``) of a classifier, or of several side by side."""
+    total = 0
+    for model in (models if isinstance(models, (tuple, list)) else (models,)):
+        x = jnp.zeros((2, *input_shape))
+        variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x, train=False))
+        (_, aux) = jax.eval_shape(lambda v: model.apply(v, x, train=False), variables)
+        total += int(aux["feature"].shape[-1])
+    return total
 
 
 @dataclasses.dataclass
 class Distiller:
     config: Any
-    teacher: Teacher
+    teachers: tuple
     mesh: Mesh
-    generator: Any
+    ensemble: Ensemble
     student: Any
-    tx_g: Any
     tx_s: Any
     spec: RoundSpec
-    projector: Any = None  # learned linear map student features -> teacher width (AdaDFKD), or None
-    feature_dims: tuple[int, int] = (0, 0)  # (teacher, student) pooled-feature widths
+    synth: Any  # the synthesiser (dfkd_jax.synthesis)
+    projector: Any = None  # learned linear map student features -> teachers' width (AdaDFKD), or None
+    feature_dims: tuple[int, int] = (0, 0)  # (teachers, student) pooled-feature widths
     needs: frozenset = frozenset()
     vae: Any = None  # PRE-DFKD's memory and its optimiser
     tx_m: Any = None
-    task: str = "classification"  # 'segmentation' for per-pixel teachers
+
+    @property
+    def task(self) -> str:
+        """``'classification'`` or ``'segmentation'``: the teachers' (``Ensemble.task``)."""
+        return self.ensemble.task
 
     @property
     def headline(self) -> tuple[str, str]:
         """(student metric, teacher metric) that evaluations are ranked by: accuracy or mIoU."""
         return HEADLINE[self.task]
 
+    @property
+    def teacher(self) -> Teacher:
+        """The first teacher (its metadata is the run's: classes, input shape, normalisation)."""
+        return self.teachers[0]
+
+    @property
+    def generator(self):
+        return getattr(self.synth, "generator", None)
+
+    @property
+    def tx_g(self):
+        """The online generator's optimiser."""
+        return getattr(self.synth, "tx", None)
+
     @classmethod
-    def from_config(cls, config, teacher: Teacher, mesh: Mesh | None = None) -> "Distiller":
+    def from_config(cls, config, teachers: Teacher | Sequence[Teacher], mesh: Mesh | None = None) -> "Distiller":
+        teachers = (teachers,) if isinstance(teachers, Teacher) else tuple(teachers)
+        ensemble = Ensemble.of(teachers)
         mesh = sharding.make_mesh() if mesh is None else mesh
         sharding.check_batch_size(config.train.batch_size, mesh)
         dtype = DTYPES[config.compute_dtype]
-        meta = teacher.meta
+        meta = teachers[0].meta
         h, w, c = meta.input_shape
-        generator = build_generator(config.generator.arch, nz=config.generator.nz, ngf=config.generator.ngf,
-                                    channels=c, img_size=h if h == w else (h, w), dtype=dtype,
-                                    bn_eps=float(config.generator.bn_eps), init_scheme=str(config.generator.init))
-        if h != w and not getattr(generator, "rectangular", False):
-            raise ConfigError(f"The {config.generator.arch} generator makes square images; the teacher takes "
-                              f"{meta.input_shape}. Use a generator that makes H x W images (dfad_b, dfad_b_resize).")
-        task = "segmentation" if is_segmentation(meta.arch) else "classification"
-        if is_segmentation(config.student.arch) != (task == "segmentation"):
-            raise ConfigError(f"The teacher {meta.arch} is a {task} model but the student {config.student.arch} is "
-                              "not: choose a student of the same kind (config.student.arch).")
+        if is_segmentation(config.student.arch) != (ensemble.task == "segmentation"):
+            raise ConfigError(f"The teacher {meta.arch} is a {ensemble.task} model but the student "
+                              f"{config.student.arch} is not: choose a student of the same kind (config.student.arch).")
+        if ensemble.task == "segmentation":
+            check_segmentation_config(config)
         student = build_model(config.student.arch, meta.num_classes, dtype=dtype)
         rounds = int(config.train.rounds)
-        tx_g = optim.make_optimizer(config.generator, rounds * config.generator.steps)
-        tx_s = optim.make_optimizer(config.student, rounds * config.student.steps)
+        # no student updates during the warm-up rounds: its schedule spans the rounds after them
+        tx_s = optim.make_optimizer(config.student, max(rounds - int(config.synthesis.warmup), 1) * config.student.steps)
+        loop = str(config.synthesis.loop)
+        if loop not in LOOPS:
+            raise ConfigError(f"config.synthesis.loop must be one of {', '.join(LOOPS)}, not {loop!r}.")
         spec = RoundSpec(
-            generator_steps=int(config.generator.steps), student_steps=int(config.student.steps),
-            student_batch=config.student.batch, batch_size=int(config.train.batch_size),
-            nz=int(config.generator.nz),
-            generator_terms=tuple((k, float(v)) for k, v in config.generator.terms.items()),
+            synthesis_steps=0 if config.synthesis.transfer_set else int(config.generator.steps),
+            student_steps=int(config.student.steps), batch_size=int(config.train.batch_size),
             student_terms=tuple((k, float(v)) for k, v in config.student.terms.items()),
-            hparams=objectives.HParams.from_config(config),
-            normalize=generator_normalization(generator.output_space, meta.mean, meta.std),
-            rounds=rounds,
-            generator_ramps=tuple((k, tuple(map(float, v))) for k, v in config.generator.ramps.items()),
+            hparams=objectives.HParams.from_config(config), rounds=rounds,
             student_ramps=tuple((k, tuple(map(float, v))) for k, v in config.student.ramps.items()),
             self_paced=((float(config.hparams.spl_lambda0), float(config.hparams.spl_alpha))
                         if config.student.self_paced else None),
@@ -144,41 +175,86 @@ class Distiller:
                                balance_weight=float(config.generator.terms.get("balance", 0.0)),
                                one_hot_weight=float(config.generator.terms.get("one_hot", 0.0)))
                     if config.memory.enabled else None),
-            student_mode=str(config.generator.student_mode), generator_mode=str(config.student.generator_mode))
+            warmup=int(config.synthesis.warmup), loop=loop)
         vae = tx_m = None
         if spec.memory is not None:
             sharding.check_batch_size(spec.memory.batch_size, mesh, "memory.batch_size")
+            if h != w:
+                raise ConfigError(f"PRE-DFKD's memory makes square images; the teacher takes {meta.input_shape}.")
             vae = VAE(nz=spec.memory.nz, ngf=int(config.memory.ngf or config.generator.ngf), channels=c, img_size=h,
                       dtype=dtype, bn_eps=float(config.generator.bn_eps))
             tx_m = optax.adam(float(config.memory.lr))
-        needs = (objectives.needs(dict(spec.generator_terms), objectives.GENERATOR_TERMS)
+        needs = (objectives.needs(dict(config.generator.terms), objectives.GENERATOR_TERMS)
                  | objectives.needs(dict(spec.student_terms), objectives.STUDENT_TERMS))
-        if "bn" in needs and "batch_stats" not in teacher.variables:
-            raise ConfigError(f"The bn term needs a teacher with BatchNorm layers; {meta.arch} has none. "
-                             "Set --config.generator.terms.bn=0.")
-        t_dim, s_dim = (_feature_width(m, meta.input_shape) for m in (teacher.model, student))
+        ensemble.check_terms(needs)
+        if "bn" in needs and not config.synthesis.transfer_set:
+            for t in teachers:
+                if "batch_stats" not in t.variables:
+                    raise ConfigError(f"The bn term needs teachers with BatchNorm layers; {t.meta.arch} has none. "
+                                      "Set --config.generator.terms.bn=0 or choose a BN teacher.")
+        t_dim, s_dim = _feature_width(ensemble.models, meta.input_shape), _feature_width(student, meta.input_shape)
         projector = None
         if "key" in needs and t_dim != s_dim:
             projector = nn.Dense(t_dim, use_bias=False, name="projector")
-        d = cls(config, teacher, mesh, generator, student, tx_g, tx_s, spec, projector=projector,
-                feature_dims=(t_dim, s_dim), needs=needs, vae=vae, tx_m=tx_m, task=task)
+        d = cls(config, teachers, mesh, ensemble, student, tx_s, spec, synth=None, projector=projector,
+                feature_dims=(t_dim, s_dim), needs=needs, vae=vae, tx_m=tx_m)
+        d.synth = build_synthesiser(config, d, dtype)
+        if loop != "unroll" and not d.synth.fixed_carry:
+            raise ConfigError(f"config.synthesis.loop={loop!r}: the {config.synthesis.kind} synthesiser runs unrolled "
+                              "only (its carry is the last step's batch). Use loop='unroll'.")
+        if loop != "unroll" and spec.memory is not None:
+            raise ConfigError("PRE-DFKD's memory needs config.synthesis.loop='unroll'.")
         d._build()
         return d
 
     # -- construction -------------------------------------------------------------------------
+    def shard(self, a):
+        return jax.lax.with_sharding_constraint(a, sharding.batch_sharding(self.mesh))
+
     def _build(self):
         repl = sharding.replicated(self.mesh)
-        self.teacher_variables = sharding.replicate_tree(self.teacher.variables, self.mesh)
-        round_fn = make_round(self.spec, self.generator, self.student, self.teacher.model, self.tx_g, self.tx_s,
-                              sharding.batch_sharding(self.mesh), projector=self.projector, vae=self.vae,
-                              tx_m=self.tx_m)
-        self._round = jax.jit(round_fn, donate_argnums=(0,))
-        self._round_raw = round_fn
+        self.teacher_variables = tuple(sharding.replicate_tree(t.variables, self.mesh) for t in self.teachers)
+        self._round_obj = r = Round(self.spec, self.synth, self.student, self.ensemble, self.tx_s, self.shard,
+                                    projector=self.projector, vae=self.vae, tx_m=self.tx_m)
+        if self.spec.loop == "unroll":
+            self._round = jax.jit(r.unrolled, donate_argnums=(0,))
+        elif self.spec.loop == "scan":
+            self._round = jax.jit(r.scanned, donate_argnums=(0,))
+        else:
+            self._begin = jax.jit(r.begin, donate_argnums=(0,))
+            self._synth_step = jax.jit(r.synthesis_step, donate_argnums=(0, 1))
+            self._end = jax.jit(r.end, donate_argnums=(0, 1))
+            self._student_step = jax.jit(r.student_step, donate_argnums=(0,))
+            self._finish = jax.jit(r.finish, donate_argnums=(0,))
+            self._round = self._python_round
+        self._round_raw = r.unrolled
         self._eval = jax.jit(self._eval_batch)
         self._teacher_eval = jax.jit(self._teacher_batch)
         self._sample = jax.jit(self._sample_fn, out_shardings=repl)
         self._predict = jax.jit(self._predict_fn, out_shardings=repl)
         self._repl = repl
+
+    def _python_round(self, state: DistillState, t_vars):
+        """The round as a Python loop over one jitted step per loop (``loop='python'``): the step index
+        is a device scalar, so each step compiles once; nothing is read back to the host."""
+        sums: dict = {}
+        counts: dict = {}
+
+        def add(m):
+            for k, v in m.items():
+                sums[k] = v if k not in sums else sums[k] + v
+                counts[k] = counts.get(k, 0) + 1
+
+        state, carry = self._begin(state, t_vars)
+        for i in range(self.spec.synthesis_steps):
+            state, carry, m = self._synth_step(state, carry, t_vars, jnp.asarray(i, jnp.int32))
+            add(m)
+        state, carry, m = self._end(state, carry, t_vars)
+        add(m)
+        for j in range(self.spec.student_steps):
+            state, m = self._student_step(state, carry, t_vars, jnp.asarray(j, jnp.int32))
+            add(m)
+        return self._finish(state), {k: v / counts[k] for k, v in sums.items()}
 
     def _init_model(self, model, key, x, tx, *args) -> ModelState:
         """A model's ``ModelState``; generators and the memory through ``generators.initialize`` (their
@@ -191,6 +267,10 @@ class Distiller:
         params = variables["params"]
         return ModelState(params=params, batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params))
 
+    def uses_pool(self) -> bool:
+        return self.config.synthesis.kind != "online" or self.config.student.batch == "pool" \
+            or bool(self.config.synthesis.transfer_set)
+
     def init(self, seed: int = 0) -> DistillState:
         """A fresh state (replicated over the mesh), deterministic in ``seed``."""
         h, w, c = self.teacher.meta.input_shape
@@ -198,36 +278,43 @@ class Distiller:
         k_g, k_s, k_run = jax.random.split(key, 3)
         k_q, k_p, k_m = jax.random.split(jax.random.fold_in(key, 7), 3)
         t_dim, s_dim = self.feature_dims
+        cfg = self.config
 
         def init_fn():
-            g = self._init_model(self.generator, k_g, jnp.zeros((2, self.spec.nz), jnp.float32), self.tx_g)
+            synth = self.synth.init(k_g, k_q)
             s = self._init_model(self.student, k_s, jnp.zeros((2, h, w, c), jnp.float32), self.tx_s)
             pool = None
-            if self.spec.student_batch == "pool":
+            if self.uses_pool():
                 k = self.teacher.meta.num_classes
-                pool = pool_lib.init_pool(int(self.config.student.pool_size), (h, w, c),
-                                          (h, w, k) if self.task == "segmentation" else k)
-            queue = projector = None
-            if "queue" in self.needs:
-                queue = pool_lib.init_queue(k_q, int(self.config.hparams.r2m_queue_size), t_dim)
+                pool = pool_lib.init_pool(int(cfg.student.pool_size), (h, w, c),
+                                          (h, w, k) if self.task == "segmentation" else k,
+                                          str(cfg.student.pool_dtype),
+                                          with_logits=bool(cfg.student.pool_logits) or cfg.synthesis.kind == "online"
+                                          or (bool(cfg.synthesis.transfer_set) and cfg.student.augment == "none"))
+            projector = None
             if self.projector is not None:
                 projector = self._init_model(self.projector, k_p, jnp.zeros((2, s_dim), jnp.float32), self.tx_s)
             memory = None
             if self.vae is not None:
                 memory = self._init_model(self.vae, k_m, jnp.zeros((2, h, w, c), jnp.float32), self.tx_m, k_m)
-            return DistillState(round=jnp.zeros((), jnp.int32), rng=k_run, generator=g, student=s, pool=pool,
-                                queue=queue, projector=projector, memory=memory)
+            return DistillState(round=jnp.zeros((), jnp.int32), rng=k_run, synth=synth, student=s, pool=pool,
+                                projector=projector, memory=memory)
 
-        return jax.jit(init_fn, out_shardings=self._repl)()
+        state = jax.jit(init_fn, out_shardings=self._repl)()
+        if cfg.synthesis.transfer_set:
+            from dfkd_jax import transfer
+            state = state.replace(pool=transfer.load_into_pool(cfg.synthesis.transfer_set, state.pool, self))
+        return state
 
     def abstract_state(self) -> DistillState:
         """Shapes, dtypes and shardings of a state, for restoring a checkpoint."""
-        shapes = jax.eval_shape(lambda: self.init(0))
+        shapes = jax.eval_shape(lambda: self.init(0)) if not self.config.synthesis.transfer_set else \
+            jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), self.init(0))
         return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=self._repl), shapes)
 
     # -- the round ------------------------------------------------------------------------------
     def round(self, state: DistillState) -> tuple[DistillState, dict]:
-        """One jitted round; ``state`` is donated and must not be used afterwards.
+        """One round; ``state`` is donated and must not be used afterwards.
 
         Traced (once) with ``config.conv_impl``'s convolutions (``dfkd_jax.models.fast_conv``)."""
         with fast_conv.using(self.config.conv_impl):
@@ -235,7 +322,7 @@ class Distiller:
 
     # -- evaluation -----------------------------------------------------------------------------
     def _teacher_batch(self, t_vars, x, y, mask):
-        t_logits, _ = self.teacher.model.apply(t_vars, x, train=False)
+        t_logits = self.ensemble.logits(t_vars, x)
         if self.task == "segmentation":  # the argmax map is all the student's metrics need
             k, ignore = self.teacher.meta.num_classes, self.ignore_label
             return (jnp.argmax(t_logits, -1).astype(jnp.int32),
@@ -266,9 +353,9 @@ class Distiller:
         return spec.ignore_label if spec is not None else 255
 
     def eval_set(self, images: np.ndarray, labels: np.ndarray, batch_size: int | None = None) -> EvalSet:
-        """The test set on the devices, batched, with the teacher's outputs and scores computed once
-        (the teacher never changes, so ``evaluate`` does not re-run it): its logits and accuracy for
-        classification, its argmax maps, mIoU and pixel accuracy for segmentation."""
+        """The test set on the devices, batched, with the teachers' (ensemble) outputs and scores computed
+        once (the teachers never change, so ``evaluate`` does not re-run them): logits and accuracy for
+        classification, argmax maps, mIoU and pixel accuracy for segmentation."""
         batch_size = batch_size or int(self.config.data.eval_batch_size)
         batch_size = max(self.mesh.devices.size, batch_size - batch_size % self.mesh.devices.size)
         batches, teacher_total = [], None
@@ -288,8 +375,9 @@ class Distiller:
 
     def evaluate(self, state: DistillState, images, labels: np.ndarray | None = None,
                  batch_size: int | None = None) -> dict[str, float]:
-        """Student accuracy, teacher accuracy, Agree@1 and probability loyalty, on an ``EvalSet`` or on
-        preprocessed ``images`` and their ``labels``."""
+        """Student accuracy, teacher accuracy, Agree@1 and probability loyalty (segmentation: student and
+        teacher mIoU and pixel accuracy, per-pixel agreement), on an ``EvalSet`` or on preprocessed
+        ``images`` and their ``labels``."""
         es = images if isinstance(images, EvalSet) else self.eval_set(images, labels, batch_size)
         totals = None
         s_vars = state.student.variables()
@@ -306,24 +394,29 @@ class Distiller:
                 "agree": float(totals["agree"]) / n, "loyalty": float(totals["loyalty"]) / n}
 
     # -- samples --------------------------------------------------------------------------------
-    def _sample_fn(self, g: ModelState, z):
-        return generate(self.generator, self.spec, g.variables(), z, train=self.spec.generator_mode == "train")[0]
+    def _sample_fn(self, synth_state, pool, z):
+        return self.synth.sample(synth_state, pool, z)
 
     def _predict_fn(self, s: ModelState, t_vars, x):
-        t_logits, _ = self.teacher.model.apply(t_vars, x, train=False)
+        t_logits = self.ensemble.logits(t_vars, x)
         s_logits, _ = self.student.apply(s.variables(), x, train=False)
         return jnp.argmax(t_logits, -1), jnp.argmax(s_logits, -1)
 
     def predict(self, state: DistillState, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Teacher and student argmax predictions (host arrays) on preprocessed ``images``, whose count
-        is a multiple of the device count (``sample`` gives such batches): per-pixel maps for segmentation."""
+        """The teachers' (ensemble) and the student's argmax predictions (host arrays) on preprocessed
+        ``images``, whose count is a multiple of the device count (``sample`` gives such batches):
+        per-pixel maps for segmentation."""
         x = sharding.to_global(np.asarray(images, np.float32), sharding.batch_sharding(self.mesh))
         t, s = jax.device_get(self._predict(state.student, self.teacher_variables, x))
         return np.asarray(t), np.asarray(s)
 
     def sample(self, state: DistillState, n: int = 64, seed: int = 1234) -> np.ndarray:
-        """``n`` synthetic images in the networks' input space (host array)."""
+        """``n`` synthetic images in the networks' input space (host array): the generator's, or the
+        pool's latest."""
         n = max(n - n % self.mesh.devices.size, self.mesh.devices.size)
-        z = jax.random.normal(jax.random.PRNGKey(seed), (n, self.spec.nz), jnp.float32)
+        if state.pool is not None:
+            n = min(n, int(state.pool.size))
+        nz = int(getattr(getattr(self.synth, "spec", None), "nz", 1))
+        z = jax.random.normal(jax.random.PRNGKey(seed), (n, nz), jnp.float32)
         z = sharding.to_global(np.asarray(z), sharding.batch_sharding(self.mesh))
-        return np.asarray(jax.device_get(self._sample(state.generator, z)))
+        return np.asarray(jax.device_get(self._sample(state.synth, state.pool, z)))

@@ -19,7 +19,7 @@ import json
 import os
 import signal
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import numpy as np
@@ -124,18 +124,6 @@ def save_samples(distiller: Distiller, state, path: str, save: bool = True, n: i
         outputs.save_grid(path, images, meta.mean, meta.std)
 
 
-def save_samples(distiller: Distiller, state, path: str, n: int = 64) -> None:
-    """A grid of synthetic samples; for segmentation, 16 of them each beside the teacher's and the
-    student's predicted masks."""
-    meta = distiller.teacher.meta
-    if distiller.task == "segmentation":
-        images = distiller.sample(state, 16)
-        t_masks, s_masks = distiller.predict(state, images)
-        outputs.save_segmentation_grid(path, images, t_masks, s_masks, meta.mean, meta.std, meta.num_classes)
-    else:
-        outputs.save_grid(path, distiller.sample(state, n), meta.mean, meta.std)
-
-
 def _check_finite(records: list[dict[str, Any]], first_round: int, ckpt_dir: str, last_good: int | None):
     for i, rec in enumerate(records):
         bad = [k for k, v in rec.items() if not np.isfinite(v)]
@@ -148,11 +136,15 @@ def _check_finite(records: list[dict[str, Any]], first_round: int, ckpt_dir: str
                 "weight) and rerun: the run resumes from the last good checkpoint.")
 
 
-def train_and_evaluate(config, workdir: str, teacher: Teacher, log: Callable[[str], None] | None = None,
+def train_and_evaluate(config, workdir: str, teacher: Teacher | Sequence[Teacher], log: Callable[[str], None] | None = None,
                        allow_config_change: bool = False, teacher_dir: str = "") -> dict[str, Any]:
     """Run (or resume) the distillation ``config`` from ``teacher`` in ``workdir``; return the results dict.
 
-    ``teacher_dir`` is recorded in ``results.json`` (where the teacher came from)."""
+    ``teacher`` may be a sequence of teachers (an ensemble, ``dfkd_jax.ensemble``); ``teacher_dir`` is recorded in
+    ``results.json`` (where the teachers came from). With ``config.synthesis.export`` the final pool is written
+    as a transfer set (``dfkd_jax.transfer``)."""
+    teachers = (teacher,) if isinstance(teacher, Teacher) else tuple(teacher)
+    teacher = teachers[0]
     validate(config)
     is_main = jax.process_index() == 0
     log = log or (lambda msg: print(msg, flush=True) if is_main else None)
@@ -185,7 +177,7 @@ def train_and_evaluate(config, workdir: str, teacher: Teacher, log: Callable[[st
     # segmentation label maps stay uint8 on the host (the confusion matrix casts them on the device)
     test_x, test_y = preprocess(test_x, norm_spec), test_y if spec.is_segmentation else test_y.astype(np.int32)
 
-    distiller = Distiller.from_config(config, teacher)
+    distiller = Distiller.from_config(config, teachers)
     if distiller.task != spec.task:
         raise ConfigError(f"The teacher {teacher.meta.arch} is a {distiller.task} model but dataset "
                           f"{config.data.dataset!r} is a {spec.task} dataset.")
@@ -202,8 +194,13 @@ def train_and_evaluate(config, workdir: str, teacher: Teacher, log: Callable[[st
     rounds = int(config.train.rounds)
     tcfg = config.train
     kill_at = int(os.environ.get(KILL_ENV, "-1"))
-    images_per_round = config.train.batch_size * (
-        config.generator.steps + (config.student.steps if config.student.batch == "fresh" else 0))
+    if config.synthesis.transfer_set:
+        images_per_round = 0  # nothing synthesised
+    elif config.synthesis.kind == "online":
+        images_per_round = config.train.batch_size * (
+            config.generator.steps + (config.student.steps if config.student.batch == "fresh" else 0))
+    else:  # one batch per round: the lowest-loss iterate
+        images_per_round = int(config.synthesis.batch_size or config.train.batch_size)
 
     pending: list[tuple[int, dict]] = []
     last_good = start or None
@@ -291,7 +288,8 @@ def train_and_evaluate(config, workdir: str, teacher: Teacher, log: Callable[[st
     results = {
         "method": config.method, "dataset": config.data.dataset, "rounds": rounds,
         "batch_size": int(config.train.batch_size), "devices": jax.device_count(), "metric": score,
-        "teacher": {"arch": config.teacher.arch, score: test_set.teacher[teacher_score], "checkpoint": teacher_dir},
+        "teacher": {"arch": ",".join(t.meta.arch for t in teachers), score: test_set.teacher[teacher_score],
+                    "checkpoint": teacher_dir, "count": len(teachers)},
         "student": {"arch": config.student.arch, "best": stats["best"], "last": stats["last"],
                     "mean": stats["mean"], "best_round": history[best_i]["round"]},
         "agree": history[-1]["agree"],
@@ -303,6 +301,18 @@ def train_and_evaluate(config, workdir: str, teacher: Teacher, log: Callable[[st
     }
     if score == "miou":
         results["teacher"]["pixel_accuracy"] = test_set.teacher["teacher_pixel_accuracy"]
+    if config.synthesis.export:
+        from dfkd_jax import transfer
+        if state.pool is None:
+            raise ConfigError("config.synthesis.export: this run keeps no pool (an online method with "
+                              "student.batch != pool). Use student.batch=pool or an inversion method.")
+        if is_main:
+            path = transfer.export(config.synthesis.export, state.pool, teacher.meta.num_classes, {
+                "method": config.method, "teachers": [{"arch": t.meta.arch, "dataset": t.meta.dataset,
+                                                       "mean": t.meta.mean, "std": t.meta.std} for t in teachers],
+                "teacher_dir": teacher_dir, "rounds": rounds, "config": json.loads(config.to_json_best_effort())})
+            results["transfer_set"] = path
+            log(f"Transfer set written to {config.synthesis.export} (classes.png: a grid per class).")
     if is_main:
         with open(results_file, "w") as f:
             json.dump(results, f, indent=2)

@@ -14,7 +14,8 @@ def schedule(section, total_steps: int) -> optax.Schedule:
     lr = float(section.lr)
     total_steps = max(int(total_steps), 1)
     if section.schedule == "cosine":
-        return optax.cosine_decay_schedule(lr, total_steps)
+        # to lr_min at the end (CMI / Fast: CosineAnnealingLR(eta_min=2e-4) over the run)
+        return optax.cosine_decay_schedule(lr, total_steps, alpha=float(section.get("lr_min", 0.0)) / lr)
     if section.schedule == "step":
         # milestones that round to the same step multiply (two milestones, two decays)
         bounds: dict[int, float] = {}

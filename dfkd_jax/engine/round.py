@@ -1,44 +1,30 @@
-"""The round: k generator updates then m student updates, one jitted call.
+"""The round: synthesis steps into the pool, student steps from it.
 
-``round(state, teacher_variables) -> (state, metrics)``. k and m are static and the
-loops are unrolled (a rolled ``lax.scan`` around convolutions is many times slower
-on XLA:CPU). The teacher is always in eval mode and never updated. Random numbers
-come from ``fold_in(state.rng, state.round)`` on the device.
+    state, carry = begin(state)                    # the synthesiser's per-round reset
+    for i < k: state, carry = synthesis_step(i)    # dfkd_jax.synthesis.<kind>.step
+    state, carry = end(state, carry)               # the round's samples handed to the pool
+    for j < m: state = student_step(j)             # a batch from the synthesiser (pool draw, fresh
+                                                   # generator batch, ...), one student update
 
-Online-generator family (DFAD, DAFL, ...): each generator update draws z, makes
-x = G(z) (train-mode BatchNorm), and minimises the weighted generator terms, with
-gradients reaching G through the teacher (and the student for adversarial terms).
-Each student update uses either a fresh batch G(z') with the generator frozen
-(``student.batch = 'fresh'``, DFAD), or the images of the last generator update,
-made before that update (``'reuse'``, DAFL: both networks learn from one batch per
-iteration), or the last generator update's z passed through the *updated* generator
-(``'regenerate'``, ZSKT's loader: the same z serves one generator step and then the
-student steps, the images recomputed after the generator's step; the teacher's logits
-on them are computed once), or a batch drawn from the on-device pool that every
-generator update pushes its batch into (``'pool'``, see ``dfkd_jax.pool``): the student
-then takes many cheap updates per expensive generator update without fitting one batch.
+What makes samples is a synthesiser (``dfkd_jax.synthesis``); this module knows none of them.
+The teachers are always in eval mode and never updated; their variables are a constant argument
+(a tuple, one entry per teacher, ``dfkd_jax.ensemble``). Random numbers come from
+``fold_in(state.rng, state.round)`` on the device, split into one key per step (``k + m``), so a
+round is the same whichever way its loops run (``RoundSpec.loop``):
 
-BatchNorm modes (per method, from its reference code):
-- ``student_mode`` (``config.generator.student_mode``): the student's mode inside the
-  generator's update. ``'train'`` normalises with the batch's statistics (DFAD, ZSKT,
-  PRE-DFKD keep the student in train mode); ``'eval'`` with its running averages (the
-  CMI-derived DFQ, CuDFKD and AdaDFKD call ``student.eval()`` in ``synthesize``). Either
-  way the student's running averages are not moved by generator updates (only its own
-  updates move them; PyTorch's train-mode forward would also move them, a side effect
-  the student's next update mostly overwrites).
-- ``generator_mode`` (``config.student.generator_mode``): the generator's mode when it
-  makes the student's batches (``'fresh'``, ``'regenerate'``) and the sample grids.
-  ``'train'``: batch statistics; ``'eval'``: the running averages that its own updates
-  maintain (the CMI-derived code's ``sample()`` calls ``generator.eval()``).
+- ``'unroll'``: one jitted call, the loops unrolled at trace time (a rolled ``lax.scan`` around
+  convolutions is many times slower on XLA:CPU; the online generator's few steps);
+- ``'scan'``: one jitted call, each loop a ``lax.scan`` over one step;
+- ``'python'``: one jitted call per step, a Python loop around them (long inversion loops:
+  CMI's 200 steps or ADI's 1000-2000 are neither unrolled into one program nor recompiled; the
+  step index is a traced argument and nothing is read back to the host inside a round).
 
-What a step computes beyond logits and features follows from the terms' ``needs``
-(``dfkd_jax.objectives``): the teacher's BatchNorm input statistics (``bn``, via
-``dfkd_jax.bn_capture``), block-group outputs (ZSKT's attention), projected student
-keys and the key queue (AdaDFKD). Schedules (term-weight ramps, the R2M band, the
-self-paced lambda) read ``progress`` = (round + step fraction) / rounds, a traced
-value, so they never recompile. With ``self_paced`` the student's per-sample loss is
-weighted by CuDFKD's v (computed without gradient) before the batch mean, at
-``lambda = lambda_0 + alpha * (student updates so far)`` (its ``lambda_scheduler``).
+Student update: the weighted student terms per sample (``objectives.STUDENT_TERMS``), then with
+``self_paced`` CuDFKD's weight ``v_i`` (no gradient) at ``lambda = lambda_0 + alpha * (student
+updates so far)`` (its ``lambda_scheduler``), then the mean over the global batch. The teachers'
+logits are those handed with the batch, or computed on it when the batch was augmented.
+Schedules read ``progress`` = (round + step fraction) / rounds, a traced value. During the first
+``warmup`` rounds the student does not learn (Fast's warm-up epochs).
 
 With a generative memory (PRE-DFKD, ``spec.memory``) every student update also replays
 ``memory.batch_size`` samples from the VAE (``dfkd_jax.memory.replay``, decoded in
@@ -52,55 +38,17 @@ PRE-DFKD's ``main.py``: ``distill_knowledge`` then ``train_memory_generator``).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
-from jax.sharding import NamedSharding
 
 from dfkd_jax import memory as memory_lib
 from dfkd_jax import objectives, terms
-from dfkd_jax.bn_capture import apply_with_bn_stats
-from dfkd_jax import pool as pool_lib
 from dfkd_jax.engine.state import DistillState, ModelState
+from dfkd_jax.synthesis.base import Context, apply_update, forward
 
-
-def _forward(model, variables: dict, x, train: bool):
-    """``(logits_or_images, aux, new_batch_stats)`` for any of our models."""
-    if train and "batch_stats" in variables:
-        out, upd = model.apply(variables, x, train=True, mutable=["batch_stats"])
-        return out, upd["batch_stats"]
-    return model.apply(variables, x, train=train), variables.get("batch_stats", {})
-
-
-def _apply_update(ms: ModelState, tx, grads, batch_stats) -> ModelState:
-    updates, opt_state = tx.update(grads, ms.opt_state, ms.params)
-    params = jax.tree.map(lambda p, u: p + u, ms.params, updates)
-    return ModelState(params=params, batch_stats=batch_stats, opt_state=opt_state)
-
-
-@dataclasses.dataclass(frozen=True)
-class RoundSpec:
-    """The static description of a round (hashable: it is closed over by jit)."""
-
-    generator_steps: int
-    student_steps: int
-    student_batch: str  # 'fresh' | 'reuse' | 'regenerate' | 'pool'
-    batch_size: int
-    nz: int
-    generator_terms: tuple[tuple[str, float], ...]
-    student_terms: tuple[tuple[str, float], ...]
-    hparams: objectives.HParams
-    # (mean, std) applied to generator outputs in pixel space ([0, 1]); None if already normalised
-    normalize: tuple[tuple[float, ...], tuple[float, ...]] | None = None
-    rounds: int = 1  # length of the run: schedules read progress = round / rounds
-    generator_ramps: tuple[tuple[str, tuple[float, float]], ...] = ()
-    student_ramps: tuple[tuple[str, tuple[float, float]], ...] = ()
-    # CuDFKD's self-paced student weight: (lambda_0, alpha: lambda's growth per student update); None = off
-    self_paced: tuple[float, float] | None = None
-    memory: "MemorySpec | None" = None  # PRE-DFKD's generative memory
-    student_mode: str = "train"  # the student's BatchNorm mode in generator updates: 'train' | 'eval'
-    generator_mode: str = "train"  # the generator's BatchNorm mode making the student's batches
+LOOPS = ("unroll", "scan", "python")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,14 +66,22 @@ class MemorySpec:
     one_hot_weight: float = 1.0
 
 
-def generate(generator, spec: RoundSpec, variables: dict, z, train: bool = True):
-    """``(x, new_batch_stats)``: generator images in the networks' input space (BatchNorm in train
-    mode, or with its running averages when ``train`` is False)."""
-    x, stats = _forward(generator, variables, z, train=train)
-    if spec.normalize is not None:
-        mean, std = (jnp.asarray(v, x.dtype) for v in spec.normalize)
-        x = (x - mean) / std
-    return x, stats
+@dataclasses.dataclass(frozen=True)
+class RoundSpec:
+    """The static description of a round's student side and loops (hashable: closed over by jit)."""
+
+    synthesis_steps: int
+    student_steps: int
+    batch_size: int  # the student's batch
+    student_terms: tuple[tuple[str, float], ...]
+    hparams: objectives.HParams
+    rounds: int = 1  # length of the run: schedules read progress = round / rounds
+    student_ramps: tuple[tuple[str, tuple[float, float]], ...] = ()
+    # CuDFKD's self-paced student weight: (lambda_0, alpha: lambda's growth per student update); None = off
+    self_paced: tuple[float, float] | None = None
+    memory: MemorySpec | None = None  # PRE-DFKD's generative memory
+    warmup: int = 0  # rounds without student updates
+    loop: str = "unroll"
 
 
 def self_paced_lambda(spec: RoundSpec, progress):
@@ -152,171 +108,193 @@ def student_objective(spec: RoundSpec, view: objectives.View):
     return jnp.mean(per_sample), parts, extra
 
 
-def make_round(spec: RoundSpec, generator, student, teacher, tx_g, tx_s,
-               batch_sharding: NamedSharding | None, projector=None, vae=None,
-               tx_m=None) -> Callable[[DistillState, Any], tuple[DistillState, dict]]:
-    """The round function. ``projector``: the Flax module mapping student features to the teacher's width;
-    ``vae``/``tx_m``: the generative memory and its optimiser (when ``spec.memory``)."""
-    g_weights = dict(spec.generator_terms)
-    s_weights = dict(spec.student_terms)
-    g_ramps = dict(spec.generator_ramps)
-    g_needs = objectives.needs(g_weights, objectives.GENERATOR_TERMS)
-    s_needs = objectives.needs(s_weights, objectives.STUDENT_TERMS)
+def _mean_metrics(history: list[dict]) -> dict:
+    out: dict[str, list] = {}
+    for m in history:
+        for k, v in m.items():
+            out.setdefault(k, []).append(v)
+    return {k: jnp.mean(jnp.stack(v)) for k, v in out.items()}
 
-    def shard(a):
-        return a if batch_sharding is None else jax.lax.with_sharding_constraint(a, batch_sharding)
 
-    def draw_z(key):
-        return shard(jax.random.normal(key, (spec.batch_size, spec.nz), jnp.float32))
+@dataclasses.dataclass(eq=False)
+class Round:
+    """The round's pieces over ``DistillState`` and the teachers' variables, and their compositions."""
 
-    def progress(rnd, step=0, steps=1):
-        return (rnd.astype(jnp.float32) + step / steps) / spec.rounds
+    spec: RoundSpec
+    synth: Any  # a dfkd_jax.synthesis Synthesiser
+    student: Any
+    ensemble: Any
+    tx_s: Any
+    shard: Any
+    projector: Any = None
+    vae: Any = None
+    tx_m: Any = None
 
-    def teacher_forward(t_vars, x, with_bn=False):
-        """``(logits, aux, bn_stats)`` of the eval-mode teacher."""
-        if with_bn:
-            (t_logits, t_aux), bn = apply_with_bn_stats(teacher, t_vars, x, train=False)
-            return t_logits, t_aux, bn
-        t_logits, t_aux = teacher.apply(t_vars, x, train=False)
-        return t_logits, t_aux, None
+    def __post_init__(self):
+        self.s_needs = objectives.needs(dict(self.spec.student_terms), objectives.STUDENT_TERMS)
 
-    def project(p_params, s_feature):
-        return s_feature if p_params is None else projector.apply({"params": p_params}, s_feature)
+    # -- keys, progress, context ------------------------------------------------------------------
+    def _keys(self, state):
+        rk = jax.random.fold_in(state.rng, state.round)
+        return rk, jax.random.split(rk, self.spec.synthesis_steps + self.spec.student_steps)
 
-    def generator_update(g: ModelState, s: ModelState, p_params, queue, t_vars, key, prog):
-        z = draw_z(key)
+    def _progress(self, state, step, steps):
+        return (state.round.astype(jnp.float32) + step / max(steps, 1)) / self.spec.rounds
 
-        def loss_fn(params):
-            x, g_stats = generate(generator, spec, {"params": params, "batch_stats": g.batch_stats}, z)
-            x = shard(x)
-            t_logits, t_aux, t_bn = teacher_forward(t_vars, x, with_bn="bn" in g_needs)
-            view = objectives.View(x=x, t_logits=t_logits, t_feature=t_aux["feature"], t_bn=t_bn,
-                                   queue=None if queue is None else queue.keys, progress=prog)
-            if "student" in g_needs:
-                (s_logits, s_aux), _ = _forward(student, s.variables(), x, train=spec.student_mode == "train")
-                view = view.replace(s_logits=s_logits, s_feature=s_aux["feature"])
-                if "key" in g_needs:
-                    s_key = terms.l2_normalize(project(p_params, s_aux["feature"]))
-                    view = view.replace(s_key=jax.lax.stop_gradient(s_key))
-            total, parts = objectives.combine(g_weights, objectives.GENERATOR_TERMS, view, spec.hparams, g_ramps,
-                                              spec.rounds)
-            return total, (parts, g_stats, view)
+    def _ctx(self, state, t_vars) -> Context:
+        proj = state.projector
+        return Context(student=state.student, projector=None if proj is None else proj.params, t_vars=tuple(t_vars),
+                       round=state.round)
 
-        (total, (parts, g_stats, view)), grads = jax.value_and_grad(loss_fn, has_aux=True)(g.params)
-        g = _apply_update(g, tx_g, grads, g_stats)
-        if queue is not None:
-            queue = pool_lib.push_keys(queue, view.s_key)
-        metrics = {"generator/loss": total, **{f"generator/{n}": v for n, v in parts.items()}}
-        batch = (jax.lax.stop_gradient(view.x), jax.lax.stop_gradient(view.t_logits),
-                 jax.lax.stop_gradient(view.t_feature))
-        return g, queue, metrics, batch, z
+    # -- the pieces -------------------------------------------------------------------------------
+    def begin(self, state: DistillState, t_vars):
+        rk, _ = self._keys(state)
+        synth, carry = self.synth.begin(state.synth, jax.random.fold_in(rk, 0xB0), state.round)
+        return state.replace(synth=synth), carry
 
-    def student_update(s: ModelState, proj: ModelState | None, batch, t_vars, prog):
+    def synthesis_step(self, state: DistillState, carry, t_vars, i):
+        _, keys = self._keys(state)
+        synth, carry, pool, m = self.synth.step(state.synth, carry, state.pool, self._ctx(state, t_vars), keys[i],
+                                                self._progress(state, i, self.spec.synthesis_steps))
+        return state.replace(synth=synth, pool=pool), carry, m
+
+    def end(self, state: DistillState, carry, t_vars):
+        rk, _ = self._keys(state)
+        synth, carry, pool, m = self.synth.end(state.synth, carry, state.pool, self._ctx(state, t_vars),
+                                               jax.random.fold_in(rk, 0xE0))
+        return state.replace(synth=synth, pool=pool), carry, m
+
+    def student_step(self, state: DistillState, carry, t_vars, j):
+        _, keys = self._keys(state)
+        key_j = keys[self.spec.synthesis_steps + j]
+
+        def learn(state):
+            batch = self.synth.student_batch(state.synth, carry, state.pool, self._ctx(state, t_vars), key_j)
+            return self._student_update(state, batch, t_vars, key_j, j)
+
+        if not self.spec.warmup:
+            return learn(state)
+        shapes = jax.eval_shape(learn, state)[1]
+        skip = lambda s: (s, jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), shapes))  # noqa: E731
+        return jax.lax.cond(state.round >= self.spec.warmup, learn, skip, state)
+
+    def finish(self, state: DistillState) -> DistillState:
+        return state.replace(round=state.round + 1)
+
+    # -- compositions -----------------------------------------------------------------------------
+    def unrolled(self, state: DistillState, t_vars):
+        """The whole round as one program, loops unrolled."""
+        history = []
+        state, carry = self.begin(state, t_vars)
+        for i in range(self.spec.synthesis_steps):
+            state, carry, m = self.synthesis_step(state, carry, t_vars, i)
+            history.append(m)
+        state, carry, m = self.end(state, carry, t_vars)
+        history.append(m)
+        for j in range(self.spec.student_steps):
+            state, m = self.student_step(state, carry, t_vars, j)
+            history.append(m)
+        return self.finish(state), _mean_metrics(history)
+
+    def scanned(self, state: DistillState, t_vars):
+        """The whole round as one program, each loop a ``lax.scan``."""
+        state, carry = self.begin(state, t_vars)
+
+        def synth_body(sc, i):
+            s, c, m = self.synthesis_step(*sc, t_vars, i)
+            return (s, c), m
+
+        (state, carry), m_syn = jax.lax.scan(synth_body, (state, carry), jnp.arange(self.spec.synthesis_steps))
+        state, carry, m_end = self.end(state, carry, t_vars)
+
+        def student_body(s, j):
+            return self.student_step(s, carry, t_vars, j)
+
+        state, m_stu = jax.lax.scan(student_body, state, jnp.arange(self.spec.student_steps))
+        metrics = {**jax.tree.map(lambda v: jnp.mean(v, axis=0), m_syn), **m_end,
+                   **jax.tree.map(lambda v: jnp.mean(v, axis=0), m_stu)}
+        return self.finish(state), metrics
+
+    # -- the student update (shared by every synthesiser) ---------------------------------------
+    def _student_update(self, state: DistillState, batch, t_vars, key_j, j):
+        spec = self.spec
+        s, proj, mem = state.student, state.projector, state.memory
+        x_novel = batch[0]
+        if spec.memory is not None:
+            batch = self._with_replay(mem, batch, t_vars, jax.random.fold_in(key_j, 1))
+        s, proj, metrics = self._learn(s, proj, batch, t_vars, self._progress(state, j, spec.student_steps))
+        if spec.memory is not None:
+            def update_memory(mem):
+                return self._memory_update(mem, x_novel, t_vars, jax.random.fold_in(key_j, 2))
+
+            if isinstance(j, int):
+                if j < spec.memory.update_steps:
+                    mem, m = update_memory(mem)
+                    metrics = {**metrics, **m}
+            else:
+                raise ValueError("PRE-DFKD's memory needs the unrolled round (config.synthesis.loop='unroll').")
+        return state.replace(student=s, projector=proj, memory=mem), metrics
+
+    def _learn(self, s: ModelState, proj: ModelState | None, batch, t_vars, prog):
         x, t_logits, t_feature = batch
+        s_needs = self.s_needs
         t_blocks = None
-        if "t_blocks" in s_needs or ("t_feature" in s_needs and t_feature is None):
-            _, t_aux, _ = teacher_forward(t_vars, x)
-            t_feature, t_blocks = jax.lax.stop_gradient((t_aux["feature"], t_aux.get("blocks")))
+        if t_logits is None or "t_blocks" in s_needs or ("t_feature" in s_needs and t_feature is None):
+            tv = self.ensemble.forward(t_vars, x)
+            if t_logits is None:
+                t_logits = jax.lax.stop_gradient(tv.logits)
+            t_feature, t_blocks = jax.lax.stop_gradient((tv.feature, tv.blocks))
         use_proj = proj is not None and "key" in s_needs
 
         def loss_fn(params, p_params):
-            (s_logits, s_aux), s_stats = _forward(student, {**s.variables(), "params": params}, x, train=True)
+            (s_logits, s_aux), s_stats = forward(self.student, {**s.variables(), "params": params}, x, train=True)
             view = objectives.View(x=x, t_logits=t_logits, t_feature=t_feature, t_blocks=t_blocks,
                                    s_logits=s_logits, s_feature=s_aux["feature"], s_blocks=s_aux.get("blocks"),
                                    progress=prog)
             if "key" in s_needs:
-                view = view.replace(s_projected=project(p_params, s_aux["feature"]))
-            loss, parts, extra = student_objective(spec, view)
+                view = view.replace(s_projected=s_aux["feature"] if p_params is None else
+                                    self.projector.apply({"params": p_params}, s_aux["feature"]))
+            loss, parts, extra = student_objective(self.spec, view)
             return loss, (parts, s_stats, extra)
 
         p_params = proj.params if use_proj else None
         (loss, (parts, s_stats, extra)), (grads, p_grads) = jax.value_and_grad(loss_fn, argnums=(0, 1),
                                                                               has_aux=True)(s.params, p_params)
-        s = _apply_update(s, tx_s, grads, s_stats)
+        s = apply_update(s, self.tx_s, grads, s_stats)
         if use_proj:
-            proj = _apply_update(proj, tx_s, p_grads, proj.batch_stats)
+            proj = apply_update(proj, self.tx_s, p_grads, proj.batch_stats)
         return s, proj, {"student/loss": loss, **{f"student/{n}": jnp.mean(v) for n, v in parts.items()}, **extra}
 
-    def teacher_logits_fn(t_vars):
-        return lambda images: teacher.apply(t_vars, images, train=False)[0]
+    def _teacher_logits_fn(self, t_vars):
+        return lambda images: self.ensemble.logits(t_vars, images)
 
-    def with_replay(mem: ModelState, batch, t_vars, key):
+    def _with_replay(self, mem: ModelState, batch, t_vars, key):
         """The student's batch with ``memory.batch_size`` samples replayed from the memory appended
         (PRE-DFKD's ``distill_knowledge``: decoder in ``replay_mode``)."""
-        ms = spec.memory
-        t_fn = teacher_logits_fn(t_vars)
-        x_mem = shard(memory_lib.replay(vae, mem.variables(), key, ms.batch_size, ms.nz, t_fn, ms.z_lr,
-                                        spec.hparams.balance_log_base or None, ms.balance_weight, ms.one_hot_weight,
-                                        train=ms.replay_mode == "train"))
+        ms, h = self.spec.memory, self.spec.hparams
+        t_fn = self._teacher_logits_fn(t_vars)
+        x_mem = self.shard(memory_lib.replay(self.vae, mem.variables(), key, ms.batch_size, ms.nz, t_fn, ms.z_lr,
+                                             h.balance_log_base or None, ms.balance_weight, ms.one_hot_weight,
+                                             train=ms.replay_mode == "train"))
         t_mem = jax.lax.stop_gradient(t_fn(x_mem))
-        return jnp.concatenate([batch[0], x_mem]), jnp.concatenate([batch[1], t_mem]), None
+        t_logits = batch[1] if batch[1] is not None else jax.lax.stop_gradient(t_fn(batch[0]))
+        return jnp.concatenate([batch[0], x_mem]), jnp.concatenate([t_logits, t_mem]), None
 
-    def memory_update(mem: ModelState, x_novel, t_vars, key):
+    def _memory_update(self, mem: ModelState, x_novel, t_vars, key):
         """One Adam step of the VAE on half the novel batch plus its own replay in train mode
         (PRE-DFKD's ``train_memory_generator``, run after the student's step)."""
-        ms = spec.memory
+        ms, h = self.spec.memory, self.spec.hparams
         k_fit, k_vae = jax.random.split(key)
-        t_fn = teacher_logits_fn(t_vars)
-        x_old = shard(memory_lib.replay(vae, mem.variables(), k_fit, ms.batch_size, ms.nz, t_fn, ms.z_lr,
-                                        spec.hparams.balance_log_base or None, ms.balance_weight, ms.one_hot_weight,
-                                        train=True))
-        x_fit = jnp.concatenate([x_novel[: spec.batch_size // 2], x_old])
+        t_fn = self._teacher_logits_fn(t_vars)
+        x_old = self.shard(memory_lib.replay(self.vae, mem.variables(), k_fit, ms.batch_size, ms.nz, t_fn, ms.z_lr,
+                                             h.balance_log_base or None, ms.balance_weight, ms.one_hot_weight,
+                                             train=True))
+        x_fit = jnp.concatenate([x_novel[: self.spec.batch_size // 2], x_old])
 
         def loss_fn(params):
-            return memory_lib.vae_loss(vae, {**mem.variables(), "params": params}, x_fit, k_vae, t_fn, ms.kl_weight)
+            return memory_lib.vae_loss(self.vae, {**mem.variables(), "params": params}, x_fit, k_vae, t_fn,
+                                       ms.kl_weight)
 
         (loss, (stats, parts)), grads = jax.value_and_grad(loss_fn, has_aux=True)(mem.params)
-        mem = _apply_update(mem, tx_m, grads, stats)
+        mem = apply_update(mem, self.tx_m, grads, stats)
         return mem, {"memory/loss": loss, **{f"memory/{n}": v for n, v in parts.items()}}
-
-    def fresh_batch(g: ModelState, t_vars, z):
-        """The student's batch G(z) from the current generator (no gradient to it)."""
-        x, _ = generate(generator, spec, g.variables(), z, train=spec.generator_mode == "train")
-        x = jax.lax.stop_gradient(shard(x))
-        t_logits, t_aux, _ = teacher_forward(t_vars, x)
-        return x, jax.lax.stop_gradient(t_logits), jax.lax.stop_gradient(t_aux["feature"])
-
-    def round_fn(state: DistillState, t_vars) -> tuple[DistillState, dict]:
-        key = jax.random.fold_in(state.rng, state.round)
-        keys = jax.random.split(key, spec.generator_steps + spec.student_steps)
-        g, s, pool, queue, proj, mem = (state.generator, state.student, state.pool, state.queue, state.projector,
-                                        state.memory)
-        history: dict[str, list] = {}
-        last_batch = last_z = None
-
-        def record(m):
-            for k_, v in m.items():
-                history.setdefault(k_, []).append(v)
-
-        for i in range(spec.generator_steps):
-            g, queue, m, last_batch, last_z = generator_update(
-                g, s, None if proj is None else proj.params, queue, t_vars, keys[i],
-                progress(state.round, i, spec.generator_steps))
-            if spec.student_batch == "pool":
-                pool = pool_lib.push(pool, last_batch[0], last_batch[1])
-            record(m)
-        if spec.student_batch == "regenerate" and spec.student_steps:
-            last_batch = fresh_batch(g, t_vars, last_z)  # once: the generator does not change below
-        for j in range(spec.student_steps):
-            key_j = keys[spec.generator_steps + j]
-            if spec.student_batch in ("reuse", "regenerate"):
-                batch = last_batch
-            elif spec.student_batch == "pool":
-                x, t_logits = pool_lib.sample(pool, key_j, spec.batch_size)
-                batch = (shard(x), shard(t_logits), None)
-            else:
-                batch = fresh_batch(g, t_vars, draw_z(key_j))
-            x_novel = batch[0]
-            if spec.memory is not None:
-                batch = with_replay(mem, batch, t_vars, jax.random.fold_in(key_j, 1))
-            s, proj, m = student_update(s, proj, batch, t_vars, progress(state.round, j, spec.student_steps))
-            record(m)
-            if spec.memory is not None and j < spec.memory.update_steps:
-                mem, m = memory_update(mem, x_novel, t_vars, jax.random.fold_in(key_j, 2))
-                record(m)
-        metrics = {k_: jnp.mean(jnp.stack(v)) for k_, v in history.items()}
-        new_state = state.replace(round=state.round + 1, generator=g, student=s, pool=pool, queue=queue,
-                                  projector=proj, memory=mem)
-        return new_state, metrics
-
-    return round_fn

@@ -28,18 +28,23 @@ class DistillState:
 
     ``rng`` is a raw uint32 key; each round folds ``round`` into it on the device, so
     the random stream of round r is the same whether the run was resumed or not.
-    The teacher's variables are not here: they are a constant argument of the round.
-    ``pool`` (``student.batch='pool'``) holds past synthetic samples on the device;
-    ``queue`` AdaDFKD's queue of past student keys; ``projector`` the learned linear map
-    from the student's feature width to the teacher's (AdaDFKD, when the widths differ);
-    ``memory`` PRE-DFKD's VAE. Fields a method does not use are None (no leaves).
+    The teachers' variables are not here: they are a constant argument of the round.
+    ``synth`` is the synthesiser's persistent state (``dfkd_jax.synthesis``: the online generator
+    and AdaDFKD's key queue, CMI's head and feature bank, Fast's meta generator...); ``pool`` the
+    on-device ring buffer of synthetic samples (``dfkd_jax.pool``); ``projector`` the learned
+    linear map from the student's feature width to the teachers' (AdaDFKD, when the widths differ);
+    ``memory`` PRE-DFKD's VAE. Fields a run does not use are None (no leaves).
     """
 
     round: jax.Array
     rng: jax.Array
-    generator: ModelState
+    synth: Any
     student: ModelState
-    pool: Any = None  # dfkd_jax.pool.Pool when the student learns from a pool of past samples
-    queue: Any = None  # dfkd_jax.pool.KeyQueue
+    pool: Any = None  # dfkd_jax.pool.Pool
     projector: Any = None  # ModelState of the student-feature projection
     memory: Any = None  # ModelState of the generative memory (VAE)
+
+    @property
+    def generator(self):
+        """The synthesiser's generator (online or meta), if it keeps one."""
+        return getattr(self.synth, "generator", None)

@@ -9,7 +9,7 @@ The engine's round is the same for all of them.
 from __future__ import annotations
 
 from dfkd_jax.errors import ConfigError
-from dfkd_jax.methods import adadfkd, cudfkd, dafl, dfad, dfq, predfkd, zskt
+from dfkd_jax.methods import adadfkd, adi, cmi, cudfkd, dafl, dfad, dfq, fast, predfkd, zskt
 
 METHODS = {
     "dfad": dfad,
@@ -19,6 +19,9 @@ METHODS = {
     "cudfkd": cudfkd,
     "adadfkd": adadfkd,
     "predfkd": predfkd,
+    "adi": adi,
+    "cmi": cmi,
+    "fast": fast,
 }
 
 

@@ -12,13 +12,18 @@ kernel taps. With the input padded, tap ``(i, j)`` of a convolution with stride 
 dilation ``d`` reads the strided slice ``X_ij = x_pad[:, i d::s, j d::s, :]``
 (``OH x OW`` positions, flattened to ``(M, C_in)``, ``M = N OH OW``), and:
 
-- forward ``Y = sum_ij X_ij W_ij``: the sum of tap products when the input has one channel
-  (XLA's convolution: 4 GFLOP/s there), XLA's convolution otherwise;
+- forward ``Y = sum_ij X_ij W_ij``: XLA's convolution; the sum of tap products for an input
+  of one channel in mode ``'matmul'`` only. Alone, that is 3-5x faster than XLA's (LeNet's
+  first convolution, batch 256: 2.7 against 14 ms), but inside whole training rounds it made
+  ZSKT's and AdaDFKD's rounds 13-20% slower (XLA:CPU runs its many small fusions beside the
+  matrix products of other layers) and DAFL's 7% faster, so ``'auto'`` keeps XLA's;
 - weight gradient ``dW_ij = X_ij^T dY``: one product per tap (``'shift_x'``: ``kh kw``
   slices of the input are copied), or, when the output has fewer channels than the input,
   ``dY`` placed at each tap's input positions and stacked, ``D`` of
   ``(N Hp Wp, kh kw C_out)``, then one product ``X_pad^T D`` (``'shift_dy'``): the
-  strategy that copies fewer bytes. With ``g`` groups the products are batched over groups
+  strategy that copies fewer bytes; with fewer than 4 output channels (a generator's image
+  layer) the product is taken per image and summed (XLA:CPU's single long product there is
+  slower than its own convolution, 0.3-0.8 s against 0.09 s per image-and-sum). With ``g`` groups the products are batched over groups
   (a depthwise convolution is a per-channel multiply-and-sum);
 - input gradient ``dX_pad = sum_ij shift_ij(dY W_ij^T)``: one product ``dY W^T`` of
   ``(M, kh kw C_in)`` then the taps' shifted sums (col2im), when that product is small
@@ -255,6 +260,12 @@ def matmul_weight_gradient(x, dy, kernel_shape: Sequence[int], strides: Sequence
         taps, cog = kh * kw, co // groups
         d = _shifted_cotangents(dy, (hp, wp), (kh, kw), strides, rhs_dilation)  # (N, Hp, Wp, T, C_out)
         m = n * hp * wp
+        if groups == 1 and co < WEIGHT_GRADIENT_MIN_CHANNELS:
+            # few output channels (a generator's image layer): XLA:CPU's one long product is slow;
+            # per image, then summed over the batch, it is 2-3x faster
+            out = lax.dot_general(xp.reshape(n, hp * wp, ci), d.reshape(n, hp * wp, taps * co),
+                                  (((1,), (1,)), ((0,), (0,))), preferred_element_type=jnp.float32).sum(0)
+            return out.reshape(ci, kh, kw, co).transpose(1, 2, 0, 3).astype(dtype)
         d = d.reshape(m, taps, groups, cog).transpose(0, 2, 1, 3).reshape(m, groups * taps * cog)
         out = _grouped_product(xp.reshape(m, ci), d, groups)  # (cig, g * T * cog)
         out = out.reshape(cig, groups, kh, kw, cog).transpose(2, 3, 0, 1, 4)
@@ -296,9 +307,9 @@ def _on_cpu(mode: str, cpu_fn, native_fn, *args):
 def _conv(x, w, strides, padding, lhs_dilation, rhs_dilation, groups, precision, mode):
     native = functools.partial(_xla_conv, strides=strides, padding=padding, lhs_dilation=lhs_dilation,
                                rhs_dilation=rhs_dilation, groups=groups, precision=precision)
-    if not _thin_input(w.shape, lhs_dilation, groups):
+    if mode != "matmul" or not _thin_input(w.shape, lhs_dilation, groups):
         return native(x, w)
-    return _on_cpu(mode, lambda x_, w_: matmul_forward(x_, w_, strides, padding, rhs_dilation), native, x, w)
+    return matmul_forward(x, w, strides, padding, rhs_dilation)
 
 
 def _conv_fwd(x, w, strides, padding, lhs_dilation, rhs_dilation, groups, precision, mode):
@@ -324,7 +335,9 @@ def _conv_bwd(strides, padding, lhs_dilation, rhs_dilation, groups, precision, m
             dx = matmul_input_gradient(dy_, w_, x_.shape, strides, padding, rhs_dilation)
         else:
             dx = xla_input_gradient(w_, dy_)
-        if mode == "matmul" or min(w_.shape[2], w_.shape[3] // groups) >= WEIGHT_GRADIENT_MIN_CHANNELS:
+        narrow_output = groups == 1 and w_.shape[2] >= WEIGHT_GRADIENT_MIN_CHANNELS and w_.shape[3] < 4
+        if (mode == "matmul" or narrow_output
+                or min(w_.shape[2], w_.shape[3] // groups) >= WEIGHT_GRADIENT_MIN_CHANNELS):
             dw = matmul_weight_gradient(x_, dy_, w_.shape, strides, padding, lhs_dilation, rhs_dilation, groups,
                                         w_.dtype)
         else:

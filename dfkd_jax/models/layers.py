@@ -79,7 +79,46 @@ def upsample2x(x: jax.Array) -> jax.Array:
 
 
 def max_pool2x(x: jax.Array) -> jax.Array:
+    """2x2 max-pool with stride 2 of NHWC maps (``nn.MaxPool2d(2)``; odd sizes drop the last row/column).
+
+    Its gradient is one fused elementwise pass (``_fused_max_pool2x``) unless the convolution mode
+    (``models.fast_conv``, ``config.conv_impl``) is ``xla``, which keeps XLA's own gradient.
+    """
+    if fast_conv.implementation() == "xla":
+        return nn.max_pool(x, (2, 2), strides=(2, 2))
+    return _fused_max_pool2x(x)
+
+
+@jax.custom_vjp
+def _fused_max_pool2x(x: jax.Array) -> jax.Array:
+    """2x2/2 max-pool whose gradient is ``dy`` repeated 2x2, kept where the input equals its window's maximum.
+
+    XLA's gradient of a ``reduce_window`` max (select-and-scatter, or JAX's index-carrying
+    reduction) costs several times as much on CPU and dominated LeNet's backward pass. Within a
+    window the maximum is reached once almost surely, except at ties of zeros after a ReLU, where
+    the ReLU's zero derivative removes the gradient either way (PyTorch and XLA route a tie's
+    gradient to one element; this routes it to each).
+    """
     return nn.max_pool(x, (2, 2), strides=(2, 2))
+
+
+def _max_pool2x_fwd(x):
+    y = _fused_max_pool2x(x)
+    return y, (x, y)
+
+
+def _max_pool2x_bwd(res, dy):
+    x, y = res
+    n, h, w, c = y.shape
+    up = lambda a: jnp.broadcast_to(a[:, :, None, :, None, :], (n, h, 2, w, 2, c)).reshape(n, 2 * h, 2 * w, c)
+    xc = x[:, : 2 * h, : 2 * w]
+    dx = jnp.where(xc == up(y), up(dy), jnp.zeros((), dy.dtype))
+    if xc.shape != x.shape:  # odd input: the dropped last row/column gets no gradient
+        dx = jnp.pad(dx, ((0, 0), (0, x.shape[1] - 2 * h), (0, x.shape[2] - 2 * w), (0, 0)))
+    return (dx,)
+
+
+_fused_max_pool2x.defvjp(_max_pool2x_fwd, _max_pool2x_bwd)
 
 
 def torch_view_to_nhwc(x: jax.Array, channels: int, size: int) -> jax.Array:
@@ -87,23 +126,49 @@ def torch_view_to_nhwc(x: jax.Array, channels: int, size: int) -> jax.Array:
     return x.reshape(x.shape[0], channels, size, size).transpose(0, 2, 3, 1)
 
 
+class ConvTranspose2d(nn.Module):
+    """``torch.nn.ConvTranspose2d(in_features, features, kernel, stride, padding)`` on NHWC maps, through
+    ``fast_conv.conv_general_dilated`` like every other convolution (its CPU gradients included).
+
+    The parameter ``kernel`` is ``(k, k, features, in_features)`` (the layout of Flax's
+    ``nn.ConvTranspose(transpose_kernel=True)``, so a PyTorch weight ``[in, out, k, k]`` converts
+    with the same transpose (2, 3, 1, 0) as a ``Conv2d`` weight). As ``lax.conv_transpose`` with
+    ``transpose_kernel=True``, the computation is an ordinary convolution of the input dilated by
+    ``stride`` (``lhs_dilation``) with the kernel's taps flipped and its in/out axes swapped, padded
+    ``k - 1 - padding`` on each side: output size ``(H - 1) * stride - 2 * padding + k``, as PyTorch.
+    PyTorch's default init reads its fan-in off the weight's second axis (``out * k * k``), and so
+    does ``torch_kernel_init`` on this kernel shape.
+    """
+
+    features: int
+    kernel: int
+    in_features: int
+    stride: int = 1
+    padding: int = 0
+    use_bias: bool = True
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        k = self.kernel
+        kernel = self.param("kernel", torch_kernel_init, (k, k, self.features, self.in_features), jnp.float32)
+        w = jnp.swapaxes(jnp.flip(kernel, (0, 1)), 2, 3).astype(self.dtype)  # HWIO: (k, k, in, out)
+        pad = k - 1 - self.padding
+        y = fast_conv.conv_general_dilated(x.astype(self.dtype), w, (1, 1), ((pad, pad), (pad, pad)),
+                                           lhs_dilation=(self.stride, self.stride), rhs_dilation=(1, 1),
+                                           dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        if self.use_bias:
+            bias = self.param("bias", torch_bias_init(self.features * k * k), (self.features,), jnp.float32)
+            y = y + bias.astype(self.dtype)
+        return y
+
+
 def conv_transpose(features: int, kernel: int, in_features: int, *, stride: int = 1, padding: int = 0,
                    use_bias: bool = True, name: str | None = None,
-                   dtype: Dtype = jnp.float32) -> nn.ConvTranspose:
-    """``nn.ConvTranspose`` equivalent to ``torch.nn.ConvTranspose2d(in, features, kernel, stride, padding)``.
-
-    Output size ``(H - 1) * stride - 2 * padding + kernel``, as PyTorch. The kernel is
-    ``(k, k, features, in)`` with ``transpose_kernel=True``, so a PyTorch weight
-    ``[in, out, k, k]`` converts with the same transpose (2, 3, 1, 0) as a ``Conv2d``
-    weight; the padding of the dilated input is ``k - 1 - padding`` on each side.
-    PyTorch's default init reads its fan-in off the weight's second axis
-    (``out * k * k``), and so does the Flax initialiser on this kernel shape.
-    """
-    pad = kernel - 1 - padding
-    return nn.ConvTranspose(features, (kernel, kernel), strides=(stride, stride), padding=((pad, pad), (pad, pad)),
-                            use_bias=use_bias, transpose_kernel=True, kernel_init=torch_kernel_init,
-                            bias_init=torch_bias_init(features * kernel * kernel), dtype=dtype,
-                            param_dtype=jnp.float32, name=name)
+                   dtype: Dtype = jnp.float32) -> ConvTranspose2d:
+    """``torch.nn.ConvTranspose2d(in_features, features, kernel, stride, padding)`` (``ConvTranspose2d``)."""
+    return ConvTranspose2d(features, kernel, in_features, stride=stride, padding=padding, use_bias=use_bias,
+                           dtype=dtype, name=name)
 
 
 def max_pool(x: jax.Array, kernel: int, stride: int, padding: int = 0) -> jax.Array:

@@ -1,0 +1,92 @@
+"""What the inversion family shares: its static description and its objective.
+
+An inversion synthesiser optimises something per round (the pixels, a generator and its
+latents, a clone of a meta generator) against the frozen teachers, for ``steps`` steps, and
+hands the lowest-loss iterate to the pool. The objective is the weighted generator terms of
+``dfkd_jax.objectives`` (``config.generator.terms``) on an augmented view of the batch:
+``bn`` (DeepInversion's feature-statistics prior, on the teachers' BN inputs), ``one_hot`` (CE
+against the round's sampled targets), an adversarial term against the student (eval mode, as
+the reference's ``self.student.eval()`` in ``synthesize``), ``tv`` and ``l2`` image priors on
+the un-augmented batch. The student's parameters get no gradient.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from dfkd_jax import objectives
+from dfkd_jax.synthesis.base import forward
+
+
+@dataclasses.dataclass(frozen=True)
+class InversionSpec:
+    steps: int  # synthesis steps per round (g_steps)
+    batch_size: int  # synthesis batch
+    terms: tuple[tuple[str, float], ...]
+    hparams: objectives.HParams
+    num_classes: int
+    image_shape: tuple[int, int, int]
+    rounds: int = 1
+    lr: float = 0.1  # lr_g
+    b1: float = 0.5
+    b2: float = 0.999
+    lr_z: float = 0.0  # the latents' learning rate (Fast); 0 = lr
+    nz: int = 256
+    student_mode: str = "eval"
+    pool_logits: bool = False  # push the teachers' logits on the best iterate with it
+    # CMI
+    cr: float = 0.0
+    cr_temperature: float = 0.2
+    bank_size: int = 40960
+    n_neg: int = 4096
+    head_dim: int = 256
+    reset: str = "normal"  # the generator's re-initialisation each round
+    # Fast
+    meta: str = "fomaml"  # 'fomaml' | 'reptile'
+    reptile_scale: float = 67.0
+    bn_momentum: float = 0.0
+    warmup: int = 0  # rounds before the adversarial term (and the student) start
+    reset_l0_round: int = -1  # round at which the first linear layer is re-drawn (Fast's reset_l0); -1 = never
+
+    @property
+    def needs(self) -> frozenset:
+        return objectives.needs(dict(self.terms), objectives.GENERATOR_TERMS)
+
+
+ADVERSARIAL = ("adv_l1", "adv_log_l1", "adv_kl", "adv_kd", "adv_js", "adv_js_neg", "adv_kd_masked")
+
+
+def objective(spec: InversionSpec, ensemble, student, ctx, x_view, x_clean, targets, progress,
+              with_means: bool = False, bn_blend=None, factors=None):
+    """``(total, parts, teacher_view)`` of the weighted inversion terms.
+
+    ``x_view``: the augmented batch the networks see (run's input space); ``x_clean``: the batch
+    before augmentation (``tv``, ``l2``). ``bn_blend``: a function applied to the teachers' BN
+    statistics before the ``bn`` term (Fast's momentum); ``factors``: traced multipliers of some
+    terms' weights (Fast's warm-up of the adversarial term)."""
+    needs = spec.needs
+    tv = ensemble.forward(ctx.t_vars, x_view, with_bn="bn" in needs, with_means=with_means)
+    t_bn = tv.bn if bn_blend is None or tv.bn is None else bn_blend(tv.bn)
+    view = objectives.View(x=x_view, x_clean=x_clean, targets=targets, t_logits=tv.logits, t_feature=tv.feature,
+                           t_bn=t_bn, progress=progress)
+    if "student" in needs:
+        (s_logits, s_aux), _ = forward(student, jax.lax.stop_gradient(ctx.student.variables()), x_view,
+                                       train=spec.student_mode == "train")
+        view = view.replace(s_logits=s_logits, s_feature=s_aux["feature"])
+    total, parts = objectives.combine(dict(spec.terms), objectives.GENERATOR_TERMS, view, spec.hparams,
+                                      rounds=spec.rounds, factors=factors)
+    return total, parts, tv
+
+
+def adam_like(spec: InversionSpec, lr: float | None = None, b2: float | None = None):
+    import optax
+    return optax.adam(spec.lr if lr is None else lr, b1=spec.b1, b2=spec.b2 if b2 is None else b2)
+
+
+def metrics_of(total, parts, best_loss) -> dict[str, Any]:
+    return {"synthesis/loss": total, "synthesis/best_loss": best_loss,
+            **{f"synthesis/{n}": jnp.asarray(v, jnp.float32) for n, v in parts.items()}}
