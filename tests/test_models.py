@@ -233,9 +233,11 @@ def test_docs_table_matches_the_counts():
     import os
 
     path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "models.md")
-    rows = {}
+    rows, section = {}, ""
     for line in open(path):
-        if line.startswith("| `"):
+        if line.startswith("## "):
+            section = line
+        if line.startswith("| `") and "measured errors" not in section:  # not the conversion report's table
             cells = [c.strip() for c in line.strip().strip("|").split("|")]
             rows.setdefault(cells[0].strip("`"), []).append(cells[-1])
     for arch, n in {**PARAMS_10, **SEG_PARAMS_11}.items():
