@@ -46,9 +46,10 @@ class TeacherView:
 
 
 def task_of(arch: str) -> str:
-    """``'segmentation'`` for architectures with per-pixel logits, else ``'classification'``."""
-    from dfkd_jax.models import is_segmentation
-    return "segmentation" if is_segmentation(arch) else "classification"
+    """``'segmentation'`` for architectures with per-pixel logits, else ``'classification'`` (also for
+    names outside the registry: teachers built in code)."""
+    from dfkd_jax.models import SEGMENTATION
+    return "segmentation" if str(arch).partition("@")[0] in SEGMENTATION else "classification"
 
 
 def check_compatible(teachers: Sequence) -> None:
