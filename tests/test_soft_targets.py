@@ -85,7 +85,7 @@ def test_dirichlet_concentrations_by_hand():
 
 def test_dirichlet_rows_cycle_and_follow_their_concentration():
     alpha = targets.zskd_concentrations(_head(HEAD_W), betas=(1.0, 0.1)).astype(np.float32)
-    sampler = targets.DirichletTargets(alpha)
+    sampler = jax.jit(targets.DirichletTargets(alpha), static_argnums=2)  # one compilation
     for r in (0, 4, 6 + 2):  # round r draws row r mod 6
         y = np.asarray(sampler(jax.random.PRNGKey(r), jnp.asarray(r), 4000))
         assert np.all(np.isfinite(y)) and np.allclose(y.sum(-1), 1, atol=1e-5)
@@ -162,9 +162,10 @@ def test_zskd_variants_are_the_released_list():
 def test_zskd_transforms_by_hand():
     x = jax.random.uniform(jax.random.PRNGKey(0), (1, 10, 10, 2))
     xs = np.asarray(x)
+    apply = jax.jit(augment_zskd.apply_variants)  # one compilation per input shape
 
     def one(scale=1.0, direction=-1, angle=0.0, flip=0):
-        return np.asarray(augment_zskd.apply_variants(x, jnp.array([[scale, direction, angle, flip]], jnp.float32)))
+        return np.asarray(apply(x, jnp.array([[scale, direction, angle, flip]], jnp.float32)))
 
     np.testing.assert_allclose(one(), xs, atol=1e-6)
     np.testing.assert_allclose(one(flip=1), xs[:, :, ::-1], atol=1e-6)
@@ -180,10 +181,10 @@ def test_zskd_transforms_by_hand():
     r90 = one(angle=90.0)
     assert any(np.allclose(r90, np.rot90(xs, k, axes=(1, 2)), atol=1e-6) for k in (1, 3))
     np.testing.assert_allclose(one(angle=-90.0), np.rot90(r90, 2, axes=(1, 2)), atol=1e-6)
-    const = jnp.full((1, 10, 10, 1), 0.3)  # a central zoom of a constant image is the constant
-    zoom = augment_zskd.apply_variants(const, jnp.array([[0.6, -1, 0.0, 0]], jnp.float32))
+    const = jnp.full((1, 10, 10, 2), 0.3)  # a central zoom of a constant image is the constant
+    zoom = apply(const, jnp.array([[0.6, -1, 0.0, 0]], jnp.float32))
     np.testing.assert_allclose(zoom, 0.3, atol=1e-6)
-    rot = np.asarray(augment_zskd.apply_variants(const, jnp.array([[1.0, -1, 30.0, 0]], jnp.float32)))
+    rot = np.asarray(apply(const, jnp.array([[1.0, -1, 30.0, 0]], jnp.float32)))
     assert rot[0, 0, 0, 0] == 0.0 and rot[0, 5, 5, 0] == pytest.approx(0.3)  # zeros outside, as tf rotate
 
 
