@@ -126,12 +126,12 @@ def base_config() -> ml_collections.ConfigDict:
     c.synthesis.reset_l0_round = -1  # Fast's reset_l0: the round at which the first layer is re-drawn; -1 = never
     c.synthesis.transfer_set = ""  # train from this stored transfer set (dfkd_jax.transfer) instead of synthesising
     c.synthesis.export = ""  # at the end of the run, write the pool as a transfer set to this folder
-    # soft targets (synthesis.kind = 'soft_pixels', dfkd_jax.synthesis.soft_pixels, targets): 'dirichlet' (ZSKD) | 'mvn' (Wang)
+    # soft targets (synthesis.kind='soft_pixels', dfkd_jax.synthesis.targets): 'dirichlet' (ZSKD) | 'mvn' (Wang)
     c.synthesis.targets = "dirichlet"
     c.synthesis.dirichlet_betas = (1.0, 0.1)  # ZSKD's beta; rounds cycle over (class, beta)
     c.synthesis.mvn_layer = "penultimate"  # Wang: the modelled layer, 'penultimate' (the FC before the head) | 'logits'
     c.synthesis.mvn_sigma = 1.5  # Wang: Sigma = D R D with D = sqrt(sigma) I (1.5 MNIST, 2.0 CIFAR-10)
-    c.synthesis.pixel_init = "uniform"  # soft_pixels: 'uniform' U[0, 1] pixels (ZSKD's code) | 'normal' N(0, 1) normalised
+    c.synthesis.pixel_init = "uniform"  # 'uniform': U[0, 1] pixels (ZSKD's code) | 'normal': N(0, 1), normalised
 
     # PRE-DFKD's generative memory (dfkd_jax.memory): a VAE trained on the novel samples, replayed to the student
     c.memory = ml_collections.ConfigDict()

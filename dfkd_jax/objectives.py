@@ -236,7 +236,7 @@ GENERATOR_TERMS: dict[str, Term] = {
                "(mean over teachers)."),
     "r2m": Term(r2m, frozenset({"student", "key", "queue"}), r2m.__doc__.splitlines()[0]),
     "soft_ce": Term(lambda v, h: jnp.mean(terms.one_hot(v.t_logits / h.target_tau, v.targets)), frozenset(),
-                    "ZSKD (Nayak et al. 2019, Eq. 4): CE(y, softmax(t / 20)) against the round's sampled "
+                    "ZSKD (Nayak et al. 2019): CE(y, softmax(t / 20)) against the round's sampled "
                     "Dirichlet soft targets y, batch mean (the released code's softmax_cross_entropy mean)."),
     "soft_kl": Term(lambda v, h: jnp.mean(terms.soft_kl(v.t_logits, v.targets, h.target_tau)), frozenset(),
                     "Soft-targeted synthesis (Wang 2021): KL(y_soft || softmax(t / tau)), batch mean."),

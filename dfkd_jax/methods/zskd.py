@@ -4,14 +4,15 @@ similarities, then Hinton KD at temperature 20 on the impressions with ZSKD's au
 
 Synthesis (``synthesis.kind = 'soft_pixels'``, ``targets = 'dirichlet'``; ``dfkd_jax.synthesis.targets``
 and ``soft_pixels`` cite the released code, vcl-iisc/ZSKD at 54c855f, line by line):
-- Eq. 1: ``C = cos`` of the head's class weight vectors; Sec. 3.2: concentration of class ``k`` =
+- ``C = cos`` of the head's class weight vectors; the concentration of class ``k`` =
   ``beta`` x row ``k`` min-max normalised + 1e-4, beta in {1.0, 0.1}, half of the impressions each
   (the released code's two ``visualMat`` scales; its row normalisation cancels the 0.1, see
   ``targets.py``: ``synthesis.dirichlet_betas = (1.0, 1.0)`` reproduces it);
-- Eq. 4: ``soft_ce`` = CE(y, softmax(T(x) / 20)), batch mean (``noise_cost``, l. 75);
+- ``soft_ce`` = CE(y, softmax(T(x) / 20)), batch mean (``noise_cost``, l. 75);
 - Adam lr 1e-3 (TF's betas 0.9 / 0.999) for 1500 iterations per batch of 100 (the generator script's
   argparse defaults, l. 23-25); pixels U[0, 1], min-max rescaled each step, the last iterate kept;
-- counts (Sec. 4): 24,000 impressions for MNIST, 48,000 for Fashion-MNIST, 40,000 for CIFAR-10;
+- counts (the paper's experiments, methods.md): 24,000 impressions for MNIST, 48,000 for
+  Fashion-MNIST, 40,000 for CIFAR-10;
   one round = one batch of one (class, beta) row, the rows cycled (``targets.DirichletTargets``),
   so 480 rounds of 100 give Fashion-MNIST's 48,000 (24 batches per row).
 

@@ -3,16 +3,16 @@
 Pure functions of the teacher's fully connected weights (``dfkd_jax.models.anatomy``); the
 samplers built from them are constants of a run (the teacher is frozen).
 
-ZSKD (Nayak et al., ICML 2019, "Zero-Shot Knowledge Distillation in Deep Networks", Sec. 3.1-3.2;
+ZSKD (Nayak et al., ICML 2019, "Zero-Shot Knowledge Distillation in Deep Networks", Sec. 3;
 released code vcl-iisc/ZSKD at 54c855f):
-- class similarity ``C_ij = cos(w_i, w_j)`` of the head's class weight vectors (Eq. 1;
+- class similarity ``C_ij = cos(w_i, w_j)`` of the head's class weight vectors (
   ``di_generation/dirichmat.py`` l. 8-9 normalises the columns of the TF ``(in, out)`` weight,
   i.e. the class vectors, and takes ``W^T W``);
 - the concentration of class ``k`` is row ``k`` min-max normalised to ``[0, 1]``, times ``beta``,
   plus ``1e-4`` (``cifar_10_impressions_alexnet_Dirch.py`` l. 36-37: ``(sim - min) / (max - min)
   * scale + 0.0001``). ``dirichmat.py`` l. 14 first min-max normalises the whole matrix; an affine
   map of the matrix does not change a row's min-max normalisation, so it is left out;
-- ``beta``: the paper's two scales, 1.0 and 0.1, half of the impressions each (Sec. 3.2). In the
+- ``beta``: the paper's two scales, 1.0 and 0.1, half of the impressions each. In the
   released code the 0.1 scale is applied to the matrix (``dirichmat.py`` l. 17: ``norm1 / 10``)
   *before* the per-row min-max normalisation of the generator script, which undoes it, and
   ``generateDirch`` is called with ``scale=1`` (l. 104; ``#temp=sim*scale`` is commented out at
@@ -56,7 +56,7 @@ def cosine_similarity_rows(vectors) -> np.ndarray:
 
 
 def class_similarity(head: anatomy.DenseLayer) -> np.ndarray:
-    """ZSKD Eq. 1: ``C_ij = cos(w_i, w_j)`` over the head's class weight vectors. ``(K, K)``."""
+    """ZSKD's class similarity: ``C_ij = cos(w_i, w_j)`` over the head's class weight vectors. ``(K, K)``."""
     return cosine_similarity_rows(head.weight)
 
 
