@@ -107,6 +107,6 @@ def build_synthesiser(config, distiller, dtype):
     if kind == "generator":
         from dfkd_jax.synthesis.generator_inversion import GeneratorInversion
         embed = sum(sum(layers) for layers in _bn_shapes(distiller))
-        return GeneratorInversion(spec, g, embed_dim=embed, **common, **pool_args)
+        return GeneratorInversion(spec, generator=g, embed_dim=embed, **common, **pool_args)
     from dfkd_jax.synthesis.meta import MetaGenerator
-    return MetaGenerator(spec, g, bn_shapes=_bn_shapes(distiller), **common, **pool_args)
+    return MetaGenerator(spec, generator=g, bn_shapes=_bn_shapes(distiller), **common, **pool_args)
