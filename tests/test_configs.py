@@ -80,7 +80,7 @@ def test_published_dafl_and_dfq_settings():
     assert (zskt.generator.arch, zskt.student.batch, zskt.hparams.kl_reduction) == ("zskt", "regenerate", "mean")
 
 
-@pytest.mark.parametrize("method", ["adi", pytest.param("cmi", marks=pytest.mark.slow),
+@pytest.mark.parametrize("method", [pytest.param("adi", marks=pytest.mark.slow), pytest.param("cmi", marks=pytest.mark.slow),
                                     pytest.param("fast", marks=pytest.mark.slow)])
 def test_lenet_pair_inversion_student_stays_bounded(method):
     """The inversion family's student on the LeNet pair (configs/fashion_mnist/<method>.py: KD at tau 20, SGD
