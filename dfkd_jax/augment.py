@@ -106,4 +106,11 @@ def jitter_flip(key, x, lim: float = 1.0 / 8.0):
     return jnp.where(jax.random.bernoulli(kf, 0.5), x[:, :, ::-1, :], x)
 
 
-AUGMENTATIONS = {"none": None, "crop_flip": crop_flip}
+def zskd(key, x):
+    """ZSKD's student augmentation (``dfkd_jax.augment_zskd``): one of its 103 scale / translation /
+    rotation / flip variants per image."""
+    from dfkd_jax import augment_zskd
+    return augment_zskd.zskd(key, x)
+
+
+AUGMENTATIONS = {"none": None, "crop_flip": crop_flip, "zskd": zskd}

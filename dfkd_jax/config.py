@@ -126,6 +126,12 @@ def base_config() -> ml_collections.ConfigDict:
     c.synthesis.reset_l0_round = -1  # Fast's reset_l0: the round at which the first layer is re-drawn; -1 = never
     c.synthesis.transfer_set = ""  # train from this stored transfer set (dfkd_jax.transfer) instead of synthesising
     c.synthesis.export = ""  # at the end of the run, write the pool as a transfer set to this folder
+    # soft targets (synthesis.kind='soft_pixels', dfkd_jax.synthesis.targets): 'dirichlet' (ZSKD) | 'mvn' (Wang)
+    c.synthesis.targets = "dirichlet"
+    c.synthesis.dirichlet_betas = (1.0, 0.1)  # ZSKD's beta; rounds cycle over (class, beta)
+    c.synthesis.mvn_layer = "penultimate"  # Wang: the modelled layer, 'penultimate' (the FC before the head) | 'logits'
+    c.synthesis.mvn_sigma = 1.5  # Wang: Sigma = D R D with D = sqrt(sigma) I (1.5 MNIST, 2.0 CIFAR-10)
+    c.synthesis.pixel_init = "uniform"  # 'uniform': U[0, 1] pixels (ZSKD's code) | 'normal': N(0, 1), normalised
 
     # PRE-DFKD's generative memory (dfkd_jax.memory): a VAE trained on the novel samples, replayed to the student
     c.memory = ml_collections.ConfigDict()
@@ -150,6 +156,7 @@ def base_config() -> ml_collections.ConfigDict:
     # applies to the kl, adv_kl and adv_js terms
     c.hparams.kl_reduction = "batchmean"
     c.hparams.adv_detach_teacher = False  # adversarial terms reach the generator through the student only
+    c.hparams.target_tau = 20.0  # temperature of soft_ce (ZSKD) and soft_kl (soft-targeted synthesis)
     c.hparams.spl_lambda0 = 2.0  # self-paced lambda at the start
     c.hparams.spl_alpha = 1e-4  # lambda grows by alpha per student update (CuDFKD's alpha)
     c.hparams.r2m_queue_size = 8192  # AdaDFKD N_neg
@@ -247,10 +254,22 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     from dfkd_jax.augment import AUGMENTATIONS
     from dfkd_jax.synthesis import KINDS
     for key, valid in (("synthesis.kind", KINDS), ("synthesis.loop", LOOPS), ("student.pool_dtype", tuple(STORAGE_DTYPES)),
-                       ("student.augment", tuple(AUGMENTATIONS)), ("synthesis.meta", ("fomaml", "reptile"))):
+                       ("student.augment", tuple(AUGMENTATIONS)), ("synthesis.meta", ("fomaml", "reptile")),
+                       ("synthesis.targets", ("dirichlet", "mvn")), ("synthesis.mvn_layer", ("penultimate", "logits")),
+                       ("synthesis.pixel_init", ("uniform", "normal"))):
         section, field = key.split(".")
         if cfg[section][field] not in valid:
             raise ConfigError(f"config.{key} must be one of {', '.join(valid)}, not {cfg[section][field]!r}.")
+    soft_terms = {n for n in ("soft_ce", "soft_kl", "conv1_activation") if cfg.generator.terms.get(n)}
+    if cfg.synthesis.kind == "soft_pixels":
+        extra = objectives.needs(dict(cfg.generator.terms), objectives.GENERATOR_TERMS) - {"t_feature", "conv1"}
+        if extra:
+            raise ConfigError(f"synthesis.kind='soft_pixels' computes the teachers' logits, features and first "
+                              f"convolution only; generator.terms need {', '.join(sorted(extra))}. Remove those terms "
+                              "or use synthesis.kind='pixels'.")
+    elif soft_terms:
+        raise ConfigError(f"generator.terms {', '.join(sorted(soft_terms))} read soft targets (and the first "
+                          "convolution) that only synthesis.kind='soft_pixels' provides.")
     if cfg.synthesis.kind != "online" and cfg.student.pool_size < cfg.train.batch_size:
         raise ConfigError("config.student.pool_size must be at least config.train.batch_size (the inversion "
                           "methods train the student from the pool).")

@@ -22,3 +22,7 @@ class ConfigChangedError(ConfigError):
 
 class TeacherNotFoundError(UserError, FileNotFoundError):
     """No teacher checkpoint where the config points, and training one was not allowed."""
+
+
+class IncompatibleCheckpointError(UserError, ValueError):
+    """A workdir's checkpoint holds a state of another structure than this version of dfkd_jax keeps."""

@@ -66,6 +66,7 @@ class View:
     progress: Any = 0.0  # fraction of the run done, in [0, 1] (for schedules)
     x_clean: Any = None  # the batch before augmentation (inversion: the image priors read it)
     targets: Any = None  # sampled class targets (inversion); None: the teacher's argmax
+    t_conv1: Any = None  # the first teacher's first-convolution output (soft-targeted synthesis's L_a)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +85,7 @@ class HParams:
     relation_anchor: str = "teacher"  # 'teacher': rows of t s^T (AdaDFKD's code) | 'student': rows of s t^T
     kl_reduction: str = "batchmean"  # 'mean': kl, adv_kl and adv_js also divided by the number of classes
     adv_detach_teacher: bool = False  # adversarial terms: no gradient through the teacher's logits
+    target_tau: float = 20.0  # temperature of soft_ce / soft_kl (ZSKD, soft-targeted synthesis)
 
     @classmethod
     def from_config(cls, cfg) -> "HParams":
@@ -93,7 +95,8 @@ class HParams:
                    adv_tau=float(h.adv_tau), r2m_temperature=float(h.r2m_temperature),
                    r2m_window=float(h.r2m_window), r2m_begin=float(h.r2m_begin), r2m_end=float(h.r2m_end),
                    relation_temperature=float(h.relation_temperature), relation_anchor=str(h.relation_anchor),
-                   kl_reduction=str(h.kl_reduction), adv_detach_teacher=bool(h.adv_detach_teacher))
+                   kl_reduction=str(h.kl_reduction), adv_detach_teacher=bool(h.adv_detach_teacher),
+                   target_tau=float(h.target_tau))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,7 +106,7 @@ class Term:
     doc: str = ""
 
 
-NEEDS = ("student", "t_feature", "t_blocks", "s_blocks", "bn", "key", "queue")
+NEEDS = ("student", "t_feature", "t_blocks", "s_blocks", "bn", "key", "queue", "conv1")
 
 
 def _log_base(h: HParams):
@@ -236,6 +239,13 @@ GENERATOR_TERMS: dict[str, Term] = {
                "DeepInversion Eq. 4 (DFQ's BNS loss): teacher BN input statistics against the running ones "
                "(mean over teachers)."),
     "r2m": Term(r2m, frozenset({"student", "key", "queue"}), r2m.__doc__.splitlines()[0]),
+    "soft_ce": Term(lambda v, h: jnp.mean(terms.one_hot(v.t_logits / h.target_tau, v.targets)), frozenset(),
+                    "ZSKD (Nayak et al. 2019): CE(y, softmax(t / 20)) against the round's sampled "
+                    "Dirichlet soft targets y, batch mean (the released code's softmax_cross_entropy mean)."),
+    "soft_kl": Term(lambda v, h: jnp.mean(terms.soft_kl(v.t_logits, v.targets, h.target_tau)), frozenset(),
+                    "Soft-targeted synthesis (Wang 2021): KL(y_soft || softmax(t / tau)), batch mean."),
+    "conv1_activation": Term(lambda v, h: terms.activation(v.t_conv1), frozenset({"conv1"}),
+                             "Soft-targeted synthesis's L_a: -mean |conv1 output| of the teacher (weight lambda_a)."),
 }
 
 STUDENT_TERMS: dict[str, Term] = {

@@ -142,6 +142,20 @@ def one_hot(t_logits: Array, labels: Array | None = None) -> Array:
     return -jnp.take_along_axis(logp, labels.astype(jnp.int32)[:, None], axis=-1)[:, 0]
 
 
+def soft_kl(t_logits: Array, targets: Array, tau=1.0) -> Array:
+    """``KL(y || softmax(t / tau))`` per sample for soft targets ``y`` ``(B, K)``. ``(B,)``.
+
+    Wang 2021 (soft-targeted transfer set synthesis): the synthesised input should make the
+    teacher's tempered softmax match a sampled soft target. Terms with ``y_c = 0`` count 0
+    (``0 log 0 = 0``). Equals ``one_hot(t / tau, y)`` minus the entropy of ``y``: the same
+    gradient, a minimum of 0.
+    """
+    y = _f32(targets)
+    logp = jax.nn.log_softmax(_f32(t_logits) / tau, axis=-1)
+    y_log_y = jnp.where(y > 0, y * jnp.log(jnp.where(y > 0, y, 1.0)), 0.0)
+    return jnp.sum(y_log_y - y * logp, axis=-1)
+
+
 def balance(t_logits: Array, log_base: float | None = None, tau=1.0) -> Array:
     """DAFL information-entropy loss: ``sum_c p_bar_c log p_bar_c = -H(p_bar)``. Scalar.
 

@@ -110,6 +110,7 @@ def test_cli_end_to_end(straight, env):
     assert (env["base"] / "teacher" / "teacher.json").exists()  # trained and cached on first use
 
 
+@pytest.mark.slow  # moved out of the default suite to keep it under 10 minutes on 2 cores
 def test_killed_run_resumes_to_the_same_parameters(straight, env):
     """2N rounds straight == N rounds, SIGKILL right after the checkpoint, rerun to 2N."""
     workdir = env["base"] / "killed"

@@ -15,6 +15,7 @@ from dfkd_jax.teacher import load_teacher  # noqa: E402
 from tests import torch_reference  # noqa: E402
 
 
+@pytest.mark.slow  # moved out of the default suite to keep it under 10 minutes on 2 cores
 def test_converted_wrn_teacher_runs_dfad_rounds(tmp_path):
     net = torch_reference.randomize_(torch_reference.build("wrn16_1", num_classes=10), seed=3).eval()
     path = tmp_path / "cifar10_wrn16_1.pth"

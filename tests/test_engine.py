@@ -72,6 +72,30 @@ def test_round_traces_once_and_survives_restore(teacher, tmp_path):
     assert record == {"history": [], "elapsed": 0.0}
 
 
+def test_a_checkpoint_of_another_structure_is_refused_with_what_to_do(teacher, tmp_path):
+    """A workdir written before DistillState had ``synth`` (its state had ``generator`` and ``queue``), or one
+    whose state differs deeper down: restoring raises IncompatibleCheckpointError saying what to do, not an
+    orbax traceback."""
+    from dfkd_jax.errors import IncompatibleCheckpointError, UserError
+    d = Distiller.from_config(tiny_config("dfad"), teacher)
+    state = d.init(0)
+    old = {"round": state.round, "rng": state.rng, "generator": state.synth.generator, "student": state.student}
+    params = state.student.params
+    deeper = state.replace(student=state.student.replace(params={**params, "fc9": params["fc2"]}))
+    ckpts = Checkpoints(str(tmp_path / "ckpt"))
+    ckpts.save(1, old, {"history": [], "elapsed": 0.0})
+    ckpts.save(2, deeper, {"history": [], "elapsed": 0.0})
+    ckpts.wait()
+    with pytest.raises(IncompatibleCheckpointError, match="new --workdir") as e:
+        ckpts.restore(1, d.abstract_state())
+    assert isinstance(e.value, UserError)  # the CLI prints the message and exits with status 1
+    assert "round 1" in str(e.value) and "it holds generator, rng, round, student; this version expects rng, round, "\
+        "student, synth" in str(e.value)
+    with pytest.raises(IncompatibleCheckpointError, match="dfkd_jax version that wrote it"):
+        ckpts.restore(2, d.abstract_state())
+    ckpts.close()
+
+
 
 
 # ------------------------------------------------------------------ the round's batch and BatchNorm switches

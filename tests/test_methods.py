@@ -307,6 +307,7 @@ def test_method_runs_through_the_engine(teacher, method):
                                jax.device_get(d.init(0).memory.params["decoder"]["l1_0"]["kernel"]))
 
 
+@pytest.mark.slow  # moved out of the default suite to keep it under 10 minutes on 2 cores
 def test_adadfkd_state_and_devices(teacher, tmp_path):
     """The queue and the learned projector live in the state and its checkpoint; 1 and 4 devices agree (SGD)."""
     config = _config("adadfkd")

@@ -296,6 +296,7 @@ def _run(config, teachers, rounds=2):
     return d, state, jax.device_get(metrics)
 
 
+@pytest.mark.slow  # moved out of the default suite to keep it under 10 minutes on 2 cores
 def test_adi_python_loop_equals_the_unrolled_round():
     """Pixel inversion end to end, and a round is the same whichever way its loops run."""
     t = bn_teacher()

@@ -9,7 +9,7 @@ The engine's round is the same for all of them.
 from __future__ import annotations
 
 from dfkd_jax.errors import ConfigError
-from dfkd_jax.methods import adadfkd, adi, cmi, cudfkd, dafl, dfad, dfq, fast, predfkd, zskt
+from dfkd_jax.methods import adadfkd, adi, cmi, cudfkd, dafl, dfad, dfq, fast, predfkd, soft_targeted, zskd, zskt
 
 METHODS = {
     "dfad": dfad,
@@ -22,6 +22,8 @@ METHODS = {
     "adi": adi,
     "cmi": cmi,
     "fast": fast,
+    "zskd": zskd,
+    "soft_targeted": soft_targeted,
 }
 
 

@@ -5,6 +5,8 @@
 - ``generator`` (``generator_inversion.py``): a generator re-drawn each round plus optimised
   latents, the lowest-loss iterate kept (CMI);
 - ``meta`` (``meta.py``): a generator kept across rounds, meta-updated after a few inner steps (Fast);
+- ``soft_pixels`` (``soft_pixels.py``): the batch optimised toward soft targets sampled from the
+  teacher's weights (``targets.py``: ZSKD's Dirichlet, soft-targeted synthesis's normal);
 - a transfer set (``config.synthesis.transfer_set``, ``dfkd_jax.transfer``): no synthesis at all,
   the pool is a stored set.
 
@@ -19,7 +21,7 @@ import jax.numpy as jnp
 from dfkd_jax import objectives
 from dfkd_jax.errors import ConfigError
 
-KINDS = ("online", "pixels", "generator", "meta")
+KINDS = ("online", "pixels", "generator", "meta", "soft_pixels")
 
 
 def inversion_spec(config, teacher_meta):
@@ -99,6 +101,10 @@ def build_synthesiser(config, distiller, dtype):
     if kind == "pixels":
         from dfkd_jax.synthesis.pixels import PixelInversion
         return PixelInversion(spec, **common, **pool_args)
+    if kind == "soft_pixels":
+        from dfkd_jax.synthesis.soft_pixels import SoftTargetPixels, target_sampler
+        return SoftTargetPixels(spec, targets=target_sampler(config, distiller.teachers[0]),
+                                pixel_init=str(config.synthesis.pixel_init), **common, **pool_args)
     g = generator()
     if g.output_space != "pixels":
         raise ConfigError(f"The {kind} synthesiser augments the generator's images in pixel space; generator "
@@ -106,6 +112,6 @@ def build_synthesiser(config, distiller, dtype):
     if kind == "generator":
         from dfkd_jax.synthesis.generator_inversion import GeneratorInversion
         embed = sum(sum(layers) for layers in _bn_shapes(distiller))
-        return GeneratorInversion(spec, g, embed_dim=embed, **common, **pool_args)
+        return GeneratorInversion(spec, generator=g, embed_dim=embed, **common, **pool_args)
     from dfkd_jax.synthesis.meta import MetaGenerator
-    return MetaGenerator(spec, g, bn_shapes=_bn_shapes(distiller), **common, **pool_args)
+    return MetaGenerator(spec, generator=g, bn_shapes=_bn_shapes(distiller), **common, **pool_args)

@@ -68,6 +68,17 @@ class Synthesiser(Protocol):
     def sample(self, state, pool, z) -> jax.Array: ...
 
 
+class SynthesiserBase:
+    """Mixin of every synthesiser with a static description ``spec``: ``steps`` is the spec's (the
+    synthesis steps per round). It adds no dataclass fields, so a synthesiser keeps its own field order."""
+
+    spec: Any
+
+    @property
+    def steps(self) -> int:
+        return self.spec.steps
+
+
 def forward(model, variables: dict, x, train: bool):
     """``(outputs, new_batch_stats)`` for any of our models (batch statistics moved in train mode)."""
     if train and "batch_stats" in variables:

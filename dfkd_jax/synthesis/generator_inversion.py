@@ -49,9 +49,8 @@ from dfkd_jax import pool as pool_lib
 from dfkd_jax.engine.state import ModelState
 from dfkd_jax.models.generators import initialize
 from dfkd_jax.models.layers import dense
-from dfkd_jax.synthesis.base import (apply_update, draw_from_pool, forward, init_best, keep_best, latest_from_pool,
-                                     sample_targets)
-from dfkd_jax.synthesis.inversion import InversionSpec, adam_like, metrics_of, objective
+from dfkd_jax.synthesis.base import apply_update, forward, init_best, keep_best, sample_targets
+from dfkd_jax.synthesis.inversion import InversionBase, metrics_of, objective
 from dfkd_jax.terms import l2_normalize
 
 
@@ -87,16 +86,9 @@ def contrastive_loss(p_local, p_global, n_current: int, valid, temperature):
 
 
 @dataclasses.dataclass(eq=False)
-class GeneratorInversion:
-    spec: InversionSpec
+class GeneratorInversion(InversionBase):
     generator: Any
-    student: Any
-    ensemble: Any
-    shard: Any
     embed_dim: int  # D: the instance embedding's width
-    augment: str = "crop_flip"
-    student_batch_size: int = 0
-    fixed_carry = True
 
     def __post_init__(self):
         self.contrast = self.spec.cr > 0  # without it (CMI's fast setting, cr 0) no head and no bank
@@ -105,14 +97,6 @@ class GeneratorInversion:
             raise ConfigError("CMI's contrastive term embeds the teachers' BatchNorm inputs; these teachers have no "
                               "BatchNorm. Set --config.synthesis.cr=0 or choose a BN teacher.")
         self.head = MLPHead(self.embed_dim, self.spec.head_dim) if self.contrast else None
-
-    @property
-    def steps(self) -> int:
-        return self.spec.steps
-
-    @property
-    def tx(self):
-        return adam_like(self.spec)
 
     @property
     def tx_head(self):
@@ -184,15 +168,7 @@ class GeneratorInversion:
 
     def end(self, state: CMIState, carry, pool, ctx, key):
         best = carry["best"]
-        logits = self.ensemble.logits(ctx.t_vars, self.ensemble.from_pixels(best.x)) \
-            if pool.t_logits is not None else None
-        pool = pool_lib.push(pool, best.x, logits)
+        pool = self.push_iterate(pool, ctx, best.x)
         if self.contrast:
             state = state.replace(bank=pool_lib.bank_push(state.bank, best.extra))
         return state, carry, pool, {}
-
-    def student_batch(self, state, carry, pool, ctx, key):
-        return draw_from_pool(pool, key, self.student_batch_size, self.augment, self.ensemble, self.shard)
-
-    def sample(self, state, pool, z):
-        return latest_from_pool(pool, self.ensemble, z.shape[0])

@@ -19,7 +19,8 @@ import jax
 import jax.numpy as jnp
 
 from dfkd_jax import objectives
-from dfkd_jax.synthesis.base import forward
+from dfkd_jax import pool as pool_lib
+from dfkd_jax.synthesis.base import SynthesiserBase, draw_from_pool, forward, latest_from_pool
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,6 +86,42 @@ def objective(spec: InversionSpec, ensemble, student, ctx, x_view, x_clean, targ
 def adam_like(spec: InversionSpec, lr: float | None = None, b2: float | None = None):
     import optax
     return optax.adam(spec.lr if lr is None else lr, b1=spec.b1, b2=spec.b2 if b2 is None else b2)
+
+
+@dataclasses.dataclass(eq=False)
+class InversionBase(SynthesiserBase):
+    """What the inversion synthesisers share: their fields (an ``InversionSpec``, the student, the
+    teachers' ensemble, the batch sharding constraint; subclasses add theirs after these, constructed
+    by keyword); the round's lowest-loss iterate goes to the pool (``push_iterate``); the student
+    draws ``student_batch_size`` samples from the pool, augmented by ``augment``
+    (``base.draw_from_pool``); the sample grids show the images pushed last; the optimiser of what a
+    round optimises is ``tx`` (Adam at ``lr_g``, betas ``(b1, b2)``, new every round)."""
+
+    spec: InversionSpec
+    student: Any
+    ensemble: Any
+    shard: Any
+    augment: str = dataclasses.field(default="crop_flip", kw_only=True)  # the student's draw from the pool
+    student_batch_size: int = dataclasses.field(default=0, kw_only=True)
+    fixed_carry = True
+
+    @property
+    def tx(self):
+        return adam_like(self.spec)
+
+    def push_iterate(self, pool, ctx, pixels, x=None):
+        """``pool`` with ``pixels`` (pixel space) pushed, and the teachers' logits on them if the pool
+        keeps logits; ``x``: the same images in the run's input space, if at hand (else from ``pixels``)."""
+        logits = None
+        if pool.t_logits is not None:
+            logits = self.ensemble.logits(ctx.t_vars, self.ensemble.from_pixels(pixels) if x is None else x)
+        return pool_lib.push(pool, pixels, logits)
+
+    def student_batch(self, state, carry, pool, ctx, key):
+        return draw_from_pool(pool, key, self.student_batch_size, self.augment, self.ensemble, self.shard)
+
+    def sample(self, state, pool, z):
+        return latest_from_pool(pool, self.ensemble, z.shape[0])
 
 
 def metrics_of(total, parts, best_loss) -> dict[str, Any]:

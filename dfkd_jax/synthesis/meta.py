@@ -36,11 +36,10 @@ import jax.numpy as jnp
 import optax
 
 from dfkd_jax import augment
-from dfkd_jax import pool as pool_lib
 from dfkd_jax.engine.state import ModelState
 from dfkd_jax.models.generators import initialize
-from dfkd_jax.synthesis.base import draw_from_pool, forward, init_best, keep_best, latest_from_pool, sample_targets
-from dfkd_jax.synthesis.inversion import ADVERSARIAL, InversionSpec, adam_like, metrics_of, objective
+from dfkd_jax.synthesis.base import forward, init_best, keep_best, sample_targets
+from dfkd_jax.synthesis.inversion import ADVERSARIAL, InversionBase, adam_like, metrics_of, objective
 
 
 @flax.struct.dataclass
@@ -74,20 +73,9 @@ def reptile_grad(meta_params, fast_params, scale: float):
 
 
 @dataclasses.dataclass(eq=False)
-class MetaGenerator:
-    spec: InversionSpec
+class MetaGenerator(InversionBase):
     generator: Any
-    student: Any
-    ensemble: Any
-    shard: Any
     bn_shapes: Any  # per teacher, per BN layer: the channel count
-    augment: str = "crop_flip"
-    student_batch_size: int = 0
-    fixed_carry = True
-
-    @property
-    def steps(self) -> int:
-        return self.spec.steps
 
     @property
     def tx_meta(self):
@@ -95,7 +83,7 @@ class MetaGenerator:
 
     @property
     def tx_inner(self):
-        return {"g": adam_like(self.spec), "z": adam_like(self.spec, lr=self.spec.lr_z or self.spec.lr)}
+        return {"g": self.tx, "z": adam_like(self.spec, lr=self.spec.lr_z or self.spec.lr)}
 
     def _z0(self):
         return jnp.zeros((2, self.spec.nz), jnp.float32)
@@ -175,14 +163,5 @@ class MetaGenerator:
         mmt, has = state.mmt, state.has_mmt
         if spec.bn_momentum and "bn" in spec.needs:
             mmt, has = update_mmt(mmt, carry["last_bn"], has, spec.bn_momentum), jnp.ones((), bool)
-        best = carry["best"]
-        logits = self.ensemble.logits(ctx.t_vars, self.ensemble.from_pixels(best.x)) \
-            if pool.t_logits is not None else None
-        pool = pool_lib.push(pool, best.x, logits)
+        pool = self.push_iterate(pool, ctx, carry["best"].x)
         return MetaState(generator=g, mmt=mmt, has_mmt=has), carry, pool, {}
-
-    def student_batch(self, state, carry, pool, ctx, key):
-        return draw_from_pool(pool, key, self.student_batch_size, self.augment, self.ensemble, self.shard)
-
-    def sample(self, state, pool, z):
-        return latest_from_pool(pool, self.ensemble, z.shape[0])

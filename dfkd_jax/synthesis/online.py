@@ -43,7 +43,7 @@ import jax.numpy as jnp
 from dfkd_jax import objectives, terms
 from dfkd_jax import pool as pool_lib
 from dfkd_jax.engine.state import ModelState
-from dfkd_jax.synthesis.base import apply_update, draw_from_pool, forward, to_input_space
+from dfkd_jax.synthesis.base import SynthesiserBase, apply_update, draw_from_pool, forward, to_input_space
 
 
 @flax.struct.dataclass
@@ -71,7 +71,7 @@ class OnlineSpec:
 
 
 @dataclasses.dataclass(eq=False)
-class OnlineGenerator:
+class OnlineGenerator(SynthesiserBase):
     spec: OnlineSpec
     generator: Any
     student: Any
@@ -81,10 +81,6 @@ class OnlineGenerator:
     init_model: Any  # (module, key, x, tx) -> ModelState
     projector: Any = None
     fixed_carry = False
-
-    @property
-    def steps(self) -> int:
-        return self.spec.steps
 
     @property
     def needs(self) -> frozenset:

@@ -26,35 +26,17 @@ Matched to the reference implementation of ADI in the CMI code base (zju-vipa/CM
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from dfkd_jax import augment
-from dfkd_jax import pool as pool_lib
-from dfkd_jax.synthesis.base import draw_from_pool, init_best, keep_best, latest_from_pool, sample_targets
-from dfkd_jax.synthesis.inversion import InversionSpec, adam_like, metrics_of, objective
+from dfkd_jax.synthesis.base import init_best, keep_best, sample_targets
+from dfkd_jax.synthesis.inversion import InversionBase, metrics_of, objective
 
 
 @dataclasses.dataclass(eq=False)
-class PixelInversion:
-    spec: InversionSpec
-    student: Any
-    ensemble: Any
-    shard: Any
-    augment: str = "crop_flip"  # the student's draw from the pool
-    student_batch_size: int = 0
-    fixed_carry = True
-
-    @property
-    def steps(self) -> int:
-        return self.spec.steps
-
-    @property
-    def tx(self):
-        return adam_like(self.spec)
-
+class PixelInversion(InversionBase):
     def init(self, key, aux_key):
         return None
 
@@ -87,12 +69,4 @@ class PixelInversion:
 
     def end(self, state, carry, pool, ctx, key):
         best_x = carry["best"].x
-        logits = self.ensemble.logits(ctx.t_vars, best_x) if pool.t_logits is not None else None
-        pool = pool_lib.push(pool, self.ensemble.to_pixels(best_x), logits)
-        return state, carry, pool, {}
-
-    def student_batch(self, state, carry, pool, ctx, key):
-        return draw_from_pool(pool, key, self.student_batch_size, self.augment, self.ensemble, self.shard)
-
-    def sample(self, state, pool, z):
-        return latest_from_pool(pool, self.ensemble, z.shape[0])
+        return state, carry, self.push_iterate(pool, ctx, self.ensemble.to_pixels(best_x), best_x), {}

@@ -1,0 +1,94 @@
+"""ZSKD's student augmentation on the device: scaling, translation, rotation, flips and their pairs.
+
+The released code (vcl-iisc/ZSKD at 54c855f, ``model_training/data_augmentation.py``
+``create_more_samples_using_augmentation``, l. 21-66) expands every student batch of ``n``
+impressions into ``103 n`` images (for a dataset other than CIFAR-10; CIFAR-10 adds salt-and-pepper
+and Gaussian noise) and has the teacher label all of them (l. 69-70, softmax at T = 20):
+
+| variants | what (l.) |
+|---|---|
+| 1 | the impressions themselves |
+| 3 | central scale 0.90, 0.75, 0.60, resized back (``central_scale_images``, bilinear ``crop_and_resize``) |
+| 4 | translation by 20% left / right / up / down, the uncovered strip filled with 1.0 (``translate_images``) |
+| 10 | rotation by -90, -70, ..., 90 degrees, nearest neighbour, zeros outside (``rotate_images_with_finer_angles``) |
+| 3 | flips left-right, up-down and the transpose (``flip_images``) |
+| 12 | translation of each scaled image (l. 47) |
+| 40 | rotation of each translated image (l. 52) |
+| 30 | rotation of each scaled image (l. 56) |
+
+Here each image of the student's pool draw gets one of the 103 variants, uniformly at random:
+the expected loss over a batch is the loss of the released code's expanded batch (a mean over
+the same 103 variants), at the cost of one image per impression. The teacher labels the
+augmented image (the student step's ``t_out = teacher(images)``). Readings: the 20% translation
+is a shift by ``H - ceil(0.8 H)`` pixels (the released glimpse of ``ceil(0.8 H)`` pixels placed at
+the border); the central crop is resampled with half-pixel centres (``augment.resize_crops``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dfkd_jax import augment
+
+SCALES = (0.90, 0.75, 0.60)
+ANGLES = tuple(-90.0 + 20.0 * i for i in range(10))  # -90 .. 90 in 10 steps
+# translation directions: 0 left, 1 right, 2 up, 3 down; -1 none. flips: 1 left-right, 2 up-down, 3 transpose
+
+
+def _variants() -> np.ndarray:
+    """``(103, 4)`` rows ``(scale, direction, angle, flip)``, in the released code's order."""
+    rows = [(1.0, -1, 0.0, 0)]
+    rows += [(s, -1, 0.0, 0) for s in SCALES]
+    rows += [(1.0, d, 0.0, 0) for d in range(4)]
+    rows += [(1.0, -1, a, 0) for a in ANGLES]
+    rows += [(1.0, -1, 0.0, f) for f in (1, 2, 3)]
+    rows += [(s, d, 0.0, 0) for d in range(4) for s in SCALES]
+    rows += [(1.0, d, a, 0) for a in ANGLES for d in range(4)]
+    rows += [(s, -1, a, 0) for a in ANGLES for s in SCALES]
+    return np.asarray(rows, np.float32)
+
+
+VARIANTS = _variants()
+
+
+def _gather(x, ys, xs, fill):
+    """``x[b, ys, xs]`` per sample (int maps ``(B, H, W)``), ``fill`` where the source is outside."""
+    _, h, w, _ = x.shape
+    inside = (ys >= 0) & (ys < h) & (xs >= 0) & (xs < w)
+    yc, xc = jnp.clip(ys, 0, h - 1), jnp.clip(xs, 0, w - 1)
+    out = jax.vmap(lambda img, yy, xx: img[yy, xx])(x, yc, xc)
+    return jnp.where(inside[..., None], out, jnp.asarray(fill, x.dtype))
+
+
+def apply_variants(x, v):
+    """Each image ``x[b]`` (NHWC, pixels) transformed by its row ``v[b] = (scale, direction, angle, flip)``:
+    central scale, then translation (fill 1.0), then rotation (nearest, fill 0), then flip."""
+    b, h, w, _ = x.shape
+    scale, direction, angle, flip = v[:, 0], v[:, 1].astype(jnp.int32), v[:, 2], v[:, 3].astype(jnp.int32)
+    x = augment.resize_crops(x, (1.0 - scale) * h / 2, (1.0 - scale) * w / 2, scale * h, scale * w)
+    i = jnp.broadcast_to(jnp.arange(h)[None, :, None], (b, h, w))
+    j = jnp.broadcast_to(jnp.arange(w)[None, None, :], (b, h, w))
+    ny, nx = h - math.ceil(0.8 * h), w - math.ceil(0.8 * w)
+    sy = jnp.where(direction == 2, ny, jnp.where(direction == 3, -ny, 0))[:, None, None]
+    sx = jnp.where(direction == 0, nx, jnp.where(direction == 1, -nx, 0))[:, None, None]
+    x = _gather(x, i + sy, j + sx, 1.0)
+    # rotation about the centre: the output pixel reads the source rotated by -angle (nearest)
+    rad = jnp.deg2rad(angle)[:, None, None]
+    cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
+    dy, dx = i - cy, j - cx
+    ry = jnp.round(jnp.cos(rad) * dy - jnp.sin(rad) * dx + cy).astype(jnp.int32)
+    rx = jnp.round(jnp.sin(rad) * dy + jnp.cos(rad) * dx + cx).astype(jnp.int32)
+    f = flip[:, None, None]
+    ys = jnp.where(f == 2, h - 1 - ry, jnp.where(f == 3, rx, ry))
+    xs = jnp.where(f == 1, w - 1 - rx, jnp.where(f == 3, ry, rx))
+    return _gather(x, ys, xs, 0.0)
+
+
+def zskd(key, x):
+    """One of the 103 variants per image, uniformly (see the module docstring)."""
+    table = jnp.asarray(VARIANTS)
+    return apply_variants(x, table[jax.random.randint(key, (x.shape[0],), 0, table.shape[0])])
