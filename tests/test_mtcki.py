@@ -8,7 +8,7 @@ import pytest
 
 from dfkd_jax import objectives, terms
 from dfkd_jax.engine.distiller import Distiller
-from dfkd_jax.engine.sharding import make_mesh
+from dfkd_jax.engine.sharding import batch_sharding, make_mesh
 from dfkd_jax.ensemble import TeacherView
 from dfkd_jax.errors import ConfigError
 from dfkd_jax.models import build_model
@@ -57,6 +57,19 @@ def test_mt_contrast_adapter_splits_the_projection_per_teacher():
     assert got.shape == (5,)
     with pytest.raises(ValueError, match="width"):
         objectives.STUDENT_TERMS["mt_contrast"].fn(view.replace(s_projected=s[:, :6]), objectives.HParams())
+
+
+def test_mt_contrast_over_the_global_batch_on_four_devices():
+    """The batch sharded over the 4 test devices: the contrast is over the global batch (one-device numbers)."""
+    rng = np.random.default_rng(2)
+    f1, f2 = rng.normal(size=(8, 4)).astype(np.float32), rng.normal(size=(8, 3)).astype(np.float32)
+    s = rng.normal(size=(8, 7)).astype(np.float32)
+    fn = jax.jit(lambda s, a, b: objectives.STUDENT_TERMS["mt_contrast"].fn(
+        objectives.View(x=s, t_logits=s, s_projected=s, t_features=(a, b)), objectives.HParams()))
+    one = fn(s, f1, f2)
+    sharded = batch_sharding(make_mesh(jax.devices()[:4]))
+    four = fn(*(jax.device_put(v, sharded) for v in (s, f1, f2)))
+    np.testing.assert_allclose(np.asarray(four), np.asarray(one), rtol=1e-5, atol=1e-6)
 
 
 def test_instance_embedding_concatenated_or_averaged():
