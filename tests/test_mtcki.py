@@ -150,3 +150,25 @@ def test_mtcki_transfer_set_reads_back_and_trains_another_student(two_teacher_ru
     s2, m2 = d2.round(s2)
     assert d2.spec.synthesis_steps == 0 and int(s2.pool.count) == 16
     assert np.isfinite(float(m2["student/mt_contrast"])) and "synthesis/loss" not in m2
+
+
+def test_mtcki_defaults_are_cmis_where_the_abstract_is_silent():
+    import importlib.util
+    import os
+
+    from dfkd_jax.config import base_config, validate
+    from dfkd_jax.methods import cmi, mtcki
+    m, c = mtcki.configure(base_config()), cmi.configure(base_config())
+    assert dict(m.generator.terms) == dict(c.generator.terms) and m.generator.steps == c.generator.steps == 200
+    assert (m.synthesis.cr, m.synthesis.cr_temperature, m.synthesis.bank_size) == (0.8, 0.2, 40960)
+    assert dict(m.student.terms) == {"kd": 1.0, "mt_contrast": 0.1} and m.student.tau == 20.0
+    assert (m.hparams.teacher_reduction, m.synthesis.embedding_fusion) == ("mean", "concat")
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "fashion_mnist",
+                        "mtcki.py")
+    spec = importlib.util.spec_from_file_location("cfg_mtcki", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    fm = module.get_config()
+    validate(fm)
+    assert (fm.synthesis.embedding, fm.synthesis.cr, fm.generator.steps) == ("feature", 0.8, 5)
+    assert "bn" not in fm.generator.terms and fm.teacher.checkpoints == ""
