@@ -392,7 +392,7 @@ def batch_info_nce(f_a: Array, f_b: Array, temperature) -> Array:
 def multi_teacher_info_nce(s_projected: Sequence[Array], t_features: Sequence[Array], temperature) -> Array:
     """MTCKI's multi-teacher-student contrastive term, per sample. ``(B,)``.
 
-    Multi-teacher contrastive knowledge inversion (seed 003; only the abstract is public: "a
+    Multi-teacher contrastive knowledge inversion (only the abstract is public: "a
     multi-teacher-student contrastive loss" strengthens the student's representation). Reading
     (``dfkd_jax.methods.mtcki``): for every teacher m, with ``a_i = normalise(s_projected[m]_i)``
     (the student's feature mapped to teacher m's width) and ``b_j = normalise(t_features[m]_j)``,

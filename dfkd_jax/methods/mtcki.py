@@ -1,4 +1,4 @@
-"""MTCKI: multi-teacher contrastive knowledge inversion (seed 003 of the project; only the abstract is public).
+"""MTCKI: multi-teacher contrastive knowledge inversion (only the paper's abstract is public).
 
 What the abstract says: invert the knowledge of several available teachers and fuse it into one
 student, removing the bias of a single teacher's BatchNorm statistics; make the synthetic images
