@@ -119,6 +119,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.synthesis.bank_size = 40960  # CMI's memory bank rows
     c.synthesis.n_neg = 4096  # bank rows drawn per step
     c.synthesis.head_dim = 256
+    # CMI's instance embedding, per teacher: bn_means (the spatial means of every BN input, CMI) | feature (the
+    # pooled penultimate feature: BN-free teachers); fused over several teachers by concat | mean (equal widths)
+    c.synthesis.embedding = "bn_means"
+    c.synthesis.embedding_fusion = "concat"
     c.synthesis.reset = "normal"  # CMI: the generator re-drawn every round (generator init scheme)
     c.synthesis.meta = "fomaml"  # Fast: fomaml | reptile
     c.synthesis.reptile_scale = 67.0
@@ -157,6 +161,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.hparams.kl_reduction = "batchmean"
     c.hparams.adv_detach_teacher = False  # adversarial terms reach the generator through the student only
     c.hparams.target_tau = 20.0  # temperature of soft_ce (ZSKD) and soft_kl (soft-targeted synthesis)
+    # several teachers: ensemble (one_hot on the teachers' mean logits, bn the mean over teachers) | mean (one_hot
+    # and bn: the mean over teachers of each teacher's own term) | sum (their sum; MTCKI's "summed")
+    c.hparams.teacher_reduction = "ensemble"
+    c.hparams.mt_temperature = 0.2  # MTCKI's multi-teacher-student InfoNCE (the mt_contrast student term)
     c.hparams.spl_lambda0 = 2.0  # self-paced lambda at the start
     c.hparams.spl_alpha = 1e-4  # lambda grows by alpha per student update (CuDFKD's alpha)
     c.hparams.r2m_queue_size = 8192  # AdaDFKD N_neg
@@ -240,7 +248,8 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     for key, valid in (("generator.student_mode", ("train", "eval")), ("student.generator_mode", ("train", "eval")),
                        ("memory.replay_mode", ("train", "eval")), ("generator.init", INIT_SCHEMES),
                        ("hparams.kl_reduction", ("batchmean", "mean")),
-                       ("hparams.relation_anchor", ("teacher", "student"))):
+                       ("hparams.relation_anchor", ("teacher", "student")),
+                       ("hparams.teacher_reduction", ("ensemble", "mean", "sum"))):
         section, field = key.split(".")
         if cfg[section][field] not in valid:
             raise ConfigError(f"config.{key} must be one of {', '.join(valid)}, not {cfg[section][field]!r}.")
@@ -256,7 +265,9 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     for key, valid in (("synthesis.kind", KINDS), ("synthesis.loop", LOOPS), ("student.pool_dtype", tuple(STORAGE_DTYPES)),
                        ("student.augment", tuple(AUGMENTATIONS)), ("synthesis.meta", ("fomaml", "reptile")),
                        ("synthesis.targets", ("dirichlet", "mvn")), ("synthesis.mvn_layer", ("penultimate", "logits")),
-                       ("synthesis.pixel_init", ("uniform", "normal"))):
+                       ("synthesis.pixel_init", ("uniform", "normal")),
+                       ("synthesis.embedding", ("bn_means", "feature")),
+                       ("synthesis.embedding_fusion", ("concat", "mean"))):
         section, field = key.split(".")
         if cfg[section][field] not in valid:
             raise ConfigError(f"config.{key} must be one of {', '.join(valid)}, not {cfg[section][field]!r}.")

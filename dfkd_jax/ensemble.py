@@ -19,7 +19,9 @@ What the terms read (``TeacherView``):
 - ``blocks``: the first teacher's block-group outputs (ZSKT's attention is defined for one
   teacher; ``Ensemble.check_terms`` refuses it with several);
 - ``bn_means``: per teacher, the per-sample spatial means of every BatchNorm input (CMI's
-  instance embedding), concatenated over layers then over teachers.
+  instance embedding), concatenated over layers then over teachers;
+- ``per_feature``, ``per_bn_means``: the same per teacher, before the concatenation (MTCKI: the
+  student's contrast with each teacher, the embedding averaged over teachers).
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ class TeacherView:
     bn: Any = None  # tuple over teachers of [(batch_mean, batch_var, running_mean, running_var)]
     blocks: Any = None
     bn_means: Any = None  # (B, sum of BN input widths over layers and teachers)
+    per_feature: tuple = ()  # every teacher's pooled feature
+    per_bn_means: tuple = ()  # every teacher's BN-input means, concatenated over its layers
 
 
 def task_of(arch: str) -> str:
@@ -121,8 +125,9 @@ class Ensemble:
             if with_bn or with_means:
                 (lg, aux), stats = apply_with_bn_stats(model, variables, xi, train=False, per_sample_means=with_means)
                 bns.append([s[:4] for s in stats])
-                if with_means:
-                    means.append(jnp.concatenate([s[4] for s in stats], axis=-1))
+                if with_means:  # a teacher without BatchNorm adds no columns
+                    means.append(jnp.concatenate([s[4] for s in stats], axis=-1) if stats
+                                 else jnp.zeros((xi.shape[0], 0), jnp.float32))
             else:
                 lg, aux = model.apply(variables, xi, train=False)
             logits.append(lg)
@@ -136,7 +141,8 @@ class Ensemble:
             feature = jnp.concatenate(features, axis=-1)
         return TeacherView(logits=mean_logits, per_logits=tuple(logits), feature=feature,
                            bn=tuple(bns) if (with_bn or with_means) else None, blocks=blocks,
-                           bn_means=(jnp.concatenate(means, axis=-1) if means else None))
+                           bn_means=(jnp.concatenate(means, axis=-1) if means else None),
+                           per_feature=tuple(features), per_bn_means=tuple(means))
 
     def logits(self, t_vars: tuple, x):
         return self.forward(t_vars, x).logits

@@ -74,8 +74,31 @@ def _parse_flags(argv):
         raise
 
 
+def _listing() -> str:
+    """The methods (each module's first docstring line) and the config files, for ``--help``."""
+    import glob
+    import os
+
+    from dfkd_jax.methods import METHODS
+    lines = ["", "Methods (config.method; choose one with its config file):"]
+    for name, module in sorted(METHODS.items()):
+        summary = " ".join((module.__doc__ or "").strip().split("\n\n")[0].split())
+        if len(summary) > 96:
+            summary = summary[:93].rsplit(" ", 1)[0] + " ..."
+        lines.append(f"  {name:14s}{summary}")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    files = sorted(glob.glob(os.path.join(root, "configs", "*", "*.py")))
+    if files:
+        lines += ["", f"Config files ({root}):"]
+        lines += [f"  {os.path.relpath(f, root)}" for f in files if "def get_config" in open(f).read()]
+    return "\n".join(lines) + "\n"
+
+
 def run():
     from absl import logging
+    if any(a in ("-h", "-?", "--help", "--helpshort", "--helpfull") for a in sys.argv[1:]):
+        main_module = sys.modules["__main__"]
+        main_module.__doc__ = (main_module.__doc__ or __doc__) + _listing()
     logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint step at INFO
     app.run(_main, flags_parser=_parse_flags)
 

@@ -67,6 +67,8 @@ class View:
     x_clean: Any = None  # the batch before augmentation (inversion: the image priors read it)
     targets: Any = None  # sampled class targets (inversion); None: the teacher's argmax
     t_conv1: Any = None  # the first teacher's first-convolution output (soft-targeted synthesis's L_a)
+    t_per_logits: Any = None  # every teacher's own logits (a tuple; t_logits is their mean)
+    t_features: Any = None  # every teacher's pooled feature (a tuple, detached; MTCKI's student contrast)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,6 +88,10 @@ class HParams:
     kl_reduction: str = "batchmean"  # 'mean': kl, adv_kl and adv_js also divided by the number of classes
     adv_detach_teacher: bool = False  # adversarial terms: no gradient through the teacher's logits
     target_tau: float = 20.0  # temperature of soft_ce / soft_kl (ZSKD, soft-targeted synthesis)
+    # several teachers: how one_hot and bn combine them. 'ensemble': one_hot on the mean logits, bn the mean
+    # over teachers | 'mean': both the mean over teachers of each teacher's own term | 'sum': both the sum
+    teacher_reduction: str = "ensemble"
+    mt_temperature: float = 0.2  # MTCKI's multi-teacher-student InfoNCE
 
     @classmethod
     def from_config(cls, cfg) -> "HParams":
@@ -96,7 +102,8 @@ class HParams:
                    r2m_window=float(h.r2m_window), r2m_begin=float(h.r2m_begin), r2m_end=float(h.r2m_end),
                    relation_temperature=float(h.relation_temperature), relation_anchor=str(h.relation_anchor),
                    kl_reduction=str(h.kl_reduction), adv_detach_teacher=bool(h.adv_detach_teacher),
-                   target_tau=float(h.target_tau))
+                   target_tau=float(h.target_tau), teacher_reduction=str(h.teacher_reduction),
+                   mt_temperature=float(h.mt_temperature))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,7 +113,7 @@ class Term:
     doc: str = ""
 
 
-NEEDS = ("student", "t_feature", "t_blocks", "s_blocks", "bn", "key", "queue", "conv1")
+NEEDS = ("student", "t_feature", "t_blocks", "s_blocks", "bn", "key", "queue", "conv1", "t_features")
 
 
 def _log_base(h: HParams):
@@ -152,11 +159,42 @@ def adv_js_neg(v: View, h: HParams):
     return -jnp.mean(_per_class(h, terms.js(v.s_logits, _adv_t(v, h), h.adv_tau), v.t_logits))
 
 
+def _over_teachers(per_teacher, h: HParams):
+    """One value per teacher combined: their sum under ``teacher_reduction='sum'``, else their mean."""
+    if len(per_teacher) == 1:
+        return per_teacher[0]
+    stacked = jnp.stack(per_teacher)
+    return jnp.sum(stacked) if h.teacher_reduction == "sum" else jnp.mean(stacked)
+
+
 def bn_term(v: View, h: HParams):
     """DeepInversion's R_feature (Eq. 4), per teacher the sum over its BN layers, then the mean over
-    the teachers (one teacher: its sum; copies of one teacher: the same value)."""
-    per_teacher = [terms.bn_stats(stats) for stats in v.t_bn]
-    return per_teacher[0] if len(per_teacher) == 1 else jnp.mean(jnp.stack(per_teacher))
+    the teachers (one teacher: its sum; copies of one teacher: the same value), or their sum under
+    ``teacher_reduction='sum'`` (MTCKI's "summed over teachers")."""
+    return _over_teachers([terms.bn_stats(stats) for stats in v.t_bn], h)
+
+
+def one_hot_term(v: View, h: HParams):
+    """DAFL Eq. 2 / the inversion family's CE(t, y), batch mean. Several teachers: with
+    ``teacher_reduction='ensemble'`` the CE of the ensemble's (mean) logits; with 'mean' / 'sum' the
+    mean / sum over teachers of each teacher's own CE (MTCKI's reading; without targets each
+    teacher against its own argmax)."""
+    per = v.t_per_logits
+    if h.teacher_reduction == "ensemble" or per is None or len(per) == 1:
+        return jnp.mean(terms.one_hot(v.t_logits, v.targets))
+    return _over_teachers([jnp.mean(terms.one_hot(t, v.targets)) for t in per], h)
+
+
+def mt_contrast(v: View, h: HParams):
+    """MTCKI's multi-teacher-student InfoNCE (``terms.multi_teacher_info_nce``), per sample: the student's
+    projected feature (``s_projected``, one block of the projector's output per teacher, in the teachers'
+    order and widths) against each teacher's own detached feature over the batch, at ``mt_temperature``."""
+    widths = [int(f.shape[-1]) for f in v.t_features]
+    if v.s_projected.shape[-1] != sum(widths):
+        raise ValueError(f"mt_contrast: the student's projected feature has width {v.s_projected.shape[-1]}, the "
+                         f"teachers' features {widths} (sum {sum(widths)})")
+    cuts = [sum(widths[:i + 1]) for i in range(len(widths) - 1)]
+    return terms.multi_teacher_info_nce(jnp.split(v.s_projected, cuts, axis=-1), v.t_features, h.mt_temperature)
 
 
 def _clean(v: View):
@@ -223,9 +261,10 @@ GENERATOR_TERMS: dict[str, Term] = {
     "adv_kd_masked": Term(lambda v, h: jnp.mean(terms.cmi_adversarial(v.s_logits, _adv_t(v, h), h.adv_tau)),
                           STUDENT, "CMI's masked form at tau = hparams.adv_tau: only samples on which s and t "
                           "agree (the CuDFKD released code, adv_type 'kl', tau 3)."),
-    "one_hot": Term(lambda v, h: jnp.mean(terms.one_hot(v.t_logits, v.targets)), frozenset(),
+    "one_hot": Term(one_hot_term, frozenset(),
                     "DAFL Eq. 2: cross-entropy of the teacher against its own argmax; the inversion "
-                    "family's CE(t, y) against the round's sampled targets y."),
+                    "family's CE(t, y) against the round's sampled targets y (several teachers: "
+                    "hparams.teacher_reduction)."),
     "adv_js_neg": Term(adv_js_neg, STUDENT, adv_js_neg.__doc__.splitlines()[0]),
     "tv": Term(lambda v, h: terms.total_variation(_clean(v)), frozenset(),
                "DeepInversion R_prior: L1 total variation of the un-augmented batch (get_image_prior_losses)."),
@@ -257,6 +296,7 @@ STUDENT_TERMS: dict[str, Term] = {
                                                                                            "s_blocks"}),
                       "ZSKT: attention transfer over block groups (weight beta = 250; code convention)."),
     "relation": Term(relation, frozenset({"student", "key", "t_feature"}), relation.__doc__.splitlines()[0]),
+    "mt_contrast": Term(mt_contrast, frozenset({"student", "key", "t_features"}), mt_contrast.__doc__.splitlines()[0]),
 }
 
 

@@ -404,6 +404,28 @@ def batch_info_nce(f_a: Array, f_b: Array, temperature) -> Array:
     return -jnp.diagonal(logp)
 
 
+def multi_teacher_info_nce(s_projected: Sequence[Array], t_features: Sequence[Array], temperature) -> Array:
+    """MTCKI's multi-teacher-student contrastive term, per sample. ``(B,)``.
+
+    Multi-teacher contrastive knowledge inversion (only the abstract is public: "a
+    multi-teacher-student contrastive loss" strengthens the student's representation). Reading
+    (``dfkd_jax.methods.mtcki``): for every teacher m, with ``a_i = normalise(s_projected[m]_i)``
+    (the student's feature mapped to teacher m's width) and ``b_j = normalise(t_features[m]_j)``,
+
+        logits^m_ij = <a_i, b_j> / temperature           (B x B over the global batch)
+        loss^m_i    = -log softmax(logits^m_i)_i          (student i must pick teacher m's feature of sample i)
+        loss_i      = mean_m loss^m_i
+
+    The teachers' features get no gradient (``stop_gradient``); the student's side does (to the
+    student and to its projections). With one teacher this is ``batch_info_nce(s, t)``.
+    """
+    if len(s_projected) != len(t_features) or not t_features:
+        raise ValueError(f"multi_teacher_info_nce: {len(s_projected)} student projections for "
+                         f"{len(t_features)} teachers")
+    per = [batch_info_nce(s, jax.lax.stop_gradient(t), temperature) for s, t in zip(s_projected, t_features)]
+    return per[0] if len(per) == 1 else jnp.mean(jnp.stack(per), axis=0)
+
+
 def self_paced_weight(losses: Array, lam) -> Array:
     """CuDFKD's self-paced sample weight, per sample, without gradient. ``(B,)``.
 

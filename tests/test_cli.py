@@ -155,6 +155,17 @@ def test_method_is_the_config_files(env, tmp_path):
     assert not (tmp_path / "w").exists()
 
 
+def test_help_lists_the_methods_and_config_files(env):
+    from dfkd_jax.methods import METHODS
+    proc = subprocess.run([sys.executable, "-m", "dfkd_jax.main", "--help"], env=env["env"], capture_output=True,
+                          text=True, timeout=300)
+    assert "Methods" in proc.stdout, proc.stderr[-2000:]  # absl exits with status 1 after --help
+    methods = proc.stdout.split("Methods")[1].split("Config files")[0]
+    assert sorted(line.split()[0] for line in methods.strip().splitlines()[1:]) == sorted(METHODS)
+    assert "configs/fashion_mnist/default.py" in proc.stdout and "--workdir" in proc.stdout
+    assert "configs/fashion_mnist/lenet_pair.py" not in proc.stdout  # shared settings, not a runnable config
+
+
 def test_finished_run_with_a_changed_config_is_refused(straight, env):
     """The finished straight run, rerun with another train.rounds: refused with the differing keys; nothing
     in the workdir changes (config.json included)."""

@@ -24,7 +24,10 @@ def _result(best, last, mean, teacher=0.9, agree=0.5, loyalty=0.4):
 def test_every_method_config_exists_and_shares_the_budget():
     tool = _tool()
     from dfkd_jax import methods
-    assert set(tool.METHODS) | set(tool.PUBLISHED_COUNT_METHODS) == set(methods.METHODS)
+    assert set(tool.METHODS) | set(tool.PUBLISHED_COUNT_METHODS) | set(tool.MULTI_TEACHER_METHODS) \
+        == set(methods.METHODS)
+    for m in tool.MULTI_TEACHER_METHODS:
+        assert os.path.isfile(os.path.join(ROOT, "configs", "fashion_mnist", f"{m}.py")), m
     assert set(tool.METHOD_CHANGES) <= set(methods.METHODS)
     for m in tool.METHODS:
         assert os.path.isfile(os.path.join(ROOT, "configs", "fashion_mnist", f"{m}.py")), m

@@ -258,6 +258,29 @@ def test_batch_info_nce_numpy():
     close(terms.batch_info_nce(a.astype(np.float32), b.astype(np.float32), 0.07), want, tol=1e-4)
 
 
+def test_multi_teacher_info_nce_numpy():
+    """MTCKI's term: per teacher, student i picks teacher m's feature of sample i among the batch's
+    (both L2-normalised, / temperature); the cross-entropies averaged over the teachers."""
+    rng = np.random.default_rng(4)
+    s1, t1 = rng.normal(size=(3, 4)), rng.normal(size=(3, 4))  # teacher 1: width 4
+    s2, t2 = rng.normal(size=(3, 2)), rng.normal(size=(3, 2))  # teacher 2: width 2
+
+    def ce(s, t, temp):
+        sim = _unit(s) @ _unit(t).T / temp
+        return np.array([np.log(np.exp(sim[i]).sum()) - sim[i, i] for i in range(len(s))])
+
+    want = (ce(s1, t1, 0.2) + ce(s2, t2, 0.2)) / 2
+    f32 = lambda *a: [np.asarray(v, np.float32) for v in a]  # noqa: E731
+    got = jax.jit(lambda a, b, c, d: _terms.multi_teacher_info_nce((a, b), (c, d), 0.2))(*f32(s1, s2, t1, t2))
+    close(got, want, tol=1e-4)
+    close(jax.jit(lambda a, c: _terms.multi_teacher_info_nce((a,), (c,), 0.5))(*f32(s1, t1)), ce(s1, t1, 0.5),
+          tol=1e-4)
+    # the teachers' features are detached; the student's side is not
+    g_s, g_t = jax.grad(lambda a, c: _terms.multi_teacher_info_nce((a,), (c,), 0.2).mean(), argnums=(0, 1))(
+        *f32(s1, t1))
+    assert np.all(np.asarray(g_t) == 0) and np.abs(np.asarray(g_s)).sum() > 0
+
+
 # ---------------------------------------------------------------- self-paced
 def test_self_paced_weight():
     lam = 2.0

@@ -39,6 +39,8 @@ NOISY_METHODS = ("dfad", "dafl", "cudfkd", "adadfkd")
 # methods whose Fashion-MNIST configs are at the published counts (48,000 impressions of 1500 steps: GPU-sized),
 # not rows of the equal-budget table
 PUBLISHED_COUNT_METHODS = ("zskd", "soft_targeted")
+# methods whose rows need several teachers (--config.teacher.checkpoints), not rows of the one-teacher table
+MULTI_TEACHER_METHODS = ("mtcki",)
 NOTES_MARKER = "<!-- notes: kept when tools/results.py rewrites the tables above -->"
 
 # What changed in a method since the previous published table (kept by hand when a method's code changes;

@@ -194,7 +194,9 @@ class Distiller:
                                       "Set --config.generator.terms.bn=0 or choose a BN teacher.")
         t_dim, s_dim = _feature_width(ensemble.models, meta.input_shape), _feature_width(student, meta.input_shape)
         projector = None
-        if "key" in needs and t_dim != s_dim:
+        # MTCKI's contrast with several teachers maps the student's feature to each teacher's width: one
+        # linear map to their concatenation is those maps side by side
+        if "key" in needs and (t_dim != s_dim or ("t_features" in needs and len(teachers) > 1)):
             projector = nn.Dense(t_dim, use_bias=False, name="projector")
         d = cls(config, teachers, mesh, ensemble, student, tx_s, spec, synth=None, projector=projector,
                 feature_dims=(t_dim, s_dim), needs=needs, vae=vae, tx_m=tx_m)

@@ -238,17 +238,21 @@ class Round:
     def _learn(self, s: ModelState, proj: ModelState | None, batch, t_vars, prog):
         x, t_logits, t_feature = batch
         s_needs = self.s_needs
-        t_blocks = None
-        if t_logits is None or "t_blocks" in s_needs or ("t_feature" in s_needs and t_feature is None):
+        t_blocks = t_features = None
+        if t_logits is None or "t_blocks" in s_needs or ("t_feature" in s_needs and t_feature is None) \
+                or "t_features" in s_needs:
             tv = self.ensemble.forward(t_vars, x)
             if t_logits is None:
                 t_logits = jax.lax.stop_gradient(tv.logits)
             t_feature, t_blocks = jax.lax.stop_gradient((tv.feature, tv.blocks))
+            if "t_features" in s_needs:
+                t_features = jax.lax.stop_gradient(tv.per_feature)
         use_proj = proj is not None and "key" in s_needs
 
         def loss_fn(params, p_params):
             (s_logits, s_aux), s_stats = forward(self.student, {**s.variables(), "params": params}, x, train=True)
             view = objectives.View(x=x, t_logits=t_logits, t_feature=t_feature, t_blocks=t_blocks,
+                                   t_features=t_features,
                                    s_logits=s_logits, s_feature=s_aux["feature"], s_blocks=s_aux.get("blocks"),
                                    progress=prog)
             if "key" in s_needs:

@@ -9,7 +9,8 @@ The engine's round is the same for all of them.
 from __future__ import annotations
 
 from dfkd_jax.errors import ConfigError
-from dfkd_jax.methods import adadfkd, adi, cmi, cudfkd, dafl, dfad, dfq, fast, predfkd, soft_targeted, zskd, zskt
+from dfkd_jax.methods import (adadfkd, adi, cmi, cudfkd, dafl, dfad, dfq, fast, mtcki, predfkd, soft_targeted, zskd,
+                              zskt)
 
 METHODS = {
     "dfad": dfad,
@@ -21,6 +22,7 @@ METHODS = {
     "predfkd": predfkd,
     "adi": adi,
     "cmi": cmi,
+    "mtcki": mtcki,
     "fast": fast,
     "zskd": zskd,
     "soft_targeted": soft_targeted,

@@ -1,4 +1,4 @@
-"""AdaDFKD: adaptive inter-sample relations (Li et al., Neural Networks 2024), the seed method.
+"""AdaDFKD: adaptive inter-sample relations (Li et al., Neural Networks 2024).
 
 Generator: CuDFKD's loss (``dfkd_jax.methods.cudfkd``: one_hot + bn - 20 H(p_bar at tau 20))
 with the adversarial ``9 KL_3(t || s)`` at a constant weight 1 and unmasked (``adv_kd``),

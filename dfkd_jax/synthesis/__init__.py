@@ -35,7 +35,8 @@ def inversion_spec(config, teacher_meta):
         b1=float(config.generator.b1), b2=float(config.generator.b2), lr_z=float(s.lr_z), nz=int(config.generator.nz),
         student_mode=str(config.generator.student_mode), pool_logits=bool(config.student.pool_logits),
         cr=float(s.cr), cr_temperature=float(s.cr_temperature), bank_size=int(s.bank_size), n_neg=int(s.n_neg),
-        head_dim=int(s.head_dim), reset=str(s.reset), meta=str(s.meta), reptile_scale=float(s.reptile_scale),
+        head_dim=int(s.head_dim), embedding=str(s.embedding), embedding_fusion=str(s.embedding_fusion),
+        reset=str(s.reset), meta=str(s.meta), reptile_scale=float(s.reptile_scale),
         bn_momentum=float(s.bn_momentum), warmup=int(s.warmup), reset_l0_round=int(s.reset_l0_round))
 
 
@@ -49,6 +50,23 @@ def _bn_shapes(distiller):
                                   t.variables)
         out.append(tuple(int(s[0].shape[-1]) for s in stats))
     return tuple(out)
+
+
+def _embed_dim(spec, distiller) -> int:
+    """The width of CMI's instance embedding: per teacher its BN inputs' channels (``bn_means``) or its
+    pooled feature's width (``feature``), summed over teachers (``concat``) or shared by them (``mean``)."""
+    if spec.embedding == "bn_means":
+        widths = [sum(layers) for layers in _bn_shapes(distiller)]
+    else:
+        from dfkd_jax.engine.distiller import _feature_width
+        widths = [_feature_width(t.model, distiller.teacher.meta.input_shape) for t in distiller.teachers]
+    if spec.embedding_fusion == "concat":
+        return sum(widths)
+    if len(set(widths)) > 1:
+        raise ConfigError(f"config.synthesis.embedding_fusion='mean' averages the teachers' instance embeddings, "
+                          f"but their widths differ ({', '.join(map(str, widths))} for synthesis.embedding="
+                          f"{spec.embedding!r}). Use --config.synthesis.embedding_fusion=concat.")
+    return widths[0]
 
 
 def build_synthesiser(config, distiller, dtype):
@@ -111,7 +129,6 @@ def build_synthesiser(config, distiller, dtype):
                           f"{config.generator.arch!r} does not output pixels. Use generator.arch='cmi' or 'large'.")
     if kind == "generator":
         from dfkd_jax.synthesis.generator_inversion import GeneratorInversion
-        embed = sum(sum(layers) for layers in _bn_shapes(distiller))
-        return GeneratorInversion(spec, generator=g, embed_dim=embed, **common, **pool_args)
+        return GeneratorInversion(spec, generator=g, embed_dim=_embed_dim(spec, distiller), **common, **pool_args)
     from dfkd_jax.synthesis.meta import MetaGenerator
     return MetaGenerator(spec, generator=g, bn_shapes=_bn_shapes(distiller), **common, **pool_args)

@@ -18,7 +18,11 @@ Matched to zju-vipa/CMI at 9e79fa9, ``datafree/synthesis/contrastive.py``:
   layer's input (``InstanceMeanHook``), concatenated over layers, of the global and of the local
   view (with several teachers, concatenated over teachers as well). The reference uses the
   4 stage inputs instead for a ResNet-34 teacher (``datafree_kd.py`` l. 280-281); here every
-  teacher uses its BN inputs (a documented deviation for that one teacher);
+  teacher uses its BN inputs (a documented deviation for that one teacher). Not in the reference
+  (MTCKI, ``dfkd_jax.methods.mtcki``): ``synthesis.embedding='feature'`` embeds each teacher's
+  pooled penultimate feature instead (teachers without BatchNorm), and
+  ``synthesis.embedding_fusion='mean'`` averages the teachers' embeddings (equal widths) instead
+  of concatenating them;
 - l. 17-31, 235-236: the head ``Linear(D, D) - ReLU - Linear(D, 256)`` then L2-normalised
   (``head_dim`` 256 from ``datafree_kd.py``), with its own Adam (lr ``lr_g``, betas (0.9, 0.999)),
   kept across rounds (PyTorch ``nn.Linear`` init);
@@ -85,6 +89,15 @@ def contrastive_loss(p_local, p_global, n_current: int, valid, temperature):
     return current + jnp.where(n_bank > 0, bank, 0.0)
 
 
+def instance_embedding(tv, source: str, fusion: str):
+    """``(B, D)``: per teacher its BN inputs' spatial means (``source='bn_means'``, CMI) or its pooled feature
+    (``'feature'``), concatenated over teachers (``fusion='concat'``) or averaged (``'mean'``)."""
+    per = [jnp.asarray(p, jnp.float32) for p in (tv.per_bn_means if source == "bn_means" else tv.per_feature)]
+    if len(per) == 1:
+        return per[0]
+    return jnp.mean(jnp.stack(per), axis=0) if fusion == "mean" else jnp.concatenate(per, axis=-1)
+
+
 @dataclasses.dataclass(eq=False)
 class GeneratorInversion(InversionBase):
     generator: Any
@@ -95,7 +108,8 @@ class GeneratorInversion(InversionBase):
         if self.contrast and self.embed_dim == 0:
             from dfkd_jax.errors import ConfigError
             raise ConfigError("CMI's contrastive term embeds the teachers' BatchNorm inputs; these teachers have no "
-                              "BatchNorm. Set --config.synthesis.cr=0 or choose a BN teacher.")
+                              "BatchNorm. Set --config.synthesis.embedding=feature (their pooled features), "
+                              "--config.synthesis.cr=0, or choose a BN teacher.")
         self.head = MLPHead(self.embed_dim, self.spec.head_dim) if self.contrast else None
 
     @property
@@ -140,12 +154,14 @@ class GeneratorInversion(InversionBase):
             x = self.shard(x)
             x_global = ens.from_pixels(augment.crop_flip(kg, x))
             x_local = ens.from_pixels(augment.resized_crop_flip(kl, x))
+            means = self.contrast and spec.embedding == "bn_means"
             inv, parts, tv = objective(spec, ens, self.student, ctx, x_global, x_global, carry["targets"], progress,
-                                       with_means=self.contrast)
+                                       with_means=means)
             if not self.contrast:
                 return inv, (parts, stats, x, jnp.zeros((n, 0), jnp.float32))
-            f_global = tv.bn_means
-            f_local = ens.forward(ctx.t_vars, x_local, with_means=True).bn_means
+            f_global = instance_embedding(tv, spec.embedding, spec.embedding_fusion)
+            f_local = instance_embedding(ens.forward(ctx.t_vars, x_local, with_means=means), spec.embedding,
+                                         spec.embedding_fusion)
             cached_local, cached_global = jnp.split(bank_rows, 2, axis=1)
             proj = self.head.apply({"params": head_params},
                                    jnp.concatenate([f_local, cached_local, f_global, cached_global]))

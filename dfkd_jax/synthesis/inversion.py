@@ -45,6 +45,8 @@ class InversionSpec:
     bank_size: int = 40960
     n_neg: int = 4096
     head_dim: int = 256
+    embedding: str = "bn_means"  # the instance embedding per teacher: 'bn_means' (CMI) | 'feature'
+    embedding_fusion: str = "concat"  # over several teachers: 'concat' | 'mean'
     reset: str = "normal"  # the generator's re-initialisation each round
     # Fast
     meta: str = "fomaml"  # 'fomaml' | 'reptile'
@@ -73,7 +75,7 @@ def objective(spec: InversionSpec, ensemble, student, ctx, x_view, x_clean, targ
     tv = ensemble.forward(ctx.t_vars, x_view, with_bn="bn" in needs, with_means=with_means)
     t_bn = tv.bn if bn_blend is None or tv.bn is None else bn_blend(tv.bn)
     view = objectives.View(x=x_view, x_clean=x_clean, targets=targets, t_logits=tv.logits, t_feature=tv.feature,
-                           t_bn=t_bn, progress=progress)
+                           t_bn=t_bn, progress=progress, t_per_logits=tv.per_logits)
     if "student" in needs:
         (s_logits, s_aux), _ = forward(student, jax.lax.stop_gradient(ctx.student.variables()), x_view,
                                        train=spec.student_mode == "train")

@@ -114,6 +114,7 @@ class OnlineGenerator(SynthesiserBase):
             x = self.shard(x)
             tv = self.ensemble.forward(ctx.t_vars, x, with_bn="bn" in needs)
             view = objectives.View(x=x, t_logits=tv.logits, t_feature=tv.feature, t_bn=tv.bn,
+                                   t_per_logits=tv.per_logits,
                                    queue=None if state.queue is None else state.queue.keys, progress=progress)
             if "student" in needs:
                 (s_logits, s_aux), _ = forward(self.student, ctx.student.variables(), x,
