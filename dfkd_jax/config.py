@@ -213,7 +213,7 @@ def unknown_key_message(key: str, cfg: ml_collections.ConfigDict) -> str:
 def validate(cfg: ml_collections.ConfigDict) -> None:
     """Check names a run would otherwise trip over deep inside (method, terms, schedules)."""
     from dfkd_jax import methods, objectives
-    from dfkd_jax.models import ARCHITECTURES, GENERATORS
+    from dfkd_jax.models import GENERATORS, parse_arch
     from dfkd_jax.models.generators import INIT_SCHEMES
 
     if cfg.method not in methods.METHODS:
@@ -234,10 +234,15 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
             raise ConfigError(f"config.{role}.schedule must be constant, cosine or step, not {cfg[role].schedule!r}.")
         if cfg[role].optimizer not in ("sgd", "adam"):
             raise ConfigError(f"config.{role}.optimizer must be sgd or adam, not {cfg[role].optimizer!r}.")
-    for key, names in (("teacher.arch", ARCHITECTURES), ("student.arch", ARCHITECTURES), ("generator.arch", GENERATORS)):
+    for key in ("teacher.arch", "student.arch"):
         section, field = key.split(".")
-        if cfg[section][field] not in names:
-            raise ConfigError(f"Unknown config.{key} {cfg[section][field]!r}. Valid names: {', '.join(sorted(names))}.")
+        try:
+            parse_arch(cfg[section][field])
+        except ConfigError as e:
+            raise ConfigError(f"config.{key}: {e}") from None
+    if cfg.generator.arch not in GENERATORS:
+        raise ConfigError(f"Unknown config.generator.arch {cfg.generator.arch!r}. "
+                          f"Valid names: {', '.join(sorted(GENERATORS))}.")
     if cfg.student.batch not in ("fresh", "reuse", "regenerate", "pool"):
         raise ConfigError(f"config.student.batch must be fresh, reuse, regenerate or pool, not {cfg.student.batch!r}.")
     for key, valid in (("generator.student_mode", ("train", "eval")), ("student.generator_mode", ("train", "eval")),

@@ -8,7 +8,8 @@ constants agree, so one teacher, or copies of one, compute exactly what one teac
 
 What the terms read (``TeacherView``):
 - ``logits``: the ensemble view, the mean of the teachers' logits (MTCKI's reading,
-  methods.md: the adversarial and KD terms are against the ensemble);
+  methods.md: the adversarial and KD terms are against the ensemble); segmentation teachers
+  (``task == 'segmentation'``, per-pixel logits ``(B, H, W, K)``) are averaged pixel by pixel;
 - ``per_logits``: every teacher's own logits;
 - ``feature``: the teachers' pooled features concatenated along the feature axis (per-teacher
   features side by side; the width is the sum of the widths);
@@ -48,11 +49,22 @@ class TeacherView:
     per_bn_means: tuple = ()  # every teacher's BN-input means, concatenated over its layers
 
 
+def task_of(arch: str) -> str:
+    """``'segmentation'`` for architectures with per-pixel logits, else ``'classification'`` (also for
+    names outside the registry: teachers built in code)."""
+    from dfkd_jax.models import SEGMENTATION
+    return "segmentation" if str(arch).partition("@")[0] in SEGMENTATION else "classification"
+
+
 def check_compatible(teachers: Sequence) -> None:
-    """Teachers must agree on classes and image shape (they see the same images, one student learns)."""
+    """Teachers must agree on the task, classes and image shape (they see the same images, one student
+    learns)."""
     first = teachers[0].meta
     for i, t in enumerate(teachers[1:], start=1):
         m = t.meta
+        if task_of(m.arch) != task_of(first.arch):
+            raise ConfigError(f"Teacher {i} ({m.arch}) is a {task_of(m.arch)} model but teacher 0 ({first.arch}) is "
+                              f"a {task_of(first.arch)} model; the teachers of one run do one task.")
         if m.num_classes != first.num_classes or tuple(m.input_shape) != tuple(first.input_shape):
             raise ConfigError(
                 f"Teacher {i} ({m.arch}: {m.num_classes} classes, input {tuple(m.input_shape)}) does not agree with "
@@ -67,6 +79,7 @@ class Ensemble:
     models: tuple
     norms: tuple  # ((mean, std), ...) per teacher
     num_classes: int
+    task: str = "classification"  # or 'segmentation': per-pixel logits (B, H, W, K)
 
     @classmethod
     def of(cls, teachers: Sequence) -> "Ensemble":
@@ -75,7 +88,7 @@ class Ensemble:
             raise ConfigError("No teacher given: set config.teacher.checkpoint (or .checkpoints).")
         check_compatible(teachers)
         return cls(tuple(t.model for t in teachers), tuple((tuple(t.meta.mean), tuple(t.meta.std)) for t in teachers),
-                   teachers[0].meta.num_classes)
+                   teachers[0].meta.num_classes, task_of(teachers[0].meta.arch))
 
     def __len__(self):
         return len(self.models)

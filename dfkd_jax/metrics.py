@@ -6,6 +6,11 @@ over the batch of the per-example quantity times the mask, as a float32
 scalar. An evaluation loop adds these sums up and divides by the number of
 real examples (``mask.sum()`` accumulated), so padded examples never count.
 Under ``jax.jit`` with the batch sharded the sums are over the global batch.
+
+Segmentation: ``confusion_matrix`` is the per-batch sum (a ``(K, K)`` count of
+pixels by true and predicted class, ignored pixels left out), accumulated on the
+device like the other sums; ``segmentation_scores`` turns the total into mIoU and
+pixel accuracy on the host at the end. ``pixel_agreement`` is Agree@1 per pixel.
 """
 
 from __future__ import annotations
@@ -15,8 +20,10 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-__all__ = ["correct", "agreement", "loyalty", "js_base2", "summarise", "calibration"]
+__all__ = ["correct", "agreement", "loyalty", "js_base2", "summarise", "calibration", "confusion_matrix",
+           "segmentation_scores", "pixel_agreement"]
 
 
 def correct(logits, labels, mask) -> jax.Array:
@@ -52,6 +59,50 @@ def loyalty(s_logits, t_logits, mask) -> jax.Array:
     1 for identical predictions, 0 for disjoint supports.
     """
     per = 1.0 - jnp.sqrt(js_base2(s_logits, t_logits))
+    return jnp.sum(per * jnp.asarray(mask, jnp.float32))
+
+
+def confusion_matrix(logits, labels, mask, num_classes: int, ignore_label: int = 255) -> jax.Array:
+    """``(K, K)`` float32 pixel counts, rows = true class, columns = predicted (argmax) class.
+
+    ``logits`` ``(B, H, W, K)``, ``labels`` integer ``(B, H, W)``, ``mask`` ``(B,)``. Pixels of
+    padded examples, pixels labelled ``ignore_label`` and labels outside ``[0, K)`` are not
+    counted (DFAD's ``StreamSegMetrics``). A ``bincount`` on the device: no host sync.
+    """
+    labels = jnp.asarray(labels).astype(jnp.int32)
+    pred = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    valid = (labels != ignore_label) & (labels >= 0) & (labels < num_classes)
+    weight = valid.astype(jnp.float32) * jnp.asarray(mask, jnp.float32).reshape((-1,) + (1,) * (labels.ndim - 1))
+    index = jnp.where(valid, labels * num_classes + pred, 0)
+    counts = jnp.bincount(index.reshape(-1), weights=weight.reshape(-1), length=num_classes * num_classes)
+    return counts.reshape(num_classes, num_classes)
+
+
+def segmentation_scores(confusion) -> dict:
+    """mIoU and pixel accuracy of an accumulated confusion matrix (host, float64).
+
+    IoU_c = TP / (TP + FP + FN); mIoU is the mean over the classes whose union is not
+    empty (``nanmean``, as DFAD's ``StreamSegMetrics``); pixel accuracy = trace / total.
+    Returns ``{'miou', 'pixel_accuracy', 'iou': list per class (NaN where the union is empty)}``.
+    """
+    cm = np.asarray(confusion, np.float64)
+    tp = np.diag(cm)
+    union = cm.sum(0) + cm.sum(1) - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = np.where(union > 0, tp / np.where(union > 0, union, 1.0), np.nan)
+    total = cm.sum()
+    miou = float(np.nanmean(iou)) if np.any(union > 0) else float("nan")
+    return {"miou": miou, "pixel_accuracy": float(tp.sum() / total) if total else float("nan"),
+            "iou": [float(v) for v in iou]}
+
+
+def pixel_agreement(s_logits, t_logits, mask) -> jax.Array:
+    """Per-pixel Agree@1 numerator: the fraction of pixels where the two argmax maps agree, summed over
+    the real examples (divide by their count, as for ``agreement``). ``t_logits`` may also be the
+    teacher's argmax map itself ((B, H, W) integers, one axis fewer than ``s_logits``)."""
+    t_pred = t_logits if t_logits.ndim == s_logits.ndim - 1 else jnp.argmax(t_logits, axis=-1)
+    hit = (jnp.argmax(s_logits, axis=-1) == t_pred).astype(jnp.float32)
+    per = jnp.mean(hit.reshape(hit.shape[0], -1), axis=-1)
     return jnp.sum(per * jnp.asarray(mask, jnp.float32))
 
 

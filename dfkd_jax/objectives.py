@@ -13,6 +13,10 @@ R2M queue); the round computes exactly those.
 Generator terms return a scalar (minimised by the generator); student terms
 return one value per sample (a scalar broadcasts), so a method can weight samples
 (CuDFKD's self-paced weight), and the step takes their mean over the global batch.
+A term computed on per-pixel logits ``(B, H, W, K)`` (segmentation) gives a value
+per pixel; ``per_sample`` averages it over every non-batch axis, so the batch mean
+of a per-sample term is the mean over all pixels (DFAD's ``F.l1_loss`` on
+``(B, K, H, W)`` logits), and the generator terms, plain means, need nothing.
 
 A term's weight can follow a ramp over the run (``ramps``): 0 before a fraction
 ``begin`` of the run, then growing linearly, flat after ``end``. A ramp ``(begin, end)``
@@ -247,7 +251,7 @@ STUDENT = frozenset({"student"})
 GENERATOR_TERMS: dict[str, Term] = {
     "adv_l1": Term(lambda v, h: -jnp.mean(terms.l1(v.s_logits, _adv_t(v, h))), STUDENT,
                    "DFAD Eq. 5: maximise the student-teacher L1 discrepancy (classification)."),
-    "adv_log_l1": Term(lambda v, h: -jnp.log(jnp.mean(terms.l1(v.s_logits, _adv_t(v, h))) + 1.0), STUDENT,
+    "adv_log_l1": Term(lambda v, h: terms.adv_log_l1(v.s_logits, _adv_t(v, h)), STUDENT,
                        "DFAD Eq. 6: -log(L1 + 1), the segmentation form; bounded gradient as L1 grows."),
     "adv_kl": Term(adv_kl, STUDENT, adv_kl.__doc__),
     "adv_kd": Term(lambda v, h: -jnp.mean(terms.kd(v.s_logits, _adv_t(v, h), h.adv_tau)), STUDENT,
@@ -296,6 +300,12 @@ STUDENT_TERMS: dict[str, Term] = {
 }
 
 
+# Terms defined on per-pixel logits (B, H, W, K) (segmentation): class-wise ones reduce the last axis
+# only, image priors and BN statistics do not read logits. The others read pooled features, block
+# outputs, class targets or a batch's class histogram, which a segmentation model does not have.
+PER_PIXEL_GENERATOR_TERMS = frozenset({"adv_l1", "adv_log_l1", "adv_kl", "adv_kd", "tv", "l2", "bn"})
+PER_PIXEL_STUDENT_TERMS = frozenset({"l1", "kd", "kl"})
+
 def needs(weights: dict[str, float], registry: dict[str, Term]) -> frozenset:
     """Everything the terms with non-zero weight need (names from ``NEEDS``)."""
     out: frozenset = frozenset()
@@ -320,14 +330,24 @@ def ramp_factor(progress, ramp: tuple[float, ...], rounds: int = 1):
     return jnp.clip((progress - begin) / (end - begin), 0.0, 1.0)
 
 
+def per_sample(value: jax.Array) -> jax.Array:
+    """A term's value reduced to one number per sample: the mean over every axis but the first
+    (per-pixel values of segmentation terms); scalars and ``(B,)`` vectors are returned as they are."""
+    return value if value.ndim <= 1 else jnp.mean(value, axis=tuple(range(1, value.ndim)))
+
+
 def combine(weights: dict[str, float], registry: dict[str, Term], view: View, h: HParams,
-            ramps: dict[str, tuple[float, ...]] | None = None, rounds: int = 1, factors: dict | None = None):
+            ramps: dict[str, tuple[float, ...]] | None = None, rounds: int = 1, factors: dict | None = None,
+            reduce: Callable | None = None):
     """``(sum_i w_i(progress) * term_i, {name: term_i})`` over the terms with non-zero weight
     (``rounds``: the run's length, for ramps with a period; ``factors``: traced multipliers of some
-    weights, e.g. Fast's adversarial warm-up)."""
+    weights, e.g. Fast's adversarial warm-up); ``reduce`` (e.g. ``per_sample``) is applied to each
+    term's value first."""
     ramps = ramps or {}
     factors = factors or {}
     parts = {name: registry[name].fn(view, h) for name, w in weights.items() if w}
+    if reduce is not None:
+        parts = {name: reduce(v) for name, v in parts.items()}
     total = 0.0
     for name, value in parts.items():
         w = float(weights[name])

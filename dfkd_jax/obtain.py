@@ -48,7 +48,9 @@ def _train_and_save(config, path: str, log: Callable[[str], None]) -> None:
         train_examples=config.teacher.train_examples, seed=config.seed, data_dir=config.data.data_dir,
         source_dir=config.data.source_dir, mesh=local, show_progress=config.train.progress, log=log)
     save_teacher(path, variables, meta)
-    log(f"Teacher saved to {path} (test accuracy {100 * meta.test_accuracy:.2f}%).")
+    score = (f"test mIoU {100 * meta.extra['test_miou']:.2f}%" if "test_miou" in meta.extra
+             else f"test accuracy {100 * meta.test_accuracy:.2f}%")
+    log(f"Teacher saved to {path} ({score}).")
 
 
 def obtain_teacher(config, log: Callable[[str], None] | None = None) -> Teacher:

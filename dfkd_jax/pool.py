@@ -12,6 +12,8 @@ identical.
 
 from __future__ import annotations
 
+import math
+
 import flax
 import jax
 import jax.numpy as jnp
@@ -28,7 +30,8 @@ class Pool:
     reference code, without the files). ``sample`` returns float32 pixels."""
 
     x: jax.Array  # (P, H, W, C) pixels in the storage dtype
-    t_logits: jax.Array | None  # (P, K) teacher logits on them, or None (logits recomputed when drawn)
+    # (P, K) teacher logits on them ((P, H, W, K) for segmentation), or None (logits recomputed when drawn)
+    t_logits: jax.Array | None
     ptr: jax.Array  # next slot to write
     count: jax.Array  # filled slots (<= P)
 
@@ -37,9 +40,16 @@ class Pool:
         return self.x.shape[0]
 
 
-def init_pool(size: int, image_shape, num_classes: int, dtype: str = "float32", with_logits: bool = True) -> Pool:
+def _logit_shape(logit_shape) -> tuple[int, ...]:
+    return (int(logit_shape),) if isinstance(logit_shape, int) else tuple(int(d) for d in logit_shape)
+
+
+def init_pool(size: int, image_shape, logit_shape, dtype: str = "float32", with_logits: bool = True) -> Pool:
+    """An empty pool of ``size`` images (stored in ``dtype``) and, ``with_logits``, the teacher's logits on
+    them; ``logit_shape`` is the class count ``K`` (classification) or one sample's logit shape, e.g.
+    ``(H, W, K)`` (segmentation: per-pixel logits)."""
     return Pool(x=jnp.zeros((size, *image_shape), STORAGE_DTYPES[dtype]),
-                t_logits=jnp.zeros((size, num_classes), jnp.float32) if with_logits else None,
+                t_logits=jnp.zeros((size, *_logit_shape(logit_shape)), jnp.float32) if with_logits else None,
                 ptr=jnp.zeros((), jnp.int32), count=jnp.zeros((), jnp.int32))
 
 
@@ -75,12 +85,11 @@ def sample(pool: Pool, key: jax.Array, batch_size: int) -> tuple[jax.Array, jax.
     return decode(pool.x[idx]), (None if pool.t_logits is None else pool.t_logits[idx])
 
 
-def pool_bytes(size: int, image_shape, num_classes: int, dtype: str, with_logits: bool) -> int:
-    """Device (and checkpoint) bytes of a pool."""
-    n = 1
-    for d in image_shape:
-        n *= d
-    per = n * jnp.dtype(STORAGE_DTYPES[dtype]).itemsize + (4 * num_classes if with_logits else 0)
+def pool_bytes(size: int, image_shape, logit_shape, dtype: str, with_logits: bool) -> int:
+    """Device (and checkpoint) bytes of a pool (``logit_shape`` as for ``init_pool``)."""
+    per = math.prod(image_shape) * jnp.dtype(STORAGE_DTYPES[dtype]).itemsize
+    if with_logits:
+        per += 4 * math.prod(_logit_shape(logit_shape))
     return size * per
 
 

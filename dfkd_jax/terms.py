@@ -2,7 +2,10 @@
 
 Every function here is a pure function of arrays: no Python control flow on
 values, no state, safe under ``jax.jit`` and ``jax.grad``. Logit inputs have
-shape ``(B, K)``; they are cast to float32 before any softmax/log.
+shape ``(B, K)``; they are cast to float32 before any softmax/log. The
+class-wise terms (``kd``, ``kl``, ``l1``) reduce the last axis only, so on
+per-pixel logits ``(B, H, W, K)`` they return a value per pixel ``(B, H, W)``
+(``dfkd_jax.objectives.per_sample`` averages it per sample).
 
 Return shapes
     * Per-sample terms (``kd``, ``kl``, ``l1``, ``one_hot``, ``js``,
@@ -38,7 +41,7 @@ import jax.numpy as jnp
 Array = jax.Array
 
 __all__ = [
-    "l2_normalize", "kd", "kl", "l1", "one_hot", "balance", "activation", "js",
+    "l2_normalize", "kd", "kl", "l1", "adv_log_l1", "one_hot", "balance", "activation", "js",
     "adi_competition", "adi_competition_batch", "cmi_adversarial", "bn_stats",
     "total_variation", "total_variation_l2", "attention_map", "attention",
     "info_nce", "batch_info_nce", "self_paced_weight",
@@ -105,6 +108,18 @@ def l1(s_logits: Array, t_logits: Array) -> Array:
     ``F.l1_loss(s, t)`` (mean over batch and classes).
     """
     return jnp.mean(jnp.abs(_f32(s_logits) - _f32(t_logits)), axis=-1)
+
+
+def adv_log_l1(s_logits: Array, t_logits: Array) -> Array:
+    """DFAD's generator loss for segmentation, a scalar: ``-log(L1(s, t) + 1)``.
+
+    Fang et al. 2019, Eq. 6, as ``DFAD_camvid_deeplab.py`` computes it:
+    ``-torch.log(F.l1_loss(s_logit, t_logit) + 1)``, with L1 the mean absolute logit
+    difference over every element (batch, classes and pixels for ``(B, H, W, K)``
+    logits). The log keeps the generator's gradient bounded as the discrepancy grows:
+    d/dL1 = -1 / (L1 + 1).
+    """
+    return -jnp.log(jnp.mean(jnp.abs(_f32(s_logits) - _f32(t_logits))) + 1.0)
 
 
 def one_hot(t_logits: Array, labels: Array | None = None) -> Array:

@@ -131,6 +131,7 @@ def _assert_close_tree(jax_tree, torch_tree, rtol, atol, skip=(), norm_rtol=None
             assert np.linalg.norm(flat_j[k] - flat_t[k]) <= norm_rtol * np.linalg.norm(flat_t[k]), k
 
 
+@pytest.mark.slow  # 14 s, out of the default suite to keep it under 10 minutes on 2 cores
 def test_torch_round_computes_the_jax_round():
     cfg = bench_config(batch=B, ngf=NGF, nz=NZ)
     t_mod, s_mod, g_mod = _torch_models()

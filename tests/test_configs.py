@@ -113,3 +113,16 @@ def test_lenet_pair_inversion_student_stays_bounded(method):
         assert np.isfinite(float(m["student/loss"]))
     largest = max(float(jnp.max(jnp.abs(a))) for a in jax.tree.leaves(state.student.params))
     assert largest < 2.0, largest
+
+
+@pytest.mark.parametrize("path", config_files("fashion_mnist_scenes"), ids=os.path.basename)
+def test_fashion_mnist_scenes_configs(path):
+    """DFAD's segmentation objective, generator and schedule on the scenes pair."""
+    c = load(path)
+    validate(c)
+    assert c.data.dataset == "fashion_mnist_scenes"
+    assert (c.teacher.arch, c.student.arch) == ("deeplabv3_resnet50@0.125", "deeplabv3_mobilenetv2@0.25")
+    assert dict(c.generator.terms) == {"adv_log_l1": 1.0} and dict(c.student.terms) == {"l1": 1.0}
+    assert (c.generator.arch, c.generator.nz, c.generator.init) == ("dfad_b_resize", 256, "normal")
+    assert (c.student.steps, c.student.batch, c.student.lr, c.generator.lr) == (5, "fresh", 0.1, 1e-3)
+    assert tuple(c.student.milestones) == pytest.approx((1 / 3, 2 / 3))

@@ -29,7 +29,7 @@ import torch_reference as R  # noqa: E402
 from dfkd_jax.convert import (CheckpointMismatchError, convert_checkpoint, convert_state_dict,  # noqa: E402
                               convert_with_info, detect_architecture, flax_name_to_torch, generator_config,
                               load_torch_state_dict, normalize_state_dict)
-from dfkd_jax.models import ARCHITECTURES, build_generator, build_model  # noqa: E402
+from dfkd_jax.models import build_generator, build_model  # noqa: E402
 from dfkd_jax.teacher import load_teacher  # noqa: E402
 
 torch.set_num_threads(2)
@@ -39,9 +39,10 @@ PARAMS_10 = {"lenet5": 61_706, "lenet5_half": 15_738, "lenet5_half_zskd": 35_820
              "resnet34": 21_282_122, "wrn16_1": 175_066, "wrn16_2": 691_674, "wrn40_1": 563_930,
              "wrn40_2": 2_243_546, "vgg8": 3_918_858, "vgg11": 9_231_114}
 FORMATS = ("bare", "wrapped", "module")
-# (arch, key scheme of the reference module): every architecture, LeNets in both schemes.
-CASES = [(a, "dfad" if a.startswith("lenet") else "canonical") for a in sorted(ARCHITECTURES)]
-CASES += [(a, "cmi") for a in sorted(ARCHITECTURES) if a.startswith("lenet")]
+# (arch, key scheme of the reference module): every architecture of tests/torch_reference.py, LeNets in both
+# schemes (the rest of the zoo and the segmentation models: tests/test_convert_zoo.py).
+CASES = [(a, "dfad" if a.startswith("lenet") else "canonical") for a in sorted(PARAMS_10)]
+CASES += [(a, "cmi") for a in sorted(PARAMS_10) if a.startswith("lenet")]
 REL_ERRORS: dict[str, float] = {}
 
 
@@ -112,7 +113,8 @@ def test_convert_every_format(arch, scheme, tmp_path):
         first = variables
         assert info.scheme == scheme
         assert sum(np.size(v) for v in jax.tree.leaves(variables["params"])) == PARAMS_10[arch]
-        logits, aux = build_model(arch, 10).apply(variables, _nhwc(x), train=False)
+        model = build_model(arch, 10)
+        logits, aux = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, _nhwc(x))
         err = _rel_err(logits, ref)
         REL_ERRORS[f"{arch}-{scheme}"] = err
         assert err <= RTOL, f"{arch}: relative logit error {err:.2e}"
@@ -240,8 +242,8 @@ def test_wrong_num_classes(resnet18_sd):
 
 
 def test_unknown_architecture(resnet18_sd):
-    with pytest.raises(ValueError, match="Unknown architecture 'resnet50'"):
-        convert_state_dict(resnet18_sd, "resnet50")
+    with pytest.raises(ValueError, match="Unknown architecture 'resnet51'"):
+        convert_state_dict(resnet18_sd, "resnet51")
 
 
 def test_not_a_checkpoint(tmp_path):

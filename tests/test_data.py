@@ -97,7 +97,8 @@ def test_cifar_unpickler_reads_python2_pickles_and_refuses_code():
 
 
 def test_specs():
-    assert set(data.SPECS) == {"fashion_mnist", "mnist", "cifar10", "cifar100", "fashion_mnist32x3"}
+    assert set(data.SPECS) == {"fashion_mnist", "mnist", "cifar10", "cifar100", "fashion_mnist32x3",
+                               "fashion_mnist_scenes", "camvid", "nyuv2"}
     fm, fm3 = data.get_spec("fashion_mnist"), data.get_spec("fashion_mnist32x3")
     assert (fm.raw_shape, fm.image_shape, fm.mean, fm.std) == ((28, 28, 1), (32, 32, 1), (0.2860,), (0.3530,))
     assert fm3.image_shape == (32, 32, 3) and fm3.mean == (0.2860,) * 3 and fm3.std == (0.3530,) * 3

@@ -141,7 +141,7 @@ def test_round_batches_and_batchnorm_modes_by_hand(tiny_bn_student, batch):
     config = _bn_student_config(batch)
     d = Distiller.from_config(config, teacher, make_mesh(jax.devices()[:1]))
     state0 = d.init(0)
-    assert d.synth.spec.normalize  # pixel-space generator
+    assert d.synth.spec.output_space == "pixels"  # pixel-space generator, normalised with the run's constants
     g0, s0 = jax.device_get((state0.generator, state0.student))
     rng, rnd = jax.device_get((state0.rng, state0.round))
     state1, _ = d.round(state0)
@@ -216,7 +216,7 @@ def test_pixel_space_generator_is_normalised_with_the_teachers_constants(train):
     z = jax.random.normal(jax.random.PRNGKey(0), (4, 8))
     variables = gen.init(jax.random.PRNGKey(1), z, train=False)
     mean, std = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
-    synth = OnlineGenerator(OnlineSpec(1, "fresh", 4, 8, (), None, normalize=True), gen, None,
+    synth = OnlineGenerator(OnlineSpec(1, "fresh", 4, 8, (), None, output_space="pixels"), gen, None,
                             Ensemble((None,), ((mean, std),), 10), None, None, None)
     x, _ = jax.jit(lambda v, z: synth.generate(v, z, train=train))(variables, z)
     if train:

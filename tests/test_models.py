@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dfkd_jax.models import ARCHITECTURES, GENERATORS, build_generator, build_model
+from dfkd_jax.models import ARCHITECTURES, GENERATORS, SEGMENTATION, build_generator, build_model, parse_arch
 
 # Parameter counts at 10 classes (docs/models.md, from the reference zoos).
 PARAMS_10 = {
@@ -26,9 +26,36 @@ PARAMS_10 = {
     "wrn40_2": 2_243_546,
     "vgg8": 3_918_858,
     "vgg11": 9_231_114,
+    # the rest of the CMI/Fast registry (counts of the reference modules, tests/torch_reference_zoo.py)
+    "resnet8": 78_042,
+    "resnet20": 272_474,
+    "resnet32": 466_906,
+    "resnet56": 855_770,
+    "resnet110": 1_730_714,
+    "resnet8x4": 1_210_410,
+    "resnet32x4": 7_410_730,
+    "vgg13": 9_416_010,
+    "mobilenetv2": 2_236_682,
+    "shufflenetv2": 1_263_278,
+    "resnet50": 23_520_842,
 }
 HEAD_WIDTH = {"lenet5": 84, "lenet5_half": 42, "lenet5_half_zskd": 84, "resnet18": 512, "resnet34": 512,
-              "wrn16_1": 64, "wrn16_2": 128, "wrn40_1": 64, "wrn40_2": 128, "vgg8": 512, "vgg11": 512}
+              "wrn16_1": 64, "wrn16_2": 128, "wrn40_1": 64, "wrn40_2": 128, "vgg8": 512, "vgg11": 512,
+              "resnet8": 64, "resnet20": 64, "resnet32": 64, "resnet56": 64, "resnet110": 64, "resnet8x4": 256,
+              "resnet32x4": 256, "vgg13": 512, "mobilenetv2": 1280, "shufflenetv2": 1024, "resnet50": 2048}
+# DeepLabV3 at 11 classes (torchvision's deeplabv3_resnet50 without the auxiliary head has 39,638,869 at 21
+# classes: 10 x 257 more); at full width and at the 1/4 width the tests and CPU runs use.
+SEG_PARAMS_11 = {
+    "deeplabv3_resnet50": 39_636_299,
+    "deeplabv3_mobilenetv2": 5_111_307,
+    "deeplabv3_resnet50_cmi": 39_636_299,
+    "deeplabv3_mobilenetv2_cmi": 5_111_307,
+    "deeplabv3_resnet50@0.25": 2_490_203,
+    "deeplabv3_mobilenetv2@0.25": 338_787,
+    "deeplabv3_resnet50_cmi@0.25": 2_490_203,
+    "deeplabv3_mobilenetv2_cmi@0.25": 338_787,
+}
+SEG_FEATURE = {"deeplabv3_resnet50": 2048, "deeplabv3_mobilenetv2": 320}
 FEATURE_DIM = {**HEAD_WIDTH, "lenet5": 120, "lenet5_half": 60, "lenet5_half_zskd": 120}
 
 # (generator, kwargs, params): CMI's count is in docs/models.md; the DAFL ones follow from its layer list
@@ -42,6 +69,8 @@ GENERATOR_PARAMS = [
     ("large", dict(nz=256, ngf=64, channels=3, img_size=32), 4_581_955),
     # ZSKT: GeneratorA's layers at nc 3 plus the last BatchNorm's scale and bias (3 + 3)
     ("zskt", dict(nz=100, ngf=64, channels=3, img_size=32), 1_051_145),
+    ("dfad_b", dict(nz=256, ngf=64, channels=3, img_size=128), 11_243_203),  # DFAD's segmentation generator
+    ("dfad_b_resize", dict(nz=256, ngf=64, channels=3, img_size=128), 10_010_307),  # 3x3 instead of 4x4 kernels
 ]
 
 BLOCK_SHAPES = {
@@ -77,7 +106,53 @@ def _count(tree) -> int:
 
 
 def test_every_registered_architecture_has_a_count():
-    assert set(PARAMS_10) == set(ARCHITECTURES)
+    assert set(PARAMS_10) == set(ARCHITECTURES) - SEGMENTATION
+    assert {parse_arch(a)[0] for a in SEG_PARAMS_11} == SEGMENTATION
+
+
+def _seg_shapes(arch, size=64, num_classes=11, batch=2, channels=3, train=False):
+    model = build_model(arch, num_classes)
+    x = jax.ShapeDtypeStruct((batch, *size, channels) if isinstance(size, tuple) else (batch, size, size, channels),
+                             jnp.float32)
+    variables = jax.eval_shape(lambda v: model.init(jax.random.key(0), v, train=False), x)
+    if train:
+        return variables, jax.eval_shape(lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"]),
+                                         variables, x)[0]
+    return variables, jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, x)
+
+
+@pytest.mark.parametrize("arch", sorted(SEG_PARAMS_11))
+def test_segmentation_parameter_counts(arch):
+    variables, (logits, aux) = _seg_shapes(arch)
+    assert _count(variables["params"]) == SEG_PARAMS_11[arch]
+    assert logits.shape == (2, 64, 64, 11) and logits.dtype == jnp.float32
+    base, m = parse_arch(arch)
+    width = SEG_FEATURE[base.removesuffix("_cmi")]
+    assert aux["feature"].shape == (2, int(width * (m or 1.0)))
+    # output stride 8: the last backbone stage is 8x smaller than the input
+    assert aux["blocks"][-1].shape[1:3] == (8, 8)
+
+
+@pytest.mark.parametrize("arch,size,train", [("deeplabv3_resnet50@0.125", 48, False),
+                                             ("deeplabv3_resnet50@0.125", (40, 56), True),
+                                             ("deeplabv3_mobilenetv2@0.25", (40, 56), False),
+                                             ("deeplabv3_mobilenetv2_cmi@0.25", 72, False),
+                                             ("deeplabv3_mobilenetv2_cmi@0.25", (40, 56), True)])
+def test_segmentation_logits_follow_the_input_size(arch, size, train):
+    """Logits are upsampled to the input's height and width, square or not (output stride 8 inside)."""
+    hw = size if isinstance(size, tuple) else (size, size)
+    _, (logits, aux) = _seg_shapes(arch, size, num_classes=5, channels=1, train=train)
+    assert logits.shape == (2, *hw, 5)
+    assert aux["blocks"][-1].shape[1:3] == (hw[0] // 8, hw[1] // 8)
+
+
+def test_width_multiplier_names():
+    assert parse_arch("deeplabv3_resnet50@0.25") == ("deeplabv3_resnet50", 0.25)
+    assert parse_arch("resnet18") == ("resnet18", None)
+    for bad, msg in (("resnet18@0.5", "takes no width multiplier"), ("deeplabv3_resnet50@x", "Bad width"),
+                     ("deeplabv3_resnet51", "Unknown architecture")):
+        with pytest.raises(ValueError, match=msg):
+            parse_arch(bad)
 
 
 @pytest.mark.parametrize("arch", sorted(PARAMS_10))
@@ -158,12 +233,14 @@ def test_docs_table_matches_the_counts():
     import os
 
     path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "models.md")
-    rows = {}
+    rows, section = {}, ""
     for line in open(path):
-        if line.startswith("| `"):
+        if line.startswith("## "):
+            section = line
+        if line.startswith("| `") and "measured errors" not in section:  # not the conversion report's table
             cells = [c.strip() for c in line.strip().strip("|").split("|")]
             rows.setdefault(cells[0].strip("`"), []).append(cells[-1])
-    for arch, n in PARAMS_10.items():
+    for arch, n in {**PARAMS_10, **SEG_PARAMS_11}.items():
         assert rows[arch] == [f"{n:,}"], arch
     assert sorted(sum((rows[g] for g in GENERATORS), [])) == sorted(f"{n:,}" for _, _, n in GENERATOR_PARAMS)
 

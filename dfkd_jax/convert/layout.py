@@ -36,10 +36,10 @@ import numpy as np
 from dfkd_jax.models import build_generator, build_model
 
 # Sentinels for the two free dimensions of a classifier layout: no layer of any registered
-# model has 1009 features or 7 channels, so a dimension equal to one of them is the head's
+# model has 1009 features or 13 channels (nor a 13x13 kernel), so a dimension equal to one of them is the head's
 # class count or the input's channel count.
 _K_SENTINEL = 1009
-_C_SENTINEL = 7
+_C_SENTINEL = 13
 
 _LEAF_TO_TORCH = {
     ("params", "kernel"): "weight",
@@ -146,15 +146,18 @@ def infer_free_dims(template: Mapping[str, Entry], state_dict: Mapping[str, np.n
 # ---------------------------------------------------------------------------------------------
 # Generators: their free dimensions (nz, ngf, channels, img_size) are read from named tensors.
 
-# name -> (linear key, key of the first conv, key of the 2*ngf -> ngf conv, key of the output conv)
+# name -> (linear key, key of the first conv, key of the 2*ngf -> ngf conv, key of the output conv);
+# for DFAD's GeneratorB (``dfad_b``) the second key is the first transposed conv, [8 ngf, 4 ngf, 4, 4].
 _GENERATOR_KEYS = {
     "dafl": ("l1.0.weight", "conv_blocks1.0.weight", "conv_blocks2.0.weight", "conv_blocks2.3.weight"),
     "cmi": ("l1.0.weight", "conv_blocks.2.weight", "conv_blocks.6.weight", "conv_blocks.9.weight"),
     "large": ("l1.0.weight", "conv_blocks.2.weight", "conv_blocks.6.weight", "conv_blocks.9.weight"),
+    "dfad_b": ("project.1.weight", "main.1.weight", None, "main.13.weight"),
 }
 _GENERATOR_DEFAULTS = {"dafl": dict(nz=100, ngf=64, channels=1, img_size=32),
                        "cmi": dict(nz=256, ngf=64, channels=3, img_size=32),
-                       "large": dict(nz=256, ngf=64, channels=3, img_size=32)}
+                       "large": dict(nz=256, ngf=64, channels=3, img_size=32),
+                       "dfad_b": dict(nz=256, ngf=64, channels=3, img_size=128)}
 _GENERATOR_WIDTH = {"dafl": 2, "cmi": 2, "large": 4}  # channels of the linear layer's map, in ngf
 
 
@@ -162,8 +165,19 @@ def generator_config(state_dict: Mapping[str, np.ndarray], name: str) -> dict[st
     """``nz``, ``ngf``, ``channels``, ``img_size`` of a generator checkpoint (defaults where keys are absent)."""
     if name not in _GENERATOR_KEYS:
         raise ValueError(f"Unknown generator {name!r}. Valid names: {', '.join(sorted(_GENERATOR_KEYS))}.")
-    lin, _, mid, last = _GENERATOR_KEYS[name]
+    lin, first, mid, last = _GENERATOR_KEYS[name]
     cfg = dict(_GENERATOR_DEFAULTS[name])
+    if name == "dfad_b":  # Linear(nz -> 8 ngf (s/16)^2), square images
+        if first in state_dict and np.ndim(state_dict[first]) == 4:
+            cfg["ngf"] = int(state_dict[first].shape[0]) // 8
+        if last in state_dict and np.ndim(state_dict[last]) == 4:
+            cfg["channels"] = int(state_dict[last].shape[0])
+        if lin in state_dict and np.ndim(state_dict[lin]) == 2:
+            cfg["nz"] = int(state_dict[lin].shape[1])
+            side = math.isqrt(max(int(state_dict[lin].shape[0]) // (8 * cfg["ngf"]), 1))
+            if 8 * cfg["ngf"] * side * side == state_dict[lin].shape[0]:
+                cfg["img_size"] = 16 * side
+        return cfg
     if mid in state_dict and np.ndim(state_dict[mid]) == 4:
         cfg["ngf"] = int(state_dict[mid].shape[0])
     if last in state_dict and np.ndim(state_dict[last]) == 4:

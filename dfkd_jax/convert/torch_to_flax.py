@@ -23,7 +23,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from dfkd_jax.convert import layout as L
-from dfkd_jax.models import ARCHITECTURES, GENERATORS
+from dfkd_jax.models import ARCHITECTURES, GENERATORS, SEGMENTATION, arch_name, parse_arch
 from dfkd_jax.teacher import CheckpointMismatchError, describe_mismatch
 
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
@@ -217,9 +217,22 @@ def _all_names(include_generators: bool = True) -> list[str]:
     return sorted(ARCHITECTURES) + gens
 
 
+def _width_candidates(state_dict: Mapping[str, np.ndarray]) -> list[str]:
+    """Segmentation models at the width multipliers a ``backbone.*``/``classifier.*`` checkpoint suggests:
+    the ASPP width over 256, the ResNet stem over 64, the MobileNetV2 stem over 32 (tried, not trusted)."""
+    widths = set()
+    for key, base in (("convs.0.0.weight", 256), ("backbone.conv1.weight", 64), ("backbone.features.0.0.weight", 32),
+                      ("backbone.low_level_features.0.0.weight", 32)):
+        for k, v in state_dict.items():
+            if k.endswith(key) and np.ndim(v) == 4:
+                widths.add(round(v.shape[0] / base, 6))
+    return [arch_name(name, m) for name in sorted(SEGMENTATION) for m in sorted(widths) if m != 1.0]
+
+
 def _ranked(state_dict: Mapping[str, np.ndarray], include_generators: bool = True) -> list[Match]:
     """Best match of every registered model, closest first (exact fits have no problems)."""
-    matches = [match(state_dict, name) for name in _all_names(include_generators)]
+    names = _all_names(include_generators) + _width_candidates(state_dict)
+    matches = [match(state_dict, name) for name in names]
     return sorted(matches, key=lambda m: (m.problems, m.name))
 
 
@@ -305,8 +318,12 @@ def _variables(m: Match) -> dict[str, dict]:
 
 def convert_with_info(state_dict: Mapping[str, Any], arch: str, num_classes: int | None = None) -> tuple[dict, Match]:
     """``convert_state_dict`` that also returns the ``Match`` (key scheme, classes, input channels)."""
-    if arch not in ARCHITECTURES and arch not in GENERATORS:
-        raise ValueError(f"Unknown architecture {arch!r}. Valid names: {', '.join(_all_names())}.")
+    if arch not in GENERATORS:
+        try:
+            parse_arch(arch)
+        except ValueError:
+            raise ValueError(f"Unknown architecture {arch!r}. Valid names: {', '.join(_all_names())} "
+                             "(segmentation models also as NAME@WIDTH).") from None
     sd = normalize_state_dict(state_dict)
     m = match(sd, arch, num_classes=num_classes)
     if not m.ok:
@@ -327,7 +344,8 @@ def convert_state_dict(state_dict: Mapping[str, Any], arch: str, num_classes: in
 
 
 def generator_config(state_dict: Mapping[str, Any], name: str) -> dict[str, int]:
-    """``{'nz', 'ngf', 'channels', 'img_size'}`` of a DAFL (``'dafl'``) or CMI (``'cmi'``) generator checkpoint."""
+    """``{'nz', 'ngf', 'channels', 'img_size'}`` of a DAFL (``'dafl'``), CMI (``'cmi'``) or DFAD GeneratorB
+    (``'dfad_b'``) generator checkpoint."""
     return L.generator_config(normalize_state_dict(state_dict), name)
 
 

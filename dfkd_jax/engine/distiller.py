@@ -10,6 +10,13 @@ optimisers, synthesiser, mesh) and exposes pure, jitted functions over ``Distill
 Nothing here knows which method runs: a method is its config's synthesiser
 (``config.synthesis.kind``, ``dfkd_jax.synthesis``), term weights and step counts
 (``dfkd_jax.objectives``, ``dfkd_jax.engine.round``).
+
+The task follows from the teachers (``Ensemble.task``): segmentation teachers (per-pixel
+logits ``(B, H, W, K)``, e.g. DeepLabV3) make ``task == 'segmentation'``. The round and the
+online synthesiser are the same (per-pixel student terms are averaged per sample by
+``objectives.per_sample``, the pool stores per-pixel logits); ``evaluate`` reports mIoU and
+pixel accuracy from confusion matrices summed on the device, and ``headline`` names the
+metric the loop ranks evaluations by.
 """
 
 from __future__ import annotations
@@ -28,27 +35,58 @@ from dfkd_jax import metrics as metrics_lib
 from dfkd_jax import objectives
 from dfkd_jax import pool as pool_lib
 from dfkd_jax.data.pipeline import eval_batches
+from dfkd_jax.data.specs import SPECS
 from dfkd_jax.engine import optim, sharding
 from dfkd_jax.engine.round import LOOPS, MemorySpec, Round, RoundSpec
 from dfkd_jax.engine.state import DistillState, ModelState
 from dfkd_jax.ensemble import Ensemble
 from dfkd_jax.errors import ConfigError
-from dfkd_jax.models import build_model, fast_conv
+from dfkd_jax.models import build_model, fast_conv, is_segmentation
 from dfkd_jax.models.generators import initialize
 from dfkd_jax.models.vae import VAE
 from dfkd_jax.synthesis import build_synthesiser
 from dfkd_jax.teacher import Teacher
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+# the metric best/last/mean are taken over, and the teacher's, per task
+HEADLINE = {"classification": ("accuracy", "teacher_accuracy"), "segmentation": ("miou", "teacher_miou")}
+
+
+def check_segmentation_config(config) -> None:
+    """Refuse, with what to set instead, the parts of a config that segmentation teachers do not support:
+    only the online synthesiser (DFAD's setting) makes their samples (the inversion synthesisers optimise
+    class targets of classifiers), the terms must be defined per pixel
+    (``objectives.PER_PIXEL_*_TERMS``), and transfer sets and PRE-DFKD's memory store or replay
+    classification logits."""
+    if str(config.synthesis.kind) != "online":
+        raise ConfigError(f"Segmentation teachers: config.synthesis.kind must be 'online' (DFAD's segmentation "
+                          f"setting, methods.dfad.configure_segmentation), not {config.synthesis.kind!r}: the "
+                          "inversion synthesisers optimise class targets of classifiers.")
+    for role, allowed in (("generator", objectives.PER_PIXEL_GENERATOR_TERMS),
+                          ("student", objectives.PER_PIXEL_STUDENT_TERMS)):
+        bad = sorted(k for k, v in config[role].terms.items() if v and k not in allowed)
+        if bad:
+            raise ConfigError(f"Segmentation teachers: config.{role}.terms {', '.join(bad)} are not defined on "
+                              f"per-pixel logits. Set them to 0; per-pixel terms: {', '.join(sorted(allowed))}.")
+    if config.synthesis.transfer_set or config.synthesis.export:
+        raise ConfigError("Segmentation teachers: transfer sets (config.synthesis.transfer_set / export) hold "
+                          "classification logits; leave both empty.")
+    if config.memory.enabled:
+        raise ConfigError("Segmentation teachers: PRE-DFKD's memory replays classification samples; set "
+                          "config.memory.enabled=False.")
 
 
 @dataclasses.dataclass
 class EvalSet:
-    """A test set on the devices: ``(x, y, mask, teacher_logits)`` batches and the teachers' accuracy."""
+    """A test set on the devices: ``(x, y, mask, teacher_output)`` batches (the teachers' ensemble
+    logits, or their argmax maps for segmentation) and the teachers' scores (``teacher``:
+    ``teacher_accuracy``, or ``teacher_miou`` and ``teacher_pixel_accuracy``; ``teacher_accuracy``
+    is the pixel accuracy then)."""
 
     batches: list
     count: int
     teacher_accuracy: float
+    teacher: dict = dataclasses.field(default_factory=dict)
 
 
 def _feature_width(models, input_shape) -> int:
@@ -79,6 +117,16 @@ class Distiller:
     tx_m: Any = None
 
     @property
+    def task(self) -> str:
+        """``'classification'`` or ``'segmentation'``: the teachers' (``Ensemble.task``)."""
+        return self.ensemble.task
+
+    @property
+    def headline(self) -> tuple[str, str]:
+        """(student metric, teacher metric) that evaluations are ranked by: accuracy or mIoU."""
+        return HEADLINE[self.task]
+
+    @property
     def teacher(self) -> Teacher:
         """The first teacher (its metadata is the run's: classes, input shape, normalisation)."""
         return self.teachers[0]
@@ -101,8 +149,11 @@ class Distiller:
         dtype = DTYPES[config.compute_dtype]
         meta = teachers[0].meta
         h, w, c = meta.input_shape
-        if h != w:
-            raise ConfigError(f"Square inputs only; the teacher takes {meta.input_shape}.")
+        if is_segmentation(config.student.arch) != (ensemble.task == "segmentation"):
+            raise ConfigError(f"The teacher {meta.arch} is a {ensemble.task} model but the student "
+                              f"{config.student.arch} is not: choose a student of the same kind (config.student.arch).")
+        if ensemble.task == "segmentation":
+            check_segmentation_config(config)
         student = build_model(config.student.arch, meta.num_classes, dtype=dtype)
         rounds = int(config.train.rounds)
         # no student updates during the warm-up rounds: its schedule spans the rounds after them
@@ -128,6 +179,8 @@ class Distiller:
         vae = tx_m = None
         if spec.memory is not None:
             sharding.check_batch_size(spec.memory.batch_size, mesh, "memory.batch_size")
+            if h != w:
+                raise ConfigError(f"PRE-DFKD's memory makes square images; the teacher takes {meta.input_shape}.")
             vae = VAE(nz=spec.memory.nz, ngf=int(config.memory.ngf or config.generator.ngf), channels=c, img_size=h,
                       dtype=dtype, bn_eps=float(config.generator.bn_eps))
             tx_m = optax.adam(float(config.memory.lr))
@@ -180,6 +233,7 @@ class Distiller:
         self._eval = jax.jit(self._eval_batch)
         self._teacher_eval = jax.jit(self._teacher_batch)
         self._sample = jax.jit(self._sample_fn, out_shardings=repl)
+        self._predict = jax.jit(self._predict_fn, out_shardings=repl)
         self._repl = repl
 
     def _python_round(self, state: DistillState, t_vars):
@@ -233,7 +287,9 @@ class Distiller:
             s = self._init_model(self.student, k_s, jnp.zeros((2, h, w, c), jnp.float32), self.tx_s)
             pool = None
             if self.uses_pool():
-                pool = pool_lib.init_pool(int(cfg.student.pool_size), (h, w, c), self.teacher.meta.num_classes,
+                k = self.teacher.meta.num_classes
+                pool = pool_lib.init_pool(int(cfg.student.pool_size), (h, w, c),
+                                          (h, w, k) if self.task == "segmentation" else k,
                                           str(cfg.student.pool_dtype),
                                           with_logits=bool(cfg.student.pool_logits) or cfg.synthesis.kind == "online"
                                           or (bool(cfg.synthesis.transfer_set) and cfg.student.augment == "none"))
@@ -269,10 +325,22 @@ class Distiller:
     # -- evaluation -----------------------------------------------------------------------------
     def _teacher_batch(self, t_vars, x, y, mask):
         t_logits = self.ensemble.logits(t_vars, x)
+        if self.task == "segmentation":  # the argmax map is all the student's metrics need
+            k, ignore = self.teacher.meta.num_classes, self.ignore_label
+            return (jnp.argmax(t_logits, -1).astype(jnp.int32),
+                    metrics_lib.confusion_matrix(t_logits, y, mask, k, ignore))
         return t_logits.astype(jnp.float32), metrics_lib.correct(t_logits, y, mask)
 
-    def _eval_batch(self, s_vars, x, y, mask, t_logits):
+    def _eval_batch(self, s_vars, x, y, mask, t_out):
         s_logits, _ = self.student.apply(s_vars, x, train=False)
+        if self.task == "segmentation":
+            k, ignore = self.teacher.meta.num_classes, self.ignore_label
+            return {
+                "confusion": metrics_lib.confusion_matrix(s_logits, y, mask, k, ignore),
+                "agree": metrics_lib.pixel_agreement(s_logits, t_out, mask),
+                "count": jnp.sum(mask),
+            }
+        t_logits = t_out
         return {
             "correct": metrics_lib.correct(s_logits, y, mask),
             "agree": metrics_lib.agreement(s_logits, t_logits, mask),
@@ -280,36 +348,69 @@ class Distiller:
             "count": jnp.sum(mask),
         }
 
+    @property
+    def ignore_label(self) -> int:
+        """The label of pixels no segmentation metric counts (the teacher's dataset's; 255 by default)."""
+        spec = SPECS.get(self.teacher.meta.dataset)
+        return spec.ignore_label if spec is not None else 255
+
     def eval_set(self, images: np.ndarray, labels: np.ndarray, batch_size: int | None = None) -> EvalSet:
-        """The test set on the devices, batched, with the teachers' (ensemble) logits and accuracy computed
-        once (the teachers never change, so ``evaluate`` does not re-run them)."""
+        """The test set on the devices, batched, with the teachers' (ensemble) outputs and scores computed
+        once (the teachers never change, so ``evaluate`` does not re-run them): logits and accuracy for
+        classification, argmax maps, mIoU and pixel accuracy for segmentation."""
         batch_size = batch_size or int(self.config.data.eval_batch_size)
         batch_size = max(self.mesh.devices.size, batch_size - batch_size % self.mesh.devices.size)
-        batches, teacher_correct = [], 0.0
+        batches, teacher_total = [], None
         for x, y, mask in eval_batches(images, labels, batch_size, sharding=sharding.batch_sharding(self.mesh)):
-            t_logits, correct = self._teacher_eval(self.teacher_variables, x, y, mask)
-            batches.append((x, y, mask, t_logits))
-            teacher_correct += float(jax.device_get(correct))
-        return EvalSet(batches=batches, count=int(len(labels)), teacher_accuracy=teacher_correct / len(labels))
+            t_out, stat = self._teacher_eval(self.teacher_variables, x, y, mask)
+            batches.append((x, y, mask, t_out))
+            teacher_total = stat if teacher_total is None else teacher_total + stat
+        teacher_total = np.asarray(jax.device_get(teacher_total))
+        if self.task == "segmentation":
+            t = metrics_lib.segmentation_scores(teacher_total)
+            teacher = {"teacher_miou": t["miou"], "teacher_pixel_accuracy": t["pixel_accuracy"]}
+            return EvalSet(batches=batches, count=int(len(labels)), teacher_accuracy=t["pixel_accuracy"],
+                           teacher=teacher)
+        accuracy = float(teacher_total) / len(labels)
+        return EvalSet(batches=batches, count=int(len(labels)), teacher_accuracy=accuracy,
+                       teacher={"teacher_accuracy": accuracy})
 
     def evaluate(self, state: DistillState, images, labels: np.ndarray | None = None,
                  batch_size: int | None = None) -> dict[str, float]:
-        """Student accuracy, teacher accuracy, Agree@1 and probability loyalty, on an ``EvalSet`` or on
-        preprocessed ``images`` and their ``labels``."""
+        """Student accuracy, teacher accuracy, Agree@1 and probability loyalty (segmentation: student and
+        teacher mIoU and pixel accuracy, per-pixel agreement), on an ``EvalSet`` or on preprocessed
+        ``images`` and their ``labels``."""
         es = images if isinstance(images, EvalSet) else self.eval_set(images, labels, batch_size)
         totals = None
         s_vars = state.student.variables()
-        for x, y, mask, t_logits in es.batches:
-            out = self._eval(s_vars, x, y, mask, t_logits)
+        for x, y, mask, t_out in es.batches:
+            out = self._eval(s_vars, x, y, mask, t_out)
             totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
         totals = jax.device_get(totals)
         n = float(totals["count"])
+        if self.task == "segmentation":
+            s = metrics_lib.segmentation_scores(totals["confusion"])
+            return {"miou": s["miou"], "pixel_accuracy": s["pixel_accuracy"], **es.teacher,
+                    "agree": float(totals["agree"]) / n}
         return {"accuracy": float(totals["correct"]) / n, "teacher_accuracy": es.teacher_accuracy,
                 "agree": float(totals["agree"]) / n, "loyalty": float(totals["loyalty"]) / n}
 
     # -- samples --------------------------------------------------------------------------------
     def _sample_fn(self, synth_state, pool, z):
         return self.synth.sample(synth_state, pool, z)
+
+    def _predict_fn(self, s: ModelState, t_vars, x):
+        t_logits = self.ensemble.logits(t_vars, x)
+        s_logits, _ = self.student.apply(s.variables(), x, train=False)
+        return jnp.argmax(t_logits, -1), jnp.argmax(s_logits, -1)
+
+    def predict(self, state: DistillState, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The teachers' (ensemble) and the student's argmax predictions (host arrays) on preprocessed
+        ``images``, whose count is a multiple of the device count (``sample`` gives such batches):
+        per-pixel maps for segmentation."""
+        x = sharding.to_global(np.asarray(images, np.float32), sharding.batch_sharding(self.mesh))
+        t, s = jax.device_get(self._predict(state.student, self.teacher_variables, x))
+        return np.asarray(t), np.asarray(s)
 
     def sample(self, state: DistillState, n: int = 64, seed: int = 1234) -> np.ndarray:
         """``n`` synthetic images in the networks' input space (host array): the generator's, or the

@@ -108,6 +108,22 @@ def _main_process_first(name: str, fn: Callable[[], Any]) -> Any:
     return fn()
 
 
+def save_samples(distiller: Distiller, state, path: str, save: bool = True, n: int = 64) -> None:
+    """A grid of ``n`` synthetic samples; for segmentation, 16 of them each beside the teacher's and
+    the student's predicted masks. Every process calls it (jitted computations over the whole mesh);
+    only where ``save`` is the file written."""
+    meta = distiller.teacher.meta
+    if distiller.task == "segmentation":
+        images = distiller.sample(state, 16)
+        t_masks, s_masks = distiller.predict(state, images)
+        if save:
+            outputs.save_segmentation_grid(path, images, t_masks, s_masks, meta.mean, meta.std, meta.num_classes)
+        return
+    images = distiller.sample(state, n)
+    if save:
+        outputs.save_grid(path, images, meta.mean, meta.std)
+
+
 def _check_finite(records: list[dict[str, Any]], first_round: int, ckpt_dir: str, last_good: int | None):
     for i, rec in enumerate(records):
         bad = [k for k, v in rec.items() if not np.isfinite(v)]
@@ -158,9 +174,14 @@ def train_and_evaluate(config, workdir: str, teacher: Teacher | Sequence[Teacher
     norm_spec = dataclasses.replace(spec, mean=teacher.meta.mean, std=teacher.meta.std)
     test_x, test_y = _main_process_first("dfkd_jax_test_split", lambda: data.load_split(
         config.data.dataset, "test", data_dir=config.data.data_dir or None, source_dir=config.data.source_dir or None))
-    test_x, test_y = preprocess(test_x, norm_spec), test_y.astype(np.int32)
+    # segmentation label maps stay uint8 on the host (the confusion matrix casts them on the device)
+    test_x, test_y = preprocess(test_x, norm_spec), test_y if spec.is_segmentation else test_y.astype(np.int32)
 
     distiller = Distiller.from_config(config, teachers)
+    if distiller.task != spec.task:
+        raise ConfigError(f"The teacher {teacher.meta.arch} is a {distiller.task} model but dataset "
+                          f"{config.data.dataset!r} is a {spec.task} dataset.")
+    score, teacher_score = distiller.headline
     test_set = distiller.eval_set(test_x, test_y)
     if start is not None:
         state, record = ckpts.restore(start, distiller.abstract_state())
@@ -215,13 +236,10 @@ def train_and_evaluate(config, workdir: str, teacher: Teacher | Sequence[Teacher
         ev["wall_time_s"] = round(elapsed + time.time() - t_start, 2)
         history.append({"round": done, **ev})
         emit({"round": done, "kind": "eval", **ev})
-        bar.set_postfix(acc=f"{100 * ev['accuracy']:.2f}%", best=f"{100 * max(h['accuracy'] for h in history):.2f}%")
+        bar.set_postfix({score: f"{100 * ev[score]:.2f}%", "best": f"{100 * max(h[score] for h in history):.2f}%"})
 
     def sample(done):
-        images = distiller.sample(state, 64)  # every process: a jitted computation over the whole mesh
-        if is_main:
-            outputs.save_grid(os.path.join(workdir, "samples", f"round_{done:06d}.png"), images,
-                              teacher.meta.mean, teacher.meta.std)
+        save_samples(distiller, state, os.path.join(workdir, "samples", f"round_{done:06d}.png"), save=is_main)
 
     def checkpoint(done):
         ckpts.save(done, state, {"history": history, "elapsed": elapsed + time.time() - t_start})
@@ -264,21 +282,25 @@ def train_and_evaluate(config, workdir: str, teacher: Teacher | Sequence[Teacher
 
     if not history:  # a finished run whose results.json was lost: evaluate its final state
         history.append({"round": int(state.round), **distiller.evaluate(state, test_set)})
-    accs = [h["accuracy"] for h in history]
+    accs = [h[score] for h in history]
     stats = summarise(accs)
     best_i = int(np.argmax(accs))
     results = {
         "method": config.method, "dataset": config.data.dataset, "rounds": rounds,
-        "batch_size": int(config.train.batch_size), "devices": jax.device_count(),
-        "teacher": {"arch": ",".join(t.meta.arch for t in teachers), "accuracy": test_set.teacher_accuracy,
+        "batch_size": int(config.train.batch_size), "devices": jax.device_count(), "metric": score,
+        "teacher": {"arch": ",".join(t.meta.arch for t in teachers), score: test_set.teacher[teacher_score],
                     "checkpoint": teacher_dir, "count": len(teachers)},
         "student": {"arch": config.student.arch, "best": stats["best"], "last": stats["last"],
                     "mean": stats["mean"], "best_round": history[best_i]["round"]},
-        "agree": history[-1]["agree"], "loyalty": history[-1]["loyalty"],
+        "agree": history[-1]["agree"],
+        **({"loyalty": history[-1]["loyalty"]} if score == "accuracy" else
+           {"pixel_accuracy": history[-1]["pixel_accuracy"]}),
         "wall_time_s": wall, "compile_s": compile_s,
         "images_per_s": images_per_round * steady_rounds / steady_time if steady_rounds > 0 and steady_time else 0.0,
         "history": history, "workdir": workdir,
     }
+    if score == "miou":
+        results["teacher"]["pixel_accuracy"] = test_set.teacher["teacher_pixel_accuracy"]
     if config.synthesis.export:
         from dfkd_jax import transfer
         if state.pool is None:

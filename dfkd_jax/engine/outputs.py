@@ -121,15 +121,66 @@ def save_grid(path: str, images: np.ndarray, mean, std) -> None:
     image_grid(images, mean, std).save(path)
 
 
+def palette(num_classes: int) -> np.ndarray:
+    """``(num_classes, 3)`` uint8 colours, class 0 black: the bits of the class index spread over the
+    high bits of R, G and B (the PASCAL VOC colour map), so neighbouring indices differ strongly."""
+    colours = np.zeros((num_classes, 3), np.uint8)
+    for c in range(num_classes):
+        v, rgb = c, [0, 0, 0]
+        for shift in range(7, -1, -1):
+            for ch in range(3):
+                rgb[ch] |= ((v >> ch) & 1) << shift
+            v >>= 3
+        colours[c] = rgb
+    return colours
+
+
+def segmentation_grid(images: np.ndarray, teacher_masks: np.ndarray, student_masks: np.ndarray, mean, std,
+                      num_classes: int, columns: int = 4, scale: int = 2) -> Image.Image:
+    """Triplets side by side: each image (normalised NHWC), the teacher's and the student's predicted
+    class maps (``(N, H, W)``) coloured by ``palette``; ``columns`` triplets per row."""
+    images = np.asarray(images, np.float32) * np.asarray(std, np.float32) + np.asarray(mean, np.float32)
+    images = (np.clip(images, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    if images.shape[-1] == 1:
+        images = np.repeat(images, 3, axis=-1)
+    colours = palette(num_classes)
+    tiles = []
+    for img, t, s in zip(images, teacher_masks, student_masks):
+        tiles += [img, colours[np.clip(t, 0, num_classes - 1)], colours[np.clip(s, 0, num_classes - 1)]]
+    n, (h, w) = len(tiles), images.shape[1:3]
+    per_row = 3 * columns
+    rows = math.ceil(n / per_row)
+    grid = np.full((rows * (h + 2) + 2, per_row * (w + 2) + 2 + 4 * (columns - 1), 3), 255, np.uint8)
+    for i, tile in enumerate(tiles):
+        r, col = divmod(i, per_row)
+        x0 = 2 + col * (w + 2) + 4 * (col // 3)  # a wider gap between triplets
+        grid[2 + r * (h + 2): 2 + r * (h + 2) + h, x0: x0 + w] = tile
+    return Image.fromarray(np.repeat(np.repeat(grid, scale, axis=0), scale, axis=1))
+
+
+def save_segmentation_grid(path: str, images, teacher_masks, student_masks, mean, std, num_classes: int) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    segmentation_grid(images, teacher_masks, student_masks, mean, std, num_classes).save(path)
+
+
 def summary_text(results: dict[str, Any]) -> str:
     s, t = results["student"], results["teacher"]
+    metric = results.get("metric", "accuracy")  # 'miou' for segmentation runs
+    if metric == "miou":
+        agreement = (f"  per-pixel agreement with teacher {100 * results['agree']:6.2f}%   student pixel accuracy "
+                     f"{100 * results['pixel_accuracy']:6.2f}% (teacher {100 * t['pixel_accuracy']:6.2f}%)")
+    else:
+        agreement = (f"  agreement with teacher (Agree@1) {100 * results['agree']:6.2f}%   probability loyalty "
+                     f"{results['loyalty']:.4f}")
+    label = {"accuracy": "accuracy", "miou": "mIoU"}[metric]
     lines = [
         f"dfkd_jax  {results['method']}  on {results['dataset']}  ({results['rounds']} rounds, "
         f"batch {results['batch_size']}, {results['devices']} device(s))",
-        f"  teacher  {t['arch']:<18} test accuracy {100 * t['accuracy']:6.2f}%",
-        f"  student  {s['arch']:<18} best {100 * s['best']:6.2f}% (round {s['best_round']})   "
+        f"  teacher  {t['arch']:<18} test {label} {100 * t[metric]:6.2f}%",
+        f"  student  {s['arch']:<18} {'mIoU ' if metric == 'miou' else ''}best {100 * s['best']:6.2f}% "
+        f"(round {s['best_round']})   "
         f"last {100 * s['last']:6.2f}%   mean {100 * s['mean']:6.2f}%",
-        f"  agreement with teacher (Agree@1) {100 * results['agree']:6.2f}%   probability loyalty {results['loyalty']:.4f}",
+        agreement,
         f"  wall time {results['wall_time_s']:.1f} s (compile {results['compile_s']:.1f} s)   "
         f"{results['images_per_s']:.0f} synthetic images/s",
         f"  outputs in {results['workdir']}: results.json, metrics.jsonl, accuracy.png, samples/, checkpoints/",

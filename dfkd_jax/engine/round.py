@@ -92,11 +92,11 @@ def self_paced_lambda(spec: RoundSpec, progress):
 
 
 def student_objective(spec: RoundSpec, view: objectives.View):
-    """``(loss, parts, extra)``: the student's weighted terms, per sample, then (with
-    ``spec.self_paced``) CuDFKD's self-paced weight ``v_i`` (no gradient) at
-    ``self_paced_lambda``, then the mean over the global batch."""
+    """``(loss, parts, extra)``: the student's weighted terms, per sample (per-pixel values averaged
+    over the pixels: ``objectives.per_sample``), then (with ``spec.self_paced``) CuDFKD's self-paced
+    weight ``v_i`` (no gradient) at ``self_paced_lambda``, then the mean over the global batch."""
     per_sample, parts = objectives.combine(dict(spec.student_terms), objectives.STUDENT_TERMS, view, spec.hparams,
-                                           dict(spec.student_ramps), spec.rounds)
+                                           dict(spec.student_ramps), spec.rounds, reduce=objectives.per_sample)
     per_sample = jnp.broadcast_to(per_sample, (view.x.shape[0],))
     extra = {}
     if spec.self_paced is not None:

@@ -43,3 +43,29 @@ def configure(config):
     config.generator.schedule = "step"
     config.generator.milestones = (0.2, 0.4)
     return config
+
+
+def configure_segmentation(config):
+    """DFAD for semantic segmentation (``DFAD_camvid_deeplab.py``): ``configure`` plus the
+    segmentation objective and setting. Generator: GeneratorB (``dfad_b_resize`` by default,
+    the faster form on XLA; ``dfad_b`` is DFAD's transposed-conv network, see docs/models.md),
+    nz 256, initialised as ``network/gan.py`` does (``generator.init='normal'``), minimising ``-log(L1(s, t) + 1)`` (Eq. 6) over per-pixel logits; student: L1 on
+    the per-pixel logits (the ``F.l1_loss`` mean over batch, classes and pixels); 5 student
+    updates on fresh batches per generator update; batch 64; student SGD lr 0.1, momentum
+    0.9, wd 5e-4 (NYUv2: 5e-5), generator Adam 1e-3, both x0.1 (NYUv2: x0.3) after 100 and
+    200 of 300 epochs, i.e. at 1/3 and 2/3 of the run. DFAD updates the student before the
+    generator inside an iteration; the engine's round does the generator first: over a run
+    the two orders alternate the same way. DFAD's student has dropout 0.5 in its ASPP
+    projection; the engine's networks have none (dfkd_jax.models.deeplab).
+    """
+    configure(config)
+    config.generator.arch = "dfad_b_resize"
+    config.generator.nz = 256
+    config.generator.ngf = 64
+    config.generator.init = "normal"  # GeneratorB's own init: N(0, 0.02) weights, N(1, 0.02) BN scales
+    config.generator.terms = {"adv_log_l1": 1.0}
+    config.student.terms = {"l1": 1.0}
+    config.train.batch_size = 64
+    config.student.milestones = (1 / 3, 2 / 3)
+    config.generator.milestones = (1 / 3, 2 / 3)
+    return config

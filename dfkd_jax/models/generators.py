@@ -33,7 +33,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from dfkd_jax.models.layers import batch_norm, conv, dense, torch_view_to_nhwc, upsample2x
+from dfkd_jax.models.layers import batch_norm, conv, conv_transpose, dense, torch_view_to_nhwc, upsample2x
 
 INIT_SCHEMES = ("torch", "uniform", "normal")
 
@@ -220,3 +220,58 @@ def initialize(module: nn.Module, key, *args, init: str | None = None, **kwargs)
     scheme = init if init is not None else getattr(module, "init_scheme", "torch")
     params = reinitialize(variables["params"], jax.random.fold_in(key, 0x1417), scheme)
     return {**variables, "params": params}
+
+
+class GeneratorB(nn.Module):
+    """DFAD's segmentation generator ``GeneratorB`` (Fang et al. 2019; a DCGAN generator).
+
+    ``project.1`` Linear(nz -> 8 ngf (H/16)(W/16)) viewed as an NCHW map, ``main.0`` BN,
+    then four x2 upsamplings 8ngf -> 4ngf -> 2ngf -> ngf -> ngf, each a transposed conv
+    4x4 stride 2 padding 1 without bias (``main.1/4/7/10``), BN (``main.2/5/8/11``) and
+    LeakyReLU(0.2); ``main.13`` Conv3x3 ngf -> channels (bias), Tanh. The output lies in
+    [-1, 1]; the engine reads it as pixels ``(y + 1) / 2`` and normalises them with the
+    teacher's constants (the identity for DFAD's mean 0.5, std 0.5). ``img_size`` is an
+    int or ``(H, W)``, each divisible by 16. DFAD's GeneratorB draws N(0, 0.02) weights, zero
+    biases and N(1, 0.02) BN scales: ``init_scheme='normal'`` (``config.generator.init``; the
+    DFAD segmentation setting sets it), PyTorch's default init otherwise.
+
+    ``upsample='resize'`` swaps each transposed conv for nearest x2 upsampling and a 3x3
+    conv (padding 1, no bias) under the same name: the same map sizes and widths, 3x3
+    instead of 4x4 kernels (so DFAD checkpoints convert to the ``'transpose'`` form only).
+    ``dfkd_jax.models.GENERATORS`` registers both (``dfad_b``, ``dfad_b_resize``);
+    docs/models.md has their speeds.
+    """
+
+    nz: int = 256
+    ngf: int = 64
+    channels: int = 3
+    img_size: Any = 128
+    upsample: str = "transpose"  # 'transpose' | 'resize'
+    bn_eps: float = 1e-5
+    init_scheme: str = "torch"  # see ``initialize``; DFAD's own GeneratorB init is ``'normal'``
+    dtype: Any = jnp.float32
+    output_space = "tanh"
+    rectangular = True  # img_size may be (H, W)
+
+    @nn.compact
+    def __call__(self, z, train: bool = True):
+        h, w = (self.img_size, self.img_size) if isinstance(self.img_size, int) else tuple(self.img_size)
+        if h % 16 or w % 16:
+            raise ValueError(f"GeneratorB needs image sides divisible by 16, got {h}x{w}.")
+        c = 8 * self.ngf
+        x = dense(c * (h // 16) * (w // 16), self.nz, name="project_1", dtype=self.dtype)(z.astype(self.dtype))
+        x = x.reshape(x.shape[0], c, h // 16, w // 16).transpose(0, 2, 3, 1)
+        x = _bn(train, "main_0", self.bn_eps, dtype=self.dtype)(x)
+        widths = (4 * self.ngf, 2 * self.ngf, self.ngf, self.ngf)
+        for i, out in enumerate(widths):
+            name = f"main_{1 + 3 * i}"
+            if self.upsample == "transpose":
+                x = conv_transpose(out, 4, c, stride=2, padding=1, use_bias=False, name=name, dtype=self.dtype)(x)
+            elif self.upsample == "resize":
+                x = conv(out, 3, c, padding=1, use_bias=False, name=name, dtype=self.dtype)(upsample2x(x))
+            else:
+                raise ValueError(f"GeneratorB upsample must be 'transpose' or 'resize', not {self.upsample!r}.")
+            x = nn.leaky_relu(_bn(train, f"main_{2 + 3 * i}", self.bn_eps, dtype=self.dtype)(x), 0.2)
+            c = out
+        x = conv(self.channels, 3, c, padding=1, name="main_13", dtype=self.dtype)(x)
+        return jnp.tanh(x).astype(jnp.float32)

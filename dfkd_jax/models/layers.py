@@ -124,3 +124,68 @@ _fused_max_pool2x.defvjp(_max_pool2x_fwd, _max_pool2x_bwd)
 def torch_view_to_nhwc(x: jax.Array, channels: int, size: int) -> jax.Array:
     """PyTorch ``x.view(B, C, H, W)`` followed by NCHW -> NHWC."""
     return x.reshape(x.shape[0], channels, size, size).transpose(0, 2, 3, 1)
+
+
+class ConvTranspose2d(nn.Module):
+    """``torch.nn.ConvTranspose2d(in_features, features, kernel, stride, padding)`` on NHWC maps, through
+    ``fast_conv.conv_general_dilated`` like every other convolution (its CPU gradients included).
+
+    The parameter ``kernel`` is ``(k, k, features, in_features)`` (the layout of Flax's
+    ``nn.ConvTranspose(transpose_kernel=True)``, so a PyTorch weight ``[in, out, k, k]`` converts
+    with the same transpose (2, 3, 1, 0) as a ``Conv2d`` weight). As ``lax.conv_transpose`` with
+    ``transpose_kernel=True``, the computation is an ordinary convolution of the input dilated by
+    ``stride`` (``lhs_dilation``) with the kernel's taps flipped and its in/out axes swapped, padded
+    ``k - 1 - padding`` on each side: output size ``(H - 1) * stride - 2 * padding + k``, as PyTorch.
+    PyTorch's default init reads its fan-in off the weight's second axis (``out * k * k``), and so
+    does ``torch_kernel_init`` on this kernel shape.
+    """
+
+    features: int
+    kernel: int
+    in_features: int
+    stride: int = 1
+    padding: int = 0
+    use_bias: bool = True
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        k = self.kernel
+        kernel = self.param("kernel", torch_kernel_init, (k, k, self.features, self.in_features), jnp.float32)
+        w = jnp.swapaxes(jnp.flip(kernel, (0, 1)), 2, 3).astype(self.dtype)  # HWIO: (k, k, in, out)
+        pad = k - 1 - self.padding
+        y = fast_conv.conv_general_dilated(x.astype(self.dtype), w, (1, 1), ((pad, pad), (pad, pad)),
+                                           lhs_dilation=(self.stride, self.stride), rhs_dilation=(1, 1),
+                                           dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        if self.use_bias:
+            bias = self.param("bias", torch_bias_init(self.features * k * k), (self.features,), jnp.float32)
+            y = y + bias.astype(self.dtype)
+        return y
+
+
+def conv_transpose(features: int, kernel: int, in_features: int, *, stride: int = 1, padding: int = 0,
+                   use_bias: bool = True, name: str | None = None,
+                   dtype: Dtype = jnp.float32) -> ConvTranspose2d:
+    """``torch.nn.ConvTranspose2d(in_features, features, kernel, stride, padding)`` (``ConvTranspose2d``)."""
+    return ConvTranspose2d(features, kernel, in_features, stride=stride, padding=padding, use_bias=use_bias,
+                           dtype=dtype, name=name)
+
+
+def max_pool(x: jax.Array, kernel: int, stride: int, padding: int = 0) -> jax.Array:
+    """``nn.MaxPool2d(kernel, stride, padding)`` on NHWC maps (padding counts as -inf, as PyTorch)."""
+    return nn.max_pool(x, (kernel, kernel), strides=(stride, stride), padding=((padding, padding), (padding, padding)))
+
+
+def resize_bilinear(x: jax.Array, size: tuple[int, int]) -> jax.Array:
+    """``F.interpolate(x, size, mode='bilinear', align_corners=False)`` for NHWC maps, when enlarging.
+
+    ``jax.image.resize`` samples at half-pixel centres and renormalises the weights at
+    the borders, which for upsampling is PyTorch's clamping of source coordinates; it
+    anti-aliases when shrinking, where PyTorch does not, so only enlarging is allowed.
+    """
+    h, w = x.shape[1:3]
+    if size[0] < h or size[1] < w:
+        raise ValueError(f"resize_bilinear only enlarges ({h}x{w} -> {size[0]}x{size[1]}).")
+    if (h, w) == tuple(size):
+        return x
+    return jax.image.resize(x, (x.shape[0], size[0], size[1], x.shape[3]), "bilinear").astype(x.dtype)

@@ -1,4 +1,4 @@
-"""CIFAR VGG with BatchNorm (RepDistiller's block-wise VGG, used by CMI/Fast): vgg8, vgg11.
+"""CIFAR VGG with BatchNorm (RepDistiller's block-wise VGG, used by CMI/Fast): vgg8, vgg11, vgg13.
 
 Each ``blockK`` is an ``nn.Sequential`` of [Conv3x3 (bias), BN, ReLU] repeated, with the
 block's last ReLU applied in ``forward``; so inside a block the convolutions sit at
@@ -7,7 +7,7 @@ indices 0, 3, ... and the BatchNorms at 1, 4, ... (``block2.0.weight``, ``block2
 ``block2_1``, ``block2_3``, ``block2_4``. MaxPool 2x2 after block0, block1, block2 (and
 after block3 for 64x64 inputs), adaptive average pool, ``classifier`` Linear(512 -> classes).
 
-Parameters at 10 classes: vgg8 3,918,858; vgg11 9,231,114.
+Parameters at 10 classes: vgg8 3,918,858; vgg11 9,231,114; vgg13 9,416,010.
 ``blocks`` holds the five block outputs after their ReLU (before pooling).
 """
 
@@ -23,6 +23,7 @@ from dfkd_jax.models.layers import batch_norm, conv, dense, max_pool2x
 VGG_CFGS = {
     "vgg8": ((64,), (128,), (256,), (512,), (512,)),
     "vgg11": ((64,), (128,), (256, 256), (512, 512), (512, 512)),
+    "vgg13": ((64, 64), (128, 128), (256, 256), (512, 512), (512, 512)),
 }
 
 

@@ -76,7 +76,7 @@ def build_synthesiser(config, distiller, dtype):
     if kind not in KINDS:
         raise ConfigError(f"config.synthesis.kind must be one of {', '.join(KINDS)}, not {kind!r}.")
     meta = distiller.teacher.meta
-    h, _, c = meta.input_shape
+    h, w, c = meta.input_shape
     common = dict(student=distiller.student, ensemble=distiller.ensemble, shard=distiller.shard)
     if config.synthesis.transfer_set:
         from dfkd_jax.transfer import TransferSetSource
@@ -84,9 +84,14 @@ def build_synthesiser(config, distiller, dtype):
                                  **common)
 
     def generator():
-        return build_generator(config.generator.arch, nz=config.generator.nz, ngf=config.generator.ngf, channels=c,
-                               img_size=h, dtype=dtype, bn_eps=float(config.generator.bn_eps),
-                               init_scheme=str(config.generator.init))
+        g = build_generator(config.generator.arch, nz=config.generator.nz, ngf=config.generator.ngf, channels=c,
+                            img_size=h if h == w else (h, w), dtype=dtype, bn_eps=float(config.generator.bn_eps),
+                            init_scheme=str(config.generator.init))
+        if h != w and not getattr(g, "rectangular", False):
+            raise ConfigError(f"The {config.generator.arch} generator makes square images; the teacher takes "
+                              f"{tuple(meta.input_shape)}. Use a generator that makes H x W images (dfad_b, "
+                              "dfad_b_resize).")
+        return g
 
     if kind == "online":
         from dfkd_jax.engine import optim
@@ -99,7 +104,7 @@ def build_synthesiser(config, distiller, dtype):
             terms=tuple((k, float(v)) for k, v in config.generator.terms.items()),
             hparams=objectives.HParams.from_config(config), rounds=int(config.train.rounds),
             ramps=tuple((k, tuple(map(float, v))) for k, v in config.generator.ramps.items()),
-            normalize=g.output_space == "pixels", student_mode=str(config.generator.student_mode),
+            output_space=g.output_space, student_mode=str(config.generator.student_mode),
             generator_mode=str(config.student.generator_mode),
             queue_size=int(config.hparams.r2m_queue_size) if "queue" in needs else 0,
             queue_dim=distiller.feature_dims[0], student_has_steps=int(config.student.steps) > 0)

@@ -87,6 +87,21 @@ def forward(model, variables: dict, x, train: bool):
     return model.apply(variables, x, train=train), variables.get("batch_stats", {})
 
 
+def to_input_space(ensemble, y, output_space: str):
+    """A generator's output ``y`` in the run's input space, by the generator's ``output_space``:
+    ``'pixels'`` in [0, 1] are normalised with the run's constants (``ensemble.from_pixels``);
+    ``'tanh'`` outputs in [-1, 1] are the pixels ``(y + 1) / 2`` (DFAD's GeneratorB: with its
+    mean = std = 0.5 normalisation this is ``y`` itself); ``'standardized'`` outputs are used as
+    they are."""
+    if output_space == "pixels":
+        return ensemble.from_pixels(y)
+    if output_space == "tanh":
+        return ensemble.from_pixels((y + 1.0) * 0.5)
+    if output_space == "standardized":
+        return y
+    raise ValueError(f"Unknown generator output space {output_space!r} (pixels | tanh | standardized).")
+
+
 def apply_update(ms: ModelState, tx, grads, batch_stats) -> ModelState:
     updates, opt_state = tx.update(grads, ms.opt_state, ms.params)
     params = jax.tree.map(lambda p, u: p + u, ms.params, updates)

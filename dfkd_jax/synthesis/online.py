@@ -43,7 +43,7 @@ import jax.numpy as jnp
 from dfkd_jax import objectives, terms
 from dfkd_jax import pool as pool_lib
 from dfkd_jax.engine.state import ModelState
-from dfkd_jax.synthesis.base import SynthesiserBase, apply_update, draw_from_pool, forward
+from dfkd_jax.synthesis.base import SynthesiserBase, apply_update, draw_from_pool, forward, to_input_space
 
 
 @flax.struct.dataclass
@@ -62,7 +62,7 @@ class OnlineSpec:
     hparams: objectives.HParams
     rounds: int = 1
     ramps: tuple[tuple[str, tuple[float, ...]], ...] = ()
-    normalize: bool = True  # the generator outputs pixels: normalise them with the run's constants
+    output_space: str = "pixels"  # the generator's (synthesis.base.to_input_space): pixels | tanh | standardized
     student_mode: str = "train"
     generator_mode: str = "train"
     queue_size: int = 0  # > 0: AdaDFKD's key queue of this many rows
@@ -96,9 +96,7 @@ class OnlineGenerator(SynthesiserBase):
     def generate(self, variables: dict, z, train: bool = True):
         """``(x, new_batch_stats)``: images in the networks' input space."""
         x, stats = forward(self.generator, variables, z, train=train)
-        if self.spec.normalize:
-            x = self.ensemble.from_pixels(x)
-        return x, stats
+        return to_input_space(self.ensemble, x, self.spec.output_space), stats
 
     def draw_z(self, key):
         return self.shard(jax.random.normal(key, (self.spec.batch_size, self.spec.nz), jnp.float32))
