@@ -65,3 +65,29 @@ def bn_teacher(seed: int = 0) -> Teacher:
     variables = {"params": variables["params"], "batch_stats": upd["batch_stats"]}
     meta = TeacherMeta("tiny_bn", "fashion_mnist", 10, (32, 32, 1), (0.2860,), (0.3530,))
     return Teacher(model, jax.device_get(variables), meta)
+
+
+def synthesis_config(method, **changes):
+    """``tiny_config`` for a synthesiser's round at toy size (3 synthesis steps, 2 student steps, a pool of
+    32, batches of 8, unrolled loops); ``changes`` as ``{"section.field": value}``."""
+    c = tiny_config(method, rounds=3)
+    c.generator.steps = 3
+    c.student.steps = 2
+    c.student.pool_size = 32
+    c.synthesis.batch_size = 8
+    c.synthesis.loop = "unroll"
+    for k, v in changes.items():
+        section, field = k.split(".")
+        c[section][field] = v
+    return c
+
+
+def run_rounds(config, teachers, rounds=2):
+    """A one-device Distiller of ``config`` run for ``rounds`` rounds: (distiller, state, last metrics)."""
+    from dfkd_jax.engine.distiller import Distiller
+    from dfkd_jax.engine.sharding import make_mesh
+    d = Distiller.from_config(config, teachers, make_mesh(jax.devices()[:1]))
+    state = d.init(0)
+    for _ in range(rounds):
+        state, metrics = d.round(state)
+    return d, state, jax.device_get(metrics)

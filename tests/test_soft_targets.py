@@ -7,12 +7,10 @@ import numpy as np
 import pytest
 
 from dfkd_jax import augment, augment_zskd, objectives, terms
-from dfkd_jax.engine.distiller import Distiller
-from dfkd_jax.engine.sharding import make_mesh
 from dfkd_jax.models import ARCHITECTURES, anatomy, build_model
 from dfkd_jax.synthesis import targets
 from dfkd_jax.synthesis.soft_pixels import minmax_rescale
-from tests.helpers import random_teacher, tiny_config
+from tests.helpers import random_teacher, run_rounds, synthesis_config, tiny_config
 
 HEAD_WIDTH = {"lenet5": 84, "lenet5_half": 42, "lenet5_half_zskd": 84, "resnet18": 512, "resnet34": 512,
               "wrn16_1": 64, "wrn16_2": 128, "wrn40_1": 64, "wrn40_2": 128, "vgg8": 512, "vgg11": 512}
@@ -190,31 +188,10 @@ def test_zskd_transforms_by_hand():
 
 
 # -- through the engine -------------------------------------------------------------------------------------
-def _soft_config(method, **changes):
-    c = tiny_config(method, rounds=3)
-    c.generator.steps = 3
-    c.student.steps = 2
-    c.student.pool_size = 32
-    c.synthesis.batch_size = 8
-    c.synthesis.loop = "unroll"
-    for k, v in changes.items():
-        section, field = k.split(".")
-        c[section][field] = v
-    return c
-
-
-def _run(config, teacher, rounds=2):
-    d = Distiller.from_config(config, teacher, make_mesh(jax.devices()[:1]))
-    state = d.init(0)
-    for _ in range(rounds):
-        state, metrics = d.round(state)
-    return d, state, jax.device_get(metrics)
-
-
 def test_soft_targeted_synthesis_through_the_engine():
     """Wang's targets, the conv-1 term and ZSKD's augmentation, two rounds at toy size."""
-    config = _soft_config("soft_targeted", **{"student.augment": "zskd"})
-    d, state, m = _run(config, random_teacher())
+    config = synthesis_config("soft_targeted", **{"student.augment": "zskd"})
+    d, state, m = run_rounds(config, random_teacher())
     assert int(state.pool.count) == 16 and all(np.isfinite(v) for v in m.values()), m
     assert {"synthesis/soft_kl", "synthesis/conv1_activation"} <= set(m)
     pixels = np.asarray(state.pool.x[:16], np.float32)
@@ -224,8 +201,8 @@ def test_soft_targeted_synthesis_through_the_engine():
 @pytest.mark.slow
 def test_zskd_through_the_engine_and_its_python_loop():
     t = random_teacher()
-    _, s1, m1 = _run(_soft_config("zskd"), t)
-    _, s2, _ = _run(_soft_config("zskd", **{"synthesis.loop": "python"}), t)
+    _, s1, m1 = run_rounds(synthesis_config("zskd"), t)
+    _, s2, _ = run_rounds(synthesis_config("zskd", **{"synthesis.loop": "python"}), t)
     assert int(s1.pool.count) == 16 and np.isfinite(m1["synthesis/soft_ce"]) and np.isfinite(m1["student/loss"])
     np.testing.assert_allclose(np.asarray(s1.pool.x), np.asarray(s2.pool.x), atol=1e-5)
 

@@ -19,7 +19,7 @@ from dfkd_jax.synthesis.generator_inversion import contrastive_loss
 from dfkd_jax.synthesis.meta import blend, reptile_grad, update_mmt
 from dfkd_jax.teacher import Teacher, TeacherMeta
 from tests.fixtures import online_before_redesign as before
-from tests.helpers import bn_teacher, tiny_config
+from tests.helpers import bn_teacher, run_rounds, synthesis_config, tiny_config
 
 FIXTURE = os.path.join(os.path.dirname(before.__file__), "online_before_redesign.npz")
 
@@ -272,36 +272,23 @@ def test_two_copies_of_a_teacher_give_the_single_teacher_numbers():
 
 # -- the inversion family end to end --------------------------------------------------------------------
 def _inversion_config(method, **changes):
-    c = tiny_config(method, rounds=3)
+    c = synthesis_config(method, **changes)
     c.generator.nz, c.generator.ngf = 8, 4
-    c.generator.steps = 3
-    c.student.steps = 2
-    c.student.pool_size = 32
-    c.synthesis.batch_size = 8
     c.synthesis.bank_size, c.synthesis.n_neg = 16, 8
     c.synthesis.head_dim = 8
     c.synthesis.warmup = 1 if method == "fast" else 0
-    c.synthesis.loop = "unroll"
-    for k, v in changes.items():
+    for k, v in changes.items():  # a change wins over these defaults too
         section, field = k.split(".")
         c[section][field] = v
     return c
-
-
-def _run(config, teachers, rounds=2):
-    d = Distiller.from_config(config, teachers, make_mesh(jax.devices()[:1]))
-    state = d.init(0)
-    for _ in range(rounds):
-        state, metrics = d.round(state)
-    return d, state, jax.device_get(metrics)
 
 
 @pytest.mark.slow  # moved out of the default suite to keep it under 10 minutes on 2 cores
 def test_adi_python_loop_equals_the_unrolled_round():
     """Pixel inversion end to end, and a round is the same whichever way its loops run."""
     t = bn_teacher()
-    _, s1, m1 = _run(_inversion_config("adi"), t)
-    _, s2, m2 = _run(_inversion_config("adi", **{"synthesis.loop": "python"}), t)
+    _, s1, m1 = run_rounds(_inversion_config("adi"), t)
+    _, s2, m2 = run_rounds(_inversion_config("adi", **{"synthesis.loop": "python"}), t)
     assert int(s1.pool.count) == 16 and np.isfinite(m1["student/loss"]) and np.isfinite(m1["synthesis/loss"])
     chex.assert_trees_all_close(jax.device_get(s1.pool.x), jax.device_get(s2.pool.x), atol=1 / 255 + 1e-6)
     chex.assert_trees_all_close(jax.device_get(s1.student.params), jax.device_get(s2.student.params),
@@ -310,9 +297,9 @@ def test_adi_python_loop_equals_the_unrolled_round():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["cmi", "fast"])
-def test_inversion_methods_run(method):
+def test_inversion_methodsrun_rounds(method):
     t = bn_teacher()
-    d, state, m = _run(_inversion_config(method), t)
+    d, state, m = run_rounds(_inversion_config(method), t)
     assert int(state.pool.count) == 16 and all(np.isfinite(v) for v in m.values())
     if method == "cmi":
         assert int(state.synth.bank.count) == 16 and "synthesis/contrast" in m
@@ -344,6 +331,6 @@ def test_transfer_set_trains_a_student_without_synthesis(tmp_path):
     assert os.path.isfile(tmp_path / "set" / "classes.png") and os.path.isdir(path)
     c2 = _inversion_config("adi", **{"synthesis.transfer_set": str(tmp_path / "set")})
     c2.student.arch = "lenet5"
-    d2, s2, m2 = _run(c2, t, rounds=2)
+    d2, s2, m2 = run_rounds(c2, t, rounds=2)
     assert d2.spec.synthesis_steps == 0 and int(s2.pool.count) == 8 and np.isfinite(m2["student/loss"])
     assert "synthesis/loss" not in m2
