@@ -5,8 +5,8 @@ student, removing the bias of a single teacher's BatchNorm statistics; make the 
 diverse by contrasting the current batch against stored historical images (the generator must
 synthesise images unlike the history); add a multi-teacher-student contrastive loss to strengthen
 the student's representation; generate the synthetic set once and reuse it for different students.
-No code, equation, weight or schedule is published. The reading implemented here
-(shared/reference/methods.md, "MTCKI"), with every choice the abstract leaves open:
+No code, equation, weight or schedule is published. The reading implemented here, with every choice
+the abstract leaves open:
 
 Synthesis: CMI's generator inversion (``dfkd_jax.methods.cmi``, ``synthesis/generator_inversion.py``)
 against the M teachers of ``--config.teacher.checkpoints`` (``dfkd_jax.ensemble``: each teacher sees the
