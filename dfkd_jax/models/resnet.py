@@ -29,12 +29,16 @@ from dfkd_jax.models.layers import batch_norm, conv, dense
 
 
 class BasicBlock(nn.Module):
-    """conv3x3(stride) - BN - ReLU - conv3x3 - BN, + shortcut, ReLU."""
+    """conv3x3(stride) - BN - ReLU - conv3x3 - BN, + shortcut, ReLU.
+
+    ``shortcut`` names the projection's modules (``<shortcut>_0`` conv, ``<shortcut>_1`` BN): CMI/Fast's
+    ResNets say ``shortcut``, RepDistiller's CIFAR ResNets (``resnet_tiny``) ``downsample``."""
 
     in_planes: int
     planes: int
     stride: int = 1
     dtype: Any = jnp.float32
+    shortcut: str = "shortcut"
 
     @nn.compact
     def __call__(self, x, train: bool = False):
@@ -45,8 +49,8 @@ class BasicBlock(nn.Module):
         out = batch_norm(train, name="bn2", dtype=self.dtype)(out)
         if self.stride != 1 or self.in_planes != self.planes:
             sc = conv(self.planes, 1, self.in_planes, stride=self.stride, use_bias=False,
-                      name="shortcut_0", dtype=self.dtype)(x)
-            sc = batch_norm(train, name="shortcut_1", dtype=self.dtype)(sc)
+                      name=f"{self.shortcut}_0", dtype=self.dtype)(x)
+            sc = batch_norm(train, name=f"{self.shortcut}_1", dtype=self.dtype)(sc)
         else:
             sc = x
         return nn.relu(out + sc)

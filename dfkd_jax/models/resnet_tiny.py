@@ -31,26 +31,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from dfkd_jax.models.layers import batch_norm, conv, dense
-
-
-class TinyBasicBlock(nn.Module):
-    in_planes: int
-    planes: int
-    stride: int = 1
-    dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x, train: bool = False):
-        out = conv(self.planes, 3, self.in_planes, stride=self.stride, padding=1, use_bias=False, name="conv1",
-                   dtype=self.dtype)(x)
-        out = nn.relu(batch_norm(train, name="bn1", dtype=self.dtype)(out))
-        out = conv(self.planes, 3, self.planes, padding=1, use_bias=False, name="conv2", dtype=self.dtype)(out)
-        out = batch_norm(train, name="bn2", dtype=self.dtype)(out)
-        if self.stride != 1 or self.in_planes != self.planes:
-            x = conv(self.planes, 1, self.in_planes, stride=self.stride, use_bias=False, name="downsample_0",
-                     dtype=self.dtype)(x)
-            x = batch_norm(train, name="downsample_1", dtype=self.dtype)(x)
-        return nn.relu(out + x)
+from dfkd_jax.models.resnet import BasicBlock
 
 
 class TinyResNet(nn.Module):
@@ -70,8 +51,8 @@ class TinyResNet(nn.Module):
         in_planes, blocks = self.widths[0], []
         for stage, (planes, stride) in enumerate(zip(self.widths[1:], (1, 2, 2)), 1):
             for i in range(n):
-                out = TinyBasicBlock(in_planes, planes, stride if i == 0 else 1, dtype=self.dtype,
-                                     name=f"layer{stage}_{i}")(out, train)
+                out = BasicBlock(in_planes, planes, stride if i == 0 else 1, dtype=self.dtype, shortcut="downsample",
+                                 name=f"layer{stage}_{i}")(out, train)
                 in_planes = planes
             blocks.append(out)
         feature = jnp.mean(out, axis=(1, 2))
