@@ -395,8 +395,10 @@ def batch_info_nce(f_a: Array, f_b: Array, temperature) -> Array:
 
     Both inputs are L2-normalised here; ``logits = f_a @ f_b^T / temperature``
     (B x B, over the global batch), ``loss_i = -log softmax(logits_i)_i``.
-    AdaDFKD's student relation term passes ``f_a = student features`` (projected)
-    and ``f_b = teacher features`` (temperature 0.07). Not symmetrised.
+    AdaDFKD's student relation term (``dfkd_jax.objectives.relation``, temperature 0.07)
+    passes ``f_a = teacher features`` and ``f_b = student features`` (projected) with the
+    default ``hparams.relation_anchor='teacher'`` (the released ``difficulty_mining``), and
+    the reverse with ``'student'``. Not symmetrised.
     """
     a = l2_normalize(f_a)
     b = l2_normalize(f_b)

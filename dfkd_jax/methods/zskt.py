@@ -17,7 +17,13 @@ Matched to the released code (polo5/ZeroShotKnowledgeTransfer at e24915d):
   (``student.batch='regenerate'``); the teacher's logits are computed once (l. 106-108).
 - ``models/generator.py``: no Tanh, the last layer an affine ``BatchNorm2d(3)``
   (``generator.arch='zskt'``).
-- Both networks in train mode throughout (l. 30-31); gradient clipping at 5 on both
+- BatchNorm modes: ``teacher.eval()`` and ``student.train()`` (l. 30-31; ``test()`` switches the
+  student to eval only while it measures accuracy); the generator is never put in eval mode
+  during training: ``utils/loaders.py`` calls ``generator.eval()`` only to draw sample grids and
+  ``generator.train()`` right after (l. 58, 65). Hence ``generator.student_mode='train'`` and
+  ``student.generator_mode='train'`` (set below); our sample grids follow
+  ``student.generator_mode`` too, so they use the batch's statistics where the reference's
+  grids use the running averages (grids only, training is unaffected). Gradient clipping at 5 on both
   (l. 100, 115); Adam lr 1e-3 (G) and 2e-3 (S), each with a cosine schedule over the run
   (stepped once per pseudo batch there, per update here).
 
