@@ -227,9 +227,10 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
             if name not in cfg[role].terms:
                 raise ConfigError(f"config.{role}.ramps names {name!r}, which is not in config.{role}.terms.")
             ramp = tuple(cfg[role].ramps[name])
-            if len(ramp) not in (2, 3) or not 0.0 <= ramp[0] <= ramp[1] <= 1.0 or (len(ramp) == 3 and ramp[2] <= 0):
-                raise ConfigError(f"config.{role}.ramps.{name} must be (begin, end) or (begin, end, rounds) with "
-                                  "0 <= begin <= end <= 1 and rounds > 0.")
+            if len(ramp) not in (2, 3, 4) or not 0.0 <= ramp[0] <= ramp[1] <= 1.0 or \
+                    (len(ramp) >= 3 and ramp[2] <= 0) or (len(ramp) == 4 and ramp[3] < 0):
+                raise ConfigError(f"config.{role}.ramps.{name} must be (begin, end), (begin, end, rounds) or "
+                                  "(begin, end, rounds, start) with 0 <= begin <= end <= 1, rounds > 0 and start >= 0.")
         if cfg[role].schedule not in ("constant", "cosine", "step"):
             raise ConfigError(f"config.{role}.schedule must be constant, cosine or step, not {cfg[role].schedule!r}.")
         if cfg[role].optimizer not in ("sgd", "adam"):

@@ -24,7 +24,8 @@ reaches the configured weight at ``end``; a ramp ``(begin, end, rounds)`` grows 
 configured weight every ``rounds`` rounds, so its final strength is
 ``weight * (end - begin) * run_rounds / rounds``: CuDFKD's adversarial curriculum
 ``alpha_adv(e)``, which grows by ``grad_adv`` per 40-round epoch, keeps its published
-slope at any run length.
+slope at any run length. A ramp ``(begin, end, rounds, start)`` starts from ``start`` times
+the weight (CuDFKD's WRN script: ``--adv 0.5 --grad_adv 0.05`` is weight 0.05 with start 10).
 
 Reductions: the per-sample KL of ``kl`` and ``adv_kl`` and the batch JS of ``adv_js`` are
 summed over classes (PyTorch's ``'batchmean'``). With ``hparams.kl_reduction='mean'``
@@ -321,10 +322,12 @@ def ramp_factor(progress, ramp: tuple[float, ...], rounds: int = 1):
     ``(begin, end)``: 0 before ``begin``, 1 after ``end``, linear in between.
     ``(begin, end, period)``: ``clip(progress - begin, 0, end - begin) * rounds / period``, i.e. the
     weight grows by itself every ``period`` rounds of a run of ``rounds`` rounds.
+    ``(begin, end, period, start)``: the same plus ``start`` (the factor before ``begin``).
     """
     begin, end = ramp[0], ramp[1]
-    if len(ramp) == 3:
-        return jnp.clip(progress - begin, 0.0, end - begin) * (rounds / ramp[2])
+    if len(ramp) >= 3:
+        start = ramp[3] if len(ramp) == 4 else 0.0
+        return start + jnp.clip(progress - begin, 0.0, end - begin) * (rounds / ramp[2])
     if end <= begin:
         return jnp.where(progress >= begin, 1.0, 0.0)
     return jnp.clip((progress - begin) / (end - begin), 0.0, 1.0)

@@ -38,14 +38,21 @@ from __future__ import annotations
 EPOCH_ROUNDS = 40
 
 
-def configure(config, epochs: int = 250, grad_adv: float = 0.5, begin: float = 0.25, end: float = 0.75):
-    """CuDFKD's terms and schedules; a run of ``epochs`` x 40 rounds."""
+def configure(config, epochs: int = 250, grad_adv: float = 0.5, begin: float = 0.25, end: float = 0.75,
+              adv: float = 0.0):
+    """CuDFKD's terms and schedules; a run of ``epochs`` x 40 rounds.
+
+    The adversarial weight is the reference's ``synthesizer.adv``: ``adv`` at the start, plus
+    ``grad_adv`` per 40-round epoch between ``begin`` and ``end`` (``datafree_kd.py`` l. 698-700).
+    With both set it is the weight ``grad_adv`` on the ramp ``(begin, end, 40, adv / grad_adv)``.
+    """
     config.method = "cudfkd"
     config.generator.arch = "large"
     config.generator.init = "normal"
     config.generator.nz = 512
-    config.generator.terms = {"one_hot": 1.0, "bn": 1.0, "balance": 20.0, "adv_kd_masked": grad_adv}
-    config.generator.ramps = {"adv_kd_masked": (begin, end, EPOCH_ROUNDS)}
+    config.generator.terms = {"one_hot": 1.0, "bn": 1.0, "balance": 20.0, "adv_kd_masked": grad_adv or adv}
+    ramp = (begin, end, EPOCH_ROUNDS) + ((adv / grad_adv,) if adv else ())
+    config.generator.ramps = {"adv_kd_masked": ramp} if grad_adv else {}
     config.hparams.adv_tau = 3.0
     config.hparams.balance_tau = 20.0
     config.generator.steps = 1
