@@ -34,12 +34,63 @@ def test_fashion_mnist_configs(path):
     assert "bn" not in c.generator.terms  # LeNet-5 has no BatchNorm
 
 
+# the pairs with a published script (the others are refused): CuDFKD ljrprocc/DataFree scripts/cudfkd/,
+# AdaDFKD ljrprocc/DFKD scripts/adadfkd/ (their --teacher/--student)
+SCRIPTED = {"cudfkd.py": {"cifar10,r34_r18", "cifar100,r34_r18", "cifar10,w40_2_w16_1", "cifar100,w40_2_w40_1"},
+            "adadfkd.py": {"cifar10,r34_r18", "cifar10,w40_2_w16_2", "cifar100,vgg11_r18", "cifar100,w40_2_w16_2"}}
+
+
 @pytest.mark.parametrize("path", config_files("cifar"), ids=os.path.basename)
 def test_cifar_configs_every_pair(path):
+    scripted = SCRIPTED.get(os.path.basename(path))
     for arg in CIFAR_ARGS:
+        if scripted is not None and arg not in scripted:
+            with pytest.raises(ValueError, match=f"no script for {arg}.*Pairs with a script: .*cifar10,r34_r18"):
+                load(path, arg)
+            continue
         c = load(path, arg)
         validate(c)
         assert c.teacher.checkpoint == f"teachers/{c.data.dataset}_{c.teacher.arch}"
+
+
+def test_curriculum_configs_carry_each_pairs_script():
+    """Each scripted pair's config holds that script's values (read in the scripts, written out here):
+    batch, epochs (x 40 rounds), T, lambda_0, the loss, the adversarial weight and window; AdaDFKD's
+    R2M weight (--hard), band width (--length), relation weight (--s_nce) and queue (--N_neg)."""
+    cu = {  # arg: (teacher, student, batch, epochs, T, lambda_0, student terms, adv weight, ramp)
+        "cifar10,r34_r18": ("resnet34", "resnet18", 512, 250, 20.0, 2.0, {"l1": 1.0}, 0.5, (0.25, 0.75, 40)),
+        "cifar100,r34_r18": ("resnet34", "resnet18", 768, 400, 5.0, 1.0, {"l1": 1.0}, 0.35, (0.2, 0.8, 40)),
+        # --adv 0.5 --grad_adv 0.05: 0.05 per epoch from 0.5 = 10 epochs' worth
+        "cifar10,w40_2_w16_1": ("wrn40_2", "wrn16_1", 1024, 250, 20.0, 2.0, {"kd": 1.0}, 0.05, (0.25, 0.75, 40, 10)),
+        "cifar100,w40_2_w40_1": ("wrn40_2", "wrn40_1", 1024, 500, 2.0, 1.0, {"kd": 1.0}, 0.12, (0.2, 0.75, 40)),
+    }
+    for arg, (t, s, batch, epochs, tau, lam0, st, w, ramp) in cu.items():
+        c = load(os.path.join(ROOT, "configs", "cifar", "cudfkd.py"), arg)
+        assert (c.teacher.arch, c.student.arch, c.train.batch_size, c.train.rounds) == (t, s, batch, epochs * 40), arg
+        assert (c.hparams.balance_tau, c.student.tau, c.hparams.spl_lambda0) == (tau, tau, lam0), arg
+        assert dict(c.student.terms) == st and c.generator.terms["adv_kd_masked"] == w, arg
+        assert tuple(c.generator.ramps["adv_kd_masked"]) == pytest.approx(ramp), arg
+        assert c.hparams.spl_alpha == (1e-4 if arg.startswith("cifar10,") else 2e-5)
+    # the WRN script's weight by hand: 0.5 until 25% of the run, then + 0.05 per 40 rounds, 0.5 + 0.05 * 125 at 75%
+    from dfkd_jax import objectives
+    c = load(os.path.join(ROOT, "configs", "cifar", "cudfkd.py"), "cifar10,w40_2_w16_1")
+    ramp, rounds = tuple(c.generator.ramps["adv_kd_masked"]), c.train.rounds
+    for progress, weight in ((0.0, 0.5), (0.25, 0.5), (0.25 + 40 / rounds, 0.55), (0.75, 0.5 + 0.05 * 125), (1.0, 6.75)):
+        assert 0.05 * float(objectives.ramp_factor(progress, ramp, rounds)) == pytest.approx(weight, rel=1e-5), progress
+    ada = {  # arg: (teacher, student, batch, epochs, begin, end, T, lambda_0, loss, hard, length, s_nce, N_neg)
+        "cifar10,r34_r18": ("resnet34", "resnet18", 768, 300, 0.25, 0.75, 20.0, 2.2, "kd", 0.1, 0.9, 0.1, 4096),
+        "cifar10,w40_2_w16_2": ("wrn40_2", "wrn16_2", 1024, 500, 0.0, 0.75, 20.0, 1.5, "kd", 0.1, 0.8, 0.1, 8192),
+        "cifar100,vgg11_r18": ("vgg11", "resnet18", 1024, 400, 0.2, 0.8, 5.0, 1.0, "l1", 0.1, 0.8, 0.1, 12288),
+        "cifar100,w40_2_w16_2": ("wrn40_2", "wrn16_2", 1024, 500, 0.2, 0.79, 2.0, 1.2, "kd", 0.1, 0.8, 0.15, 16384),
+    }
+    for arg, (t, s, batch, epochs, b, f, tau, lam0, loss, hard, length, s_nce, n_neg) in ada.items():
+        c = load(os.path.join(ROOT, "configs", "cifar", "adadfkd.py"), arg)
+        assert (c.teacher.arch, c.student.arch, c.train.batch_size, c.train.rounds) == (t, s, batch, epochs * 40), arg
+        assert (c.hparams.r2m_begin, c.hparams.r2m_end, c.hparams.balance_tau, c.student.tau) == (b, f, tau, tau), arg
+        assert c.hparams.spl_lambda0 == lam0 and dict(c.student.terms) == {loss: 1.0, "relation": s_nce}, arg
+        assert (c.generator.terms["r2m"], c.hparams.r2m_window, c.hparams.r2m_queue_size) == (hard, length, n_neg), arg
+        assert c.generator.terms["adv_kd"] == 1.0 and not c.generator.ramps, arg  # --adv 1 --grad_adv 0
+        assert (c.hparams.r2m_temperature, c.hparams.relation_temperature) == (0.07, 0.07), arg  # --tau 0.07
 
 
 @pytest.mark.parametrize("path", config_files("fashion_mnist32x3"), ids=os.path.basename)
