@@ -217,6 +217,59 @@ def test_curriculum_strengths_follow_the_run_length(rounds):
         assert lam == pytest.approx(2.0 + 1e-4 * k, rel=1e-5)
 
 
+def _fashion_mnist_distiller(method, rounds):
+    """``configs/fashion_mnist/<method>.py`` with ``--config.train.rounds=rounds`` applied after it, turned
+    into the Distiller (schedules only: nothing is compiled or run)."""
+    import importlib.util
+    import os
+
+    from tests.helpers import random_teacher
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "fashion_mnist",
+                        f"{method}.py")
+    spec = importlib.util.spec_from_file_location(f"fm_{method}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    c = module.get_config()
+    assert c.train.rounds == 420  # the file's own length
+    c.train.rounds = rounds
+    return Distiller.from_config(c, random_teacher(), make_mesh(jax.devices()[:1]))
+
+
+@pytest.mark.parametrize("rounds", [150, 420])
+def test_fashion_mnist_curricula_follow_the_run_length(rounds):
+    """The Fashion-MNIST CuDFKD / AdaDFKD configs with --config.train.rounds changed: the schedules the Distiller
+    builds follow the new length. CuDFKD's alpha_adv = 0.5 x (rounds into [25%, 75%]) / 40 (at the end 0.9375 for
+    150 rounds, 2.625 for 420); lambda = lambda_0 + 1e-4 x (student updates so far) for both; AdaDFKD's R2M band
+    starts at (1 - 0.9) x (progress - 0.25) / 0.5, its adversarial weight a constant 1."""
+    import types
+    for method, lam0 in (("cudfkd", 2.0), ("adadfkd", 2.2)):
+        d = _fashion_mnist_distiller(method, rounds)
+        steps = d.spec.student_steps
+        assert (d.spec.rounds, d.synth.spec.rounds) == (rounds, rounds)
+
+        def progress(rnd, step, n):  # the engine's progress at step `step` of `n` in round `rnd`
+            return float(d._round_obj._progress(types.SimpleNamespace(round=jnp.asarray(rnd, jnp.int32)), step, n))
+
+        for rnd, step in ((0, 0), (rounds // 2, 3), (rounds - 1, steps - 1)):
+            lam = float(self_paced_lambda(d.spec, progress(rnd, step, steps)))
+            assert lam == pytest.approx(lam0 + 1e-4 * (rnd * steps + step), rel=1e-6), (method, rnd, step)
+        terms_g, ramps = dict(d.synth.spec.terms), dict(d.synth.spec.ramps)
+        if method == "cudfkd":
+            w, ramp = terms_g["adv_kd_masked"], ramps["adv_kd_masked"]
+            for rnd in (0, rounds // 4, rounds // 2, (3 * rounds) // 4 + 1, rounds - 1):
+                by_hand = 0.5 * min(max(rnd - 0.25 * rounds, 0.0), 0.5 * rounds) / 40
+                got = w * float(objectives.ramp_factor(progress(rnd, 0, 1), ramp, d.synth.spec.rounds))
+                assert got == pytest.approx(by_hand, abs=1e-5), rnd
+            end = w * float(objectives.ramp_factor(1.0, ramp, d.synth.spec.rounds))
+            assert end == pytest.approx({150: 0.9375, 420: 2.625}[rounds], rel=1e-6)
+        else:
+            assert terms_g["adv_kd"] == 1.0 and not ramps
+            for rnd in (0, rounds // 2, (5 * rounds) // 8, rounds - 1):
+                p = rnd / rounds
+                lo = float(objectives.r2m_band(progress(rnd, 0, 1), d.synth.spec.hparams)[0])
+                assert lo == pytest.approx(min(max(0.1 * (p - 0.25) / 0.5, 0.0), 0.1), abs=1e-6), rnd
+
+
 def test_r2m_band_slides_from_easy_to_hard():
     h = objectives.HParams(r2m_window=0.8, r2m_begin=0.25, r2m_end=0.75)
     for progress, lo in ((0.0, 0.0), (0.25, 0.0), (0.5, 0.1), (0.75, 0.2), (1.0, 0.2)):
