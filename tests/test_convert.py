@@ -354,3 +354,44 @@ def test_generator_variants_match_pytorch(variant):
         plain, _ = build_generator("dafl", **cfg).apply(variables, jnp.asarray(z.numpy()), train=True,
                                                          mutable=["batch_stats"])
         assert _rel_err(plain, ref) > 1e-2
+
+
+@pytest.mark.parametrize("variant", ["dafl_sn", "vae_decoder"])
+def test_predfkd_generators_with_eps_08_match_pytorch(variant):
+    """PRE-DFKD's two generators (kuluhan/PRE-DFKD networks/generator.py) with BatchNorm2d(c, 0.8)
+    (generator.bn_eps=0.8, methods/predfkd.py), in train mode against PyTorch: the novel ``Generator``
+    (l. 5-50: spectral_norm on its three convolutions, one power iteration per call from the same u)
+    as ``dafl_sn``, and the ``MemoryGenerator`` (l. 52-96) as the VAE's decoder. With eps 1e-5 instead
+    the outputs differ: the 0.8 reaches both."""
+    from dfkd_jax.models.vae import VAE
+    nz, ngf, nc, size = 32, 16, 3, 32
+    module = R.randomize_(R.DAFLGeneratorTorch(nz, ngf, nc, size, eps=0.8), seed=11).train()
+    sd = {k: v.detach().clone() for k, v in module.state_dict().items()}
+    variables = convert_state_dict(sd, "dafl")
+    z = torch.randn(6, nz, generator=torch.Generator().manual_seed(3))
+    zj = jnp.asarray(z.numpy())
+    if variant == "dafl_sn":
+        convs = {"conv_blocks1_0": module.conv_blocks1[0], "conv_blocks2_0": module.conv_blocks2[0],
+                 "conv_blocks2_3": module.conv_blocks2[3]}
+        g = torch.Generator().manual_seed(5)
+        stats = dict(variables["batch_stats"])
+        for name, conv in convs.items():
+            torch.nn.utils.spectral_norm(conv)
+            with torch.no_grad():
+                conv.weight_u.copy_(torch.nn.functional.normalize(torch.randn(conv.weight_u.shape, generator=g), dim=0))
+            stats[f"{name}_sn"] = {f"{name}/kernel/u": jnp.asarray(conv.weight_u.numpy())[None],
+                                   f"{name}/kernel/sigma": jnp.ones(())}
+        variables = {"params": variables["params"], "batch_stats": stats}
+
+        def run(eps):
+            gen = build_generator("dafl_sn", nz=nz, ngf=ngf, channels=nc, img_size=size, bn_eps=eps)
+            return gen.apply(variables, zj, train=True, mutable=["batch_stats"])[0]
+    else:
+        def run(eps):
+            vae = VAE(nz=nz, ngf=ngf, channels=nc, img_size=size, bn_eps=eps)
+            wrap = {col: {"decoder": tree} for col, tree in variables.items()}
+            return vae.apply(wrap, zj, train=True, method="decode", mutable=["batch_stats"])[0]
+    with torch.no_grad():
+        ref = module(z).numpy().transpose(0, 2, 3, 1)
+    assert _rel_err(run(0.8), ref) <= RTOL
+    assert _rel_err(run(1e-5), ref) > 1e-2
