@@ -116,6 +116,27 @@ def test_published_curriculum_settings():
     assert load(os.path.join(ROOT, "configs", "cifar", "cudfkd.py"), "cifar100,r34_r18").hparams.spl_alpha == 2e-5
 
 
+def test_curriculum_methods_batchnorm_modes_and_betas():
+    """CuDFKD and AdaDFKD as their authors run them, in the methods and in every scripted CIFAR pair: the student
+    in eval mode in the generator's step (DataFree datafree/synthesis/cudfkd.py l. 75, DFKD
+    datafree/synthesis/adadfkd.py l. 112), the generator in eval mode when sampling the student's batches
+    (l. 165, l. 185), generator Adam betas (0.9, 0.99) (cudfkd.py l. 64, adadfkd.py l. 83). A base config
+    (any other method) keeps both networks in train mode."""
+    from dfkd_jax import methods
+    from dfkd_jax.config import base_config
+    for name in ("cudfkd", "adadfkd"):
+        configs = [methods.configure(base_config(), name)]
+        configs += [load(os.path.join(ROOT, "configs", "cifar", f"{name}.py"), arg) for arg in SCRIPTED[f"{name}.py"]]
+        for c in configs:
+            assert (c.generator.student_mode, c.student.generator_mode) == ("eval", "eval"), name
+            assert (c.generator.optimizer, c.generator.b1, c.generator.b2) == ("adam", 0.9, 0.99), name
+    base = base_config()
+    assert (base.generator.student_mode, base.student.generator_mode) == ("train", "train")
+    zskt = methods.configure(base_config(), "zskt")  # solver.py l. 30-31, utils/loaders.py l. 58, 65
+    assert (zskt.generator.student_mode, zskt.student.generator_mode, zskt.student.batch) == ("train", "train",
+                                                                                               "regenerate")
+
+
 def test_published_dafl_and_dfq_settings():
     """DAFL-train.py: 120 iterations per epoch (2000 epochs = 240,000 rounds), BatchNorm2d(c, 0.8); the README's
     CIFAR-100 weights. CMI's DFQ: LargeGenerator, wd 1e-4, Adam betas (0.5, 0.999), eval-mode BatchNorm."""
