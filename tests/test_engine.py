@@ -3,6 +3,7 @@
 import dataclasses
 
 import chex
+import flax.linen as nn
 import jax
 import numpy as np
 import pytest
@@ -201,6 +202,117 @@ def test_round_batches_and_batchnorm_modes_by_hand(tiny_bn_student, batch):
     z = jax.random.normal(jax.random.PRNGKey(1234), (8, nz))
     np.testing.assert_allclose(d.sample(state1, 8), jax.jit(gen, static_argnums=3)(g1.params, g1.batch_stats, z, False)[0],
                                rtol=1e-5, atol=1e-5)
+
+
+class _TinyBNGenerator(nn.Module):
+    """z -> Dense(4) -> BatchNorm without scale/bias -> a 2x2x1 image: one BatchNorm to check by hand."""
+
+    @nn.compact
+    def __call__(self, z, train: bool = True):
+        h = nn.Dense(4, name="fc")(z)
+        h = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, use_scale=False, use_bias=False,
+                         name="bn")(h)
+        return h.reshape(-1, 2, 2, 1)
+
+
+class _TinyNet(nn.Module):
+    """x -> flatten -> (BatchNorm without scale/bias) -> Dense(3); ``(logits, {'feature': ...})``."""
+
+    bn: bool = True
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        h = x.reshape(x.shape[0], -1)
+        if self.bn:
+            h = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, use_scale=False,
+                             use_bias=False, name="bn")(h)
+        return nn.Dense(3, name="fc")(h), {"feature": h}
+
+
+@pytest.mark.parametrize("modes", [("train", "train"), ("eval", "train"), ("train", "eval")],
+                         ids=["zskt-train-train", "student-eval-only", "generator-eval-only"])
+def test_batchnorm_switches_act_each_on_its_own(modes):
+    """``generator.student_mode`` and ``student.generator_mode`` one at a time, on a generator and a student
+    with one BatchNorm each, written out by hand. The generator's step (one SGD step on ZSKT's -KL_mean) sees
+    the student's BatchNorm with the batch's statistics ('train') or the running ones ('eval'); the step
+    returns no student, so its running statistics move only in its own updates. The generator normalises
+    with its batch's statistics in its own step (moving its running ones by momentum 0.9) whatever the
+    switches. The student's 'regenerate' batch (the step's z through the updated generator: ZSKT at
+    train/train, its real setting) and the sample grids use the generator's batch statistics ('train',
+    ZSKT's loaders.py) or its running ones ('eval'), and do not move them. Each case also checks that the
+    other mode would give other numbers here."""
+    import jax.numpy as jnp
+    import optax
+
+    from dfkd_jax import objectives
+    from dfkd_jax.engine.state import ModelState
+    from dfkd_jax.ensemble import Ensemble
+    from dfkd_jax.synthesis.base import Context
+    from dfkd_jax.synthesis.online import OnlineGenerator, OnlineSpec, OnlineState
+    student_mode, generator_mode = modes
+    B, NZ, LR, EPS = 6, 3, 0.1, 1e-5
+    rng = np.random.default_rng(0)
+    f32 = lambda *shape: jnp.asarray(rng.normal(size=shape), jnp.float32)  # noqa: E731
+    g_params = {"fc": {"kernel": f32(NZ, 4), "bias": f32(4)}}
+    g_stats = {"bn": {"mean": jnp.full((4,), 0.3), "var": jnp.full((4,), 2.5)}}
+    s_params = {"fc": {"kernel": f32(4, 3), "bias": f32(3)}}
+    s_stats = {"bn": {"mean": jnp.full((4,), 0.5), "var": jnp.full((4,), 4.0)}}
+    t_vars = {"params": {"fc": {"kernel": 2 * f32(4, 3), "bias": f32(3)}}}
+    z = f32(B, NZ)
+    spec = OnlineSpec(steps=1, student_batch="regenerate", batch_size=B, nz=NZ, terms=(("adv_kl", 1.0),),
+                      hparams=objectives.HParams(kl_reduction="mean"), output_space="standardized",
+                      student_mode=student_mode, generator_mode=generator_mode)
+    tx = optax.sgd(LR)
+    teachers = Ensemble((_TinyNet(bn=False),), (((0.0,), (1.0,)),), 3)
+    synth = OnlineGenerator(spec, _TinyBNGenerator(), _TinyNet(bn=True), teachers, tx, lambda a: a, None)
+    state = OnlineState(generator=ModelState(g_params, g_stats, tx.init(g_params)))
+    ctx = Context(student=ModelState(s_params, s_stats, None), projector=None, t_vars=(t_vars,),
+                  round=jnp.asarray(0, jnp.int32))
+    synth.draw_z = lambda key: z  # the step's z, known here
+
+    @jax.jit
+    def run(state, ctx):
+        state, carry, _, metrics = synth.step(state, {}, None, ctx, jax.random.PRNGKey(0), jnp.float32(0.0))
+        state2, carry, _, _ = synth.end(state, carry, None, ctx, jax.random.PRNGKey(1))
+        return state, state2, carry["batch"], metrics, synth.sample(state2, None, z)
+
+    state1, state2, (x_batch, t_batch, _), metrics, grid = run(state, ctx)
+
+    # by hand
+    def bn(h, mean, var):
+        return (h - mean) / jnp.sqrt(var + EPS)
+
+    def gen(p, stats=None):  # stats None: the batch's (train mode); else the running ones (eval mode)
+        h = z @ p["fc"]["kernel"] + p["fc"]["bias"]
+        return bn(h, h.mean(0), h.var(0)) if stats is None else bn(h, stats["mean"], stats["var"]), h
+
+    def logits(p, f):
+        return f @ p["fc"]["kernel"] + p["fc"]["bias"]
+
+    def loss(p, s_mode):
+        x, _ = gen(p)  # the generator's own step: its batch's statistics
+        f_s = bn(x, x.mean(0), x.var(0)) if s_mode == "train" else bn(x, 0.5, 4.0)  # the student's running ones
+        logp_s, logp_t = jax.nn.log_softmax(logits(s_params, f_s)), jax.nn.log_softmax(logits(t_vars["params"], x))
+        return -jnp.sum(jnp.exp(logp_t) * (logp_t - logp_s)) / (B * 3)  # -KL / (B K)
+
+    value, grads = jax.value_and_grad(loss)(g_params, student_mode)
+    assert float(metrics["generator/loss"]) == pytest.approx(float(value), rel=1e-5)
+    other = "eval" if student_mode == "train" else "train"
+    assert abs(float(loss(g_params, other)) - float(value)) > 1e-3  # the switch matters in this case
+    new_params = jax.tree.map(lambda p, g: p - LR * g, g_params, grads)
+    chex.assert_trees_all_close(state1.generator.params, new_params, rtol=1e-5, atol=1e-6)
+    _, h0 = gen(g_params)
+    stats_now = {"mean": 0.9 * 0.3 + 0.1 * h0.mean(0), "var": 0.9 * 2.5 + 0.1 * h0.var(0)}
+    chex.assert_trees_all_close(state1.generator.batch_stats["bn"], stats_now, rtol=1e-5, atol=1e-6)
+    # the student's batch and the grid: the step's z through the updated generator, in generator_mode; no stats moved
+    chex.assert_trees_all_equal(state2.generator.batch_stats, state1.generator.batch_stats)
+    x_hand, _ = gen(new_params, None if generator_mode == "train" else stats_now)
+    x_hand = x_hand.reshape(B, 2, 2, 1)
+    np.testing.assert_allclose(x_batch, x_hand, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(grid, x_hand, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(t_batch, logits(t_vars["params"], x_hand.reshape(B, 4)), rtol=1e-5, atol=1e-5)
+    x_other, _ = gen(new_params, stats_now if generator_mode == "train" else None)
+    assert float(jnp.abs(x_other.reshape(B, 2, 2, 1) - x_batch).max()) > 1e-2  # the other mode differs
 
 
 @pytest.mark.parametrize("train", [True, False])
