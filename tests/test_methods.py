@@ -219,11 +219,13 @@ def test_curriculum_strengths_follow_the_run_length(rounds):
 
 def _fashion_mnist_distiller(method, rounds):
     """``configs/fashion_mnist/<method>.py`` with ``--config.train.rounds=rounds`` applied after it, turned
-    into the Distiller (schedules only: nothing is compiled or run)."""
+    into the Distiller (schedules only: nothing is compiled or run; the LeNet-5 teacher's weights are zeros
+    of the right shapes, as no network is applied)."""
     import importlib.util
     import os
 
-    from tests.helpers import random_teacher
+    from dfkd_jax.models import build_model
+    from dfkd_jax.teacher import Teacher, TeacherMeta
     path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "fashion_mnist",
                         f"{method}.py")
     spec = importlib.util.spec_from_file_location(f"fm_{method}", path)
@@ -232,7 +234,11 @@ def _fashion_mnist_distiller(method, rounds):
     c = module.get_config()
     assert c.train.rounds == 420  # the file's own length
     c.train.rounds = rounds
-    return Distiller.from_config(c, random_teacher(), make_mesh(jax.devices()[:1]))
+    model = build_model("lenet5", 10)
+    shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 1)), train=False))
+    teacher = Teacher(model, jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), shapes),
+                      TeacherMeta("lenet5", "fashion_mnist", 10, (32, 32, 1), (0.2860,), (0.3530,)))
+    return Distiller.from_config(c, teacher, make_mesh(jax.devices()[:1]))
 
 
 @pytest.mark.parametrize("rounds", [150, 420])
