@@ -75,7 +75,8 @@ def test_curriculum_configs_carry_each_pairs_script():
     from dfkd_jax import objectives
     c = load(os.path.join(ROOT, "configs", "cifar", "cudfkd.py"), "cifar10,w40_2_w16_1")
     ramp, rounds = tuple(c.generator.ramps["adv_kd_masked"]), c.train.rounds
-    for progress, weight in ((0.0, 0.5), (0.25, 0.5), (0.25 + 40 / rounds, 0.55), (0.75, 0.5 + 0.05 * 125), (1.0, 6.75)):
+    for progress, weight in ((0.0, 0.5), (0.25, 0.5), (0.25 + 40 / rounds, 0.55), (0.75, 0.5 + 0.05 * 125),
+                             (1.0, 6.75)):
         assert 0.05 * float(objectives.ramp_factor(progress, ramp, rounds)) == pytest.approx(weight, rel=1e-5), progress
     ada = {  # arg: (teacher, student, batch, epochs, begin, end, T, lambda_0, loss, hard, length, s_nce, N_neg)
         "cifar10,r34_r18": ("resnet34", "resnet18", 768, 300, 0.25, 0.75, 20.0, 2.2, "kd", 0.1, 0.9, 0.1, 4096),
