@@ -34,6 +34,26 @@ def test_fashion_mnist_configs(path):
     assert "bn" not in c.generator.terms  # LeNet-5 has no BatchNorm
 
 
+def test_lenet_pair_keeps_the_bn_term_for_a_batchnorm_teacher():
+    import sys
+
+    from dfkd_jax.config import base_config
+    from dfkd_jax.methods import dfq, fast
+    from dfkd_jax.models import has_batch_norm
+
+    sys.path.insert(0, os.path.join(ROOT, "configs", "fashion_mnist"))
+    from lenet_pair import apply, apply_inversion
+
+    assert not has_batch_norm("lenet5") and has_batch_norm("lenet5_bn")
+    assert has_batch_norm("wrn16_1", (32, 32, 3))
+    c = apply(dfq.configure(base_config()), teacher="lenet5_bn")
+    assert c.teacher.arch == "lenet5_bn" and c.generator.terms["bn"] == 1.0
+    c = apply_inversion(fast.configure(base_config()), teacher="lenet5_bn")
+    validate(c)
+    assert c.teacher.arch == "lenet5_bn" and c.generator.terms["bn"] == 10.0 and c.generator.arch == "cmi"
+    assert "bn" not in apply(dfq.configure(base_config())).generator.terms
+
+
 # the pairs with a published script (the others are refused): CuDFKD ljrprocc/DataFree scripts/cudfkd/,
 # AdaDFKD ljrprocc/DFKD scripts/adadfkd/ (their --teacher/--student)
 SCRIPTED = {"cudfkd.py": {"cifar10,r34_r18", "cifar100,r34_r18", "cifar10,w40_2_w16_1", "cifar100,w40_2_w40_1"},

@@ -128,7 +128,8 @@ VGG_CFG = {"vgg8": [[64], [128], [256], [512], [512]],
 
 
 # ----------------------------------------------------------------------------- LeNet-5
-LENET_WIDTHS = {"lenet5": (6, 16, 120, 84), "lenet5_half": (3, 8, 60, 42), "lenet5_half_zskd": (3, 8, 120, 84)}
+LENET_WIDTHS = {"lenet5": (6, 16, 120, 84), "lenet5_half": (3, 8, 60, 42), "lenet5_half_zskd": (3, 8, 120, 84),
+                "lenet5_bn": (6, 16, 120, 84)}
 
 
 class LeNetDFAD(nn.Module):
@@ -147,6 +148,25 @@ class LeNetDFAD(nn.Module):
         x = F.max_pool2d(F.relu(self.conv1(x)), 2)
         x = F.max_pool2d(F.relu(self.conv2(x)), 2)
         x = F.relu(self.conv3(x)).flatten(1)
+        return self.fc2(F.relu(self.fc1(x)))
+
+
+class LeNetBN(nn.Module):
+    """dfkd_jax's lenet5_bn: conv (no bias) -> BatchNorm2d -> ReLU; keys conv1..3, bn1..3, fc1, fc2."""
+
+    def __init__(self, widths, num_classes=10, nc=1):
+        super().__init__()
+        a, b, c, d = widths
+        self.conv1, self.bn1 = nn.Conv2d(nc, a, 5, bias=False), nn.BatchNorm2d(a)
+        self.conv2, self.bn2 = nn.Conv2d(a, b, 5, bias=False), nn.BatchNorm2d(b)
+        self.conv3, self.bn3 = nn.Conv2d(b, c, 5, bias=False), nn.BatchNorm2d(c)
+        self.fc1 = nn.Linear(c, d)
+        self.fc2 = nn.Linear(d, num_classes)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 2)
+        x = F.max_pool2d(F.relu(self.bn2(self.conv2(x))), 2)
+        x = F.relu(self.bn3(self.conv3(x))).flatten(1)
         return self.fc2(F.relu(self.fc1(x)))
 
 
@@ -213,6 +233,8 @@ class CMIGeneratorTorch(nn.Module):
 # ----------------------------------------------------------------------------- registry
 def build(name: str, num_classes: int = 10, nc: int | None = None, scheme: str = "dfad") -> nn.Module:
     """The reference PyTorch module for a dfkd_jax architecture name."""
+    if name == "lenet5_bn":
+        return LeNetBN(LENET_WIDTHS[name], num_classes, nc or 1)
     if name.startswith("lenet5"):
         cls = LeNetCMI if scheme == "cmi" else LeNetDFAD
         return cls(LENET_WIDTHS[name], num_classes, nc or 1)

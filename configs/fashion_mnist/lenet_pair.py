@@ -10,13 +10,16 @@ Shared by the method configs in this folder (configs as code: each method file c
 - the student learns from the on-device pool of the last 16,384 synthetic samples, 20
   updates per generator update: student updates are cheap and samples are not;
 - 420 rounds, about 15 minutes on 2 cores.
-The LeNet-5 teacher has no BatchNorm, so methods with the bn term drop it here.
+The LeNet-5 teacher has no BatchNorm, so methods with the bn term drop it here; with
+``teacher="lenet5_bn"`` (LeNet-5 with BatchNorm) they keep it.
 """
 
+from dfkd_jax.models import has_batch_norm
 
-def apply(c, rounds: int = 420):
+
+def apply(c, rounds: int = 420, teacher: str = "lenet5"):
     c.data.dataset = "fashion_mnist"
-    c.teacher.arch = "lenet5"
+    c.teacher.arch = teacher
     c.student.arch = "lenet5_half"
     c.generator.arch = "dafl"
     c.generator.bn_eps = 1e-5
@@ -32,7 +35,7 @@ def apply(c, rounds: int = 420):
     c.train.log_every = 25
     c.train.checkpoint_every = 60
     c.train.sample_every = 60
-    if "bn" in c.generator.terms:
+    if "bn" in c.generator.terms and not has_batch_norm(teacher):
         del c.generator.terms["bn"]
     return c
 
@@ -40,7 +43,7 @@ def apply(c, rounds: int = 420):
 INVERSION_STUDENT_LR = 0.01  # the BN-free LeNet-5-half diverges at the published 0.1 (0.2 for Fast)
 
 
-def apply_inversion(c, rounds: int = 150):
+def apply_inversion(c, rounds: int = 150, teacher: str = "lenet5"):
     """The inversion family (ADI, CMI, Fast) at the equal budget of docs/results.md (``apply``: batch 256,
     generator ngf 8 / nz 100, 20 student steps per round from the pool of the last 16,384 samples).
 
@@ -64,7 +67,7 @@ def apply_inversion(c, rounds: int = 150):
     """
     method = c.method
     arch = c.generator.arch
-    apply(c, rounds=rounds)
+    apply(c, rounds=rounds, teacher=teacher)
     c.generator.arch = arch
     c.student.augment = "crop_flip"
     c.student.pool_dtype = "uint8"

@@ -6,6 +6,7 @@ import functools
 from typing import Any, Callable
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from dfkd_jax.errors import ConfigError
@@ -30,6 +31,7 @@ ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "lenet5": functools.partial(LeNet5, widths=(6, 16, 120, 84)),
     "lenet5_half": functools.partial(LeNet5, widths=(3, 8, 60, 42)),
     "lenet5_half_zskd": functools.partial(LeNet5, widths=(3, 8, 120, 84)),
+    "lenet5_bn": functools.partial(LeNet5, widths=(6, 16, 120, 84), batch_norm=True),
     "resnet18": functools.partial(ResNet, num_blocks=(2, 2, 2, 2)),
     "resnet34": functools.partial(ResNet, num_blocks=(3, 4, 6, 3)),
     "resnet50": functools.partial(ResNet, num_blocks=(3, 4, 6, 3), bottleneck=True),
@@ -99,6 +101,13 @@ def arch_name(base: str, width_mult: float | None = None) -> str:
 
 def is_segmentation(arch: str) -> bool:
     return parse_arch(arch)[0] in SEGMENTATION
+
+
+def has_batch_norm(arch: str, input_shape: tuple[int, int, int] = (32, 32, 1)) -> bool:
+    """Whether ``arch`` keeps BatchNorm statistics (the bn term of the inversion methods reads them)."""
+    model = build_model(arch, 10)
+    x = jax.ShapeDtypeStruct((2, *input_shape), jnp.float32)
+    return "batch_stats" in jax.eval_shape(lambda v: model.init(jax.random.key(0), v), x)
 
 
 def build_model(arch: str, num_classes: int, dtype: Any = jnp.float32) -> nn.Module:
