@@ -30,8 +30,11 @@ def test_fashion_mnist_configs(path):
     c = load(path)
     validate(c)
     half = "lenet5_half_zskd" if c.method in ("zskd", "soft_targeted") else "lenet5_half"  # ZSKD's pair
-    assert (c.teacher.arch, c.student.arch, c.data.dataset) == ("lenet5", half, "fashion_mnist")
-    assert "bn" not in c.generator.terms  # LeNet-5 has no BatchNorm
+    teacher = "lenet5_bn" if path.endswith("_bn.py") else "lenet5"
+    if os.path.basename(path) == "default.py":
+        teacher = c.teacher.arch
+    assert (c.teacher.arch, c.student.arch, c.data.dataset) == (teacher, half, "fashion_mnist")
+    assert ("bn" in c.generator.terms) == (teacher == "lenet5_bn")  # LeNet-5 has no BatchNorm
 
 
 def test_lenet_pair_keeps_the_bn_term_for_a_batchnorm_teacher():
