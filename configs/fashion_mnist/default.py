@@ -12,7 +12,7 @@ import importlib.util
 import os
 
 DEFAULT = "fast_bn.py"
-ROUNDS = 180  # ~3.3 s a round on 2 cores (1.5 s in the 14 warm-up rounds) + ~230 s of teacher training + ~70 s of compiling
+ROUNDS = 165  # ~3.3-3.9 s a round on 2 cores (1.5 s in the 14 warm-up rounds), ~70 s compiling, ~230 s of teacher training
 
 
 def get_config():
