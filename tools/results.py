@@ -244,9 +244,16 @@ def main(argv=None):
     p.add_argument("--noise", default="0.2,0.4", help="fractions of the noisy teachers' labels replaced")
     p.add_argument("--teacher_epochs", type=int, default=0, help="0 = the main job's recipe (smoke runs: fewer)")
     p.add_argument("--teacher_examples", type=int, default=0, help="0 = all training images (smoke runs: fewer)")
+    p.add_argument("--compilation_cache", default=None,
+                   help="JAX's persistent compilation cache for the runs (default WORKDIR/xla_cache; '' for none): "
+                        "the seeds and noise levels of a method compile the same programs, so only its first run "
+                        "pays the compile")
     args = p.parse_args(argv)
     workdir = os.path.abspath(args.workdir)
     os.makedirs(workdir, exist_ok=True)
+    cache = os.path.join(workdir, "xla_cache") if args.compilation_cache is None else args.compilation_cache
+    if cache:  # read by JAX in each run's process (it inherits the environment)
+        os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.abspath(cache))
     seeds = [int(s) for s in _floats(args.seeds)]
     methods = [m for m in args.methods.split(",") if m]
     noisy_methods = [m for m in args.noisy_methods.split(",") if m]
