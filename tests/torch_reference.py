@@ -129,7 +129,7 @@ VGG_CFG = {"vgg8": [[64], [128], [256], [512], [512]],
 
 # ----------------------------------------------------------------------------- LeNet-5
 LENET_WIDTHS = {"lenet5": (6, 16, 120, 84), "lenet5_half": (3, 8, 60, 42), "lenet5_half_zskd": (3, 8, 120, 84),
-                "lenet5_bn": (6, 16, 120, 84)}
+                "lenet5_bn": (6, 16, 120, 84), "lenet5_half_bn": (3, 8, 60, 42)}
 
 
 class LeNetDFAD(nn.Module):
@@ -233,7 +233,7 @@ class CMIGeneratorTorch(nn.Module):
 # ----------------------------------------------------------------------------- registry
 def build(name: str, num_classes: int = 10, nc: int | None = None, scheme: str = "dfad") -> nn.Module:
     """The reference PyTorch module for a dfkd_jax architecture name."""
-    if name == "lenet5_bn":
+    if name in ("lenet5_bn", "lenet5_half_bn"):
         return LeNetBN(LENET_WIDTHS[name], num_classes, nc or 1)
     if name.startswith("lenet5"):
         cls = LeNetCMI if scheme == "cmi" else LeNetDFAD

@@ -32,6 +32,7 @@ ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "lenet5_half": functools.partial(LeNet5, widths=(3, 8, 60, 42)),
     "lenet5_half_zskd": functools.partial(LeNet5, widths=(3, 8, 120, 84)),
     "lenet5_bn": functools.partial(LeNet5, widths=(6, 16, 120, 84), batch_norm=True),
+    "lenet5_half_bn": functools.partial(LeNet5, widths=(3, 8, 60, 42), batch_norm=True),
     "resnet18": functools.partial(ResNet, num_blocks=(2, 2, 2, 2)),
     "resnet34": functools.partial(ResNet, num_blocks=(3, 4, 6, 3)),
     "resnet50": functools.partial(ResNet, num_blocks=(3, 4, 6, 3), bottleneck=True),

@@ -5,12 +5,14 @@
 | lenet5_half        | 3, 8, 60, 42   (DAFL/DFAD/PRE-DFKD) | 15,738 |
 | lenet5_half_zskd   | 3, 8, 120, 84  (ZSKD)             | 35,820 |
 | lenet5_bn          | 6, 16, 120, 84, BatchNorm after each conv | 61,848 |
+| lenet5_half_bn     | 3, 8, 60, 42, BatchNorm after each conv   | 15,809 |
 
 ``lenet5_bn`` is LeNet-5 with ``conv -> BatchNorm -> ReLU`` (bias-free convolutions, keys
 ``bn1..bn3`` beside ``conv1..conv3``): a Fashion-MNIST/MNIST teacher whose BatchNorm
 statistics the inversion methods (DeepInversion's bn term in ADI, DFQ, CMI, Fast, CuDFKD,
 AdaDFKD, MTCKI) can match. No published method uses it; it is this project's BN teacher of
-the 32x32x1 datasets (the plain LeNet-5 gives those terms nothing to read).
+the 32x32x1 datasets (the plain LeNet-5 gives those terms nothing to read). ``lenet5_half_bn`` is the
+same at LeNet-5-half's widths: a compact student that trains at the learning rates of BatchNorm students.
 
 Flax names follow DFAD's PyTorch keys (``conv1..conv3``, ``fc1``, ``fc2``); the
 converter also reads the CMI/Fast scheme (``features.0/3/6``, ``fc.0/2``).
