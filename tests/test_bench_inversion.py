@@ -161,7 +161,7 @@ def test_fast_torch_step_computes_the_jax_step(monkeypatch):
     np.testing.assert_allclose(float(m["synthesis/loss"]), losses[0], rtol=1e-4)
 
 
-@pytest.mark.slow  # compiles three rounds twice (about a minute on 2 cores)
+@pytest.mark.slow  # compiles the three rounds (about 1.5 minutes on 2 cores)
 def test_inversion_cases_run():
     from dfkd_jax.bench import cpu_speed
     for method in inversion.METHODS:
