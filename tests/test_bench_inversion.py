@@ -56,6 +56,18 @@ def test_torch_rounds_run(method):
         assert r.bank.n_updates > r.bank.max_size + B  # filled, then two rounds pushed
 
 
+def test_torch_cmi_generator():
+    from dfkd_jax.bench import torch_round
+    g = torch_round.build_generator(8, 4, 3, 32, arch="cmi")
+    with torch.no_grad():
+        x = g(torch.randn(2, 8))
+    assert x.shape == (2, 3, 32, 32) and float(x.min()) >= 0 and float(x.max()) <= 1
+    assert sorted(g.state_dict()) == sorted(g.clone().state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(g.state_dict().values(), g.clone().state_dict().values()))
+    with pytest.raises(ValueError, match="dafl, cmi"):
+        torch_round.build_generator(arch="large")
+
+
 def test_torch_augmentations():
     x = torch.rand(6, 3, 32, 32)
     torch.manual_seed(0)
