@@ -32,9 +32,10 @@ normalisation, and the lowest-loss iterate kept with ``loss.item()`` per step (t
 
 The PyTorch augmentations are written with torch ops (the reference uses kornia): a per-sample crop
 of the zero-padded batch by index, the resized crop as a per-sample affine ``grid_sample`` (bilinear,
-border), per-sample flips. The PyTorch rounds keep the best iterate in memory (the references write it
-to an image folder); dfkd_jax pushes it to its on-device pool. dfkd_jax runs the rounds as the method configs do (``synthesis.loop``:
-``'python'`` for ADI and CMI, one jitted step per iteration; ``'unroll'`` for Fast).
+border), per-sample flips. The PyTorch rounds keep the best iterate in memory (the references write
+it to an image folder); dfkd_jax pushes it to its on-device pool. dfkd_jax runs the rounds as the
+method configs do (``synthesis.loop``: ``'python'`` for ADI and CMI, one jitted step per iteration;
+``'unroll'`` for Fast).
 """
 
 from __future__ import annotations
