@@ -38,8 +38,11 @@ suite's own section. The suites:
              has the same computation, in alternating blocks: one 3x3 convolution (batch 256,
              32x32, 128 -> 64) forward / input gradient / weight gradient, the DFAD round of
              lenet5:lenet5_half (ngf 64, batch 256) and of wrn16_2:wrn16_1 (32x32x3, ngf 16,
-             batch 64), a LeNet-5 teacher-training epoch, and the round of every method's
-             Fashion-MNIST config (--rounds timed calls each, --cases to choose).
+             batch 64), a LeNet-5 teacher-training epoch, the round of every method's
+             Fashion-MNIST config, and the synthesis rounds of ADI (20 pixel steps), CMI (20
+             generator steps) and Fast (5 inner + 1 meta step) on WRN-16-2 -> WRN-16-1, 32x32x3,
+             batch 64 (--rounds timed calls each; --cases to choose: conv, dfad_lenet, dfad_wrn,
+             teacher_epoch, methods, inversion = inversion_adi + inversion_cmi + inversion_fast).
 
 Needs the torch extra: pip install -e .[torch].
 
@@ -112,7 +115,8 @@ def parse_args(argv=None):
     p.add_argument("--in-process", action="store_true", help="run a suite's cases and peaks in this process")
     p.add_argument("--cases", default="",
                    help="cpu-speed only: comma-separated cases (default: all of conv, dfad_lenet, dfad_wrn, "
-                        "teacher_epoch, methods)")
+                        "teacher_epoch, methods, inversion; inversion is inversion_adi, inversion_cmi and "
+                        "inversion_fast, each also a case of its own)")
     p.add_argument("--no-peak", action="store_true", help="run a suite without measuring the matmul peaks")
     p.add_argument("--markdown", default="", metavar="PATH",
                    help="write a suite's table into PATH (e.g. docs/performance.md), replacing only its section")

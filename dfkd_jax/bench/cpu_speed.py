@@ -16,7 +16,9 @@ input gradient and weight gradient; the DFAD round of the LeNet-5 -> LeNet-5-hal
 with GeneratorA ngf 64 at batch 256; the DFAD round of the CIFAR-shaped WRN-16-2 ->
 WRN-16-1 pair (32x32x3) at small width; one epoch of the teacher's supervised training
 (LeNet-5, Fashion-MNIST's 60,000 images in batches of 128, Adam); the round of every
-method's Fashion-MNIST config. Weights and inputs are random: the cost of these
+method's Fashion-MNIST config; the ADI, CMI and Fast synthesis rounds on the WRN-16-2 teacher
+(``dfkd_jax.bench.inversion``: ``inversion`` runs the three, ``inversion_adi`` / ``_cmi`` /
+``_fast`` one). Weights and inputs are random: the cost of these
 computations does not depend on their values (the teacher epoch's batches are random
 arrays already on the device; the real loader adds its host-to-device copies to both
 JAX variants alike). The JAX variants report their compile time and XLA's buffer bytes.
@@ -272,7 +274,8 @@ def method_round_case(path: str, reps: int, warmup: int, log) -> CaseResult:
     return _result(label, "round", None, variants, alternate(variants, reps, warmup, log))
 
 
-CASES = ("conv", "dfad_lenet", "dfad_wrn", "teacher_epoch", "methods", "inversion")
+INVERSION_CASES = {"inversion_adi": "adi", "inversion_cmi": "cmi", "inversion_fast": "fast"}
+CASES = ("conv", "dfad_lenet", "dfad_wrn", "teacher_epoch", "methods", "inversion", *INVERSION_CASES)
 
 
 def run_cpu_speed(cases=CASES, reps: int = 5, warmup: int = 1, threads: int | None = None,
@@ -299,9 +302,10 @@ def run_cpu_speed(cases=CASES, reps: int = 5, warmup: int = 1, threads: int | No
     if "methods" in cases:
         for path in method_configs():
             results.append(method_round_case(path, reps, warmup, log))
-    if "inversion" in cases:  # ADI's pixel-inversion round (dfkd_jax.bench.inversion)
-        from dfkd_jax.bench.inversion import inversion_case
-        results.append(inversion_case(torch, max(2, reps // 2), warmup, log))
+    for case, method in INVERSION_CASES.items():  # the inversion rounds (dfkd_jax.bench.inversion); 'inversion': all
+        if case in cases or "inversion" in cases:
+            from dfkd_jax.bench.inversion import inversion_case
+            results.append(inversion_case(torch, max(2, reps // 2), warmup, log, method))
     return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "cpu": harness._cpu_name(), "cores": torch_round.cpu_cores(), "torch_threads": torch.get_num_threads(),
             "loadavg_1min": [load_start, harness._loadavg()], "versions": harness._versions(torch.__version__),

@@ -22,7 +22,8 @@ functions of the step count and cost nothing per round).
 The modules below have the PyTorch key names of the public checkpoints, so their
 ``state_dict`` converts with ``dfkd_jax.convert.convert_state_dict``: LeNet-5 and its
 halves in DFAD's scheme (``conv1..conv3``, ``fc1``, ``fc2``), DAFL/DFAD's ``GeneratorA``
-(``l1.0``, ``conv_blocks0.0``, ``conv_blocks1.{0,1}``, ``conv_blocks2.{0,1,3,5}``) and
+(``l1.0``, ``conv_blocks0.0``, ``conv_blocks1.{0,1}``, ``conv_blocks2.{0,1,3,5}``), the CMI/Fast
+``Generator`` (``l1.0``, ``conv_blocks.{0,2,3,6,7,9}``; ``dfkd_jax.bench.inversion``'s rounds) and
 the CIFAR ResNet-18/34 (``conv1``, ``bn1``, ``layerN.i.*``, ``linear``).
 
 torch is imported lazily: ``pip install -e .[torch]`` (torch==2.13.0; the CPU build is enough).
@@ -192,8 +193,33 @@ def _modules() -> types.SimpleNamespace:
             h = F.leaky_relu(self.conv_blocks1(F.interpolate(h, scale_factor=2, mode="nearest")), 0.2)
             return self.conv_blocks2(F.interpolate(h, scale_factor=2, mode="nearest"))
 
+    class CMIGenerator(nn.Module):
+        """CMI/Fast ``Generator``: Linear -> BN -> up -> conv-BN-LReLU -> up -> conv-BN-LReLU -> conv -> Sigmoid
+        (images in [0, 1]; dfkd_jax's ``'cmi'`` generator, same key names ``l1.0``, ``conv_blocks.N``)."""
+
+        def __init__(self, nz: int = 256, ngf: int = 64, channels: int = 3, img_size: int = 32):
+            super().__init__()
+            self.args = (nz, ngf, channels, img_size)
+            self.size, self.width = img_size // 4, 2 * ngf
+            c = self.width
+            self.l1 = nn.Sequential(nn.Linear(nz, c * self.size * self.size))
+            self.conv_blocks = nn.Sequential(
+                nn.BatchNorm2d(c), nn.Upsample(scale_factor=2),
+                nn.Conv2d(c, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c), nn.LeakyReLU(0.2), nn.Upsample(scale_factor=2),
+                nn.Conv2d(c, ngf, 3, 1, 1, bias=False), nn.BatchNorm2d(ngf), nn.LeakyReLU(0.2),
+                nn.Conv2d(ngf, channels, 3, 1, 1), nn.Sigmoid())
+
+        def forward(self, z):
+            return self.conv_blocks(self.l1(z).view(z.shape[0], self.width, self.size, self.size))
+
+        def clone(self):
+            """A new generator with this one's parameters and buffers (Fast's ``Generator.clone``)."""
+            other = CMIGenerator(*self.args)
+            other.load_state_dict(self.state_dict())
+            return other
+
     return types.SimpleNamespace(LeNet5=LeNet5, CifarResNet=CifarResNet, WideResNet=WideResNet,
-                                 GeneratorA=GeneratorA)
+                                 GeneratorA=GeneratorA, CMIGenerator=CMIGenerator)
 
 
 def build_model(arch: str, num_classes: int = 10, channels: int = 1):
@@ -208,9 +234,13 @@ def build_model(arch: str, num_classes: int = 10, channels: int = 1):
     raise ValueError(f"No PyTorch benchmark model for {arch!r}. Valid names: {', '.join(ARCHITECTURES)}.")
 
 
-def build_generator(nz: int = 100, ngf: int = 64, channels: int = 1, img_size: int = 32):
-    """DAFL/DFAD ``GeneratorA`` (dfkd_jax's ``'dafl'`` generator)."""
-    return _modules().GeneratorA(nz, ngf, channels, img_size)
+def build_generator(nz: int = 100, ngf: int = 64, channels: int = 1, img_size: int = 32, arch: str = "dafl"):
+    """DAFL/DFAD ``GeneratorA`` (dfkd_jax's ``'dafl'`` generator) or the CMI/Fast ``Generator`` (``'cmi'``)."""
+    if arch == "dafl":
+        return _modules().GeneratorA(nz, ngf, channels, img_size)
+    if arch == "cmi":
+        return _modules().CMIGenerator(nz, ngf, channels, img_size)
+    raise ValueError(f"No PyTorch benchmark generator {arch!r}. Valid names: dafl, cmi.")
 
 
 class DFADRound:
