@@ -55,6 +55,9 @@ def test_lenet_pair_keeps_the_bn_term_for_a_batchnorm_teacher():
     validate(c)
     assert c.teacher.arch == "lenet5_bn" and c.generator.terms["bn"] == 10.0 and c.generator.arch == "cmi"
     assert "bn" not in apply(dfq.configure(base_config())).generator.terms
+    c = load(os.path.join(ROOT, "configs", "fashion_mnist", "cmi.py"), "lenet5_bn")  # CMI from one BN teacher
+    validate(c)
+    assert c.teacher.arch == "lenet5_bn" and c.generator.terms["bn"] == 1.0 and c.method == "cmi"
 
 
 # the pairs with a published script (the others are refused): CuDFKD ljrprocc/DataFree scripts/cudfkd/,

@@ -1,5 +1,10 @@
 """CMI on Fashion-MNIST, LeNet-5 -> LeNet-5-half, at the equal budget (lenet_pair.apply_inversion says what
-changes for the inversion family and why)."""
+changes for the inversion family and why).
+
+``--config configs/fashion_mnist/cmi.py:ARCH`` takes another 32x32x1 teacher architecture (with
+``--config.teacher.checkpoint``), e.g. ``lenet5_bn``, whose BatchNorm gives CMI its bn term back: the
+single-teacher runs MTCKI is compared with.
+"""
 
 import os
 import sys
@@ -12,5 +17,5 @@ from dfkd_jax.config import base_config  # noqa: E402
 from dfkd_jax.methods import cmi  # noqa: E402
 
 
-def get_config():
-    return apply_inversion(cmi.configure(base_config()))
+def get_config(teacher="lenet5"):
+    return apply_inversion(cmi.configure(base_config()), teacher=teacher)
