@@ -19,6 +19,7 @@ PARAMS_10 = {
     "lenet5_half": 15_738,
     "lenet5_half_zskd": 35_820,
     "lenet5_bn": 61_848,
+    "lenet5_half_bn": 15_809,
     "resnet18": 11_173_962,
     "resnet34": 21_282_122,
     "wrn16_1": 175_066,
@@ -40,7 +41,7 @@ PARAMS_10 = {
     "shufflenetv2": 1_263_278,
     "resnet50": 23_520_842,
 }
-HEAD_WIDTH = {"lenet5": 84, "lenet5_half": 42, "lenet5_half_zskd": 84, "lenet5_bn": 84, "resnet18": 512, "resnet34": 512,
+HEAD_WIDTH = {"lenet5": 84, "lenet5_half": 42, "lenet5_half_zskd": 84, "lenet5_bn": 84, "lenet5_half_bn": 42, "resnet18": 512, "resnet34": 512,
               "wrn16_1": 64, "wrn16_2": 128, "wrn40_1": 64, "wrn40_2": 128, "vgg8": 512, "vgg11": 512,
               "resnet8": 64, "resnet20": 64, "resnet32": 64, "resnet56": 64, "resnet110": 64, "resnet8x4": 256,
               "resnet32x4": 256, "vgg13": 512, "mobilenetv2": 1280, "shufflenetv2": 1024, "resnet50": 2048}
@@ -57,7 +58,7 @@ SEG_PARAMS_11 = {
     "deeplabv3_mobilenetv2_cmi@0.25": 338_787,
 }
 SEG_FEATURE = {"deeplabv3_resnet50": 2048, "deeplabv3_mobilenetv2": 320}
-FEATURE_DIM = {**HEAD_WIDTH, "lenet5": 120, "lenet5_half": 60, "lenet5_half_zskd": 120, "lenet5_bn": 120}
+FEATURE_DIM = {**HEAD_WIDTH, "lenet5": 120, "lenet5_half": 60, "lenet5_half_zskd": 120, "lenet5_bn": 120, "lenet5_half_bn": 60}
 
 # (generator, kwargs, params): CMI's count is in docs/models.md; the DAFL ones follow from its layer list
 # (Linear nz->8192, BN 128, conv 128->128 +b, BN, conv 128->64 +b, BN, conv 64->nc +b, BN without affine).
@@ -85,6 +86,7 @@ BLOCK_SHAPES = {
     "vgg11": [(32, 32, 64), (16, 16, 128), (8, 8, 256), (4, 4, 512), (4, 4, 512)],
     "lenet5": [(14, 14, 6), (5, 5, 16), (1, 1, 120)],
     "lenet5_bn": [(14, 14, 6), (5, 5, 16), (1, 1, 120)],
+    "lenet5_half_bn": [(14, 14, 3), (5, 5, 8), (1, 1, 60)],
 }
 
 
