@@ -251,9 +251,13 @@ def main(argv=None):
     args = p.parse_args(argv)
     workdir = os.path.abspath(args.workdir)
     os.makedirs(workdir, exist_ok=True)
-    cache = os.path.join(workdir, "xla_cache") if args.compilation_cache is None else args.compilation_cache
-    if cache:  # read by JAX in each run's process (it inherits the environment)
-        os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.abspath(cache))
+    # read by JAX in each run's process (it inherits the environment); an explicit flag overrides the environment
+    if args.compilation_cache is None:
+        os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(workdir, "xla_cache"))
+    elif args.compilation_cache:
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = os.path.abspath(args.compilation_cache)
+    else:
+        os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
     seeds = [int(s) for s in _floats(args.seeds)]
     methods = [m for m in args.methods.split(",") if m]
     noisy_methods = [m for m in args.noisy_methods.split(",") if m]
