@@ -123,7 +123,8 @@ def base_config() -> ml_collections.ConfigDict:
     # pooled penultimate feature: BN-free teachers); fused over several teachers by concat | mean (equal widths)
     c.synthesis.embedding = "bn_means"
     c.synthesis.embedding_fusion = "concat"
-    c.synthesis.reset = "normal"  # CMI: the generator re-drawn every round (generator init scheme)
+    # CMI: the generator re-drawn every round by this init scheme (normal | torch), or drawn once and kept (keep)
+    c.synthesis.reset = "normal"
     c.synthesis.meta = "fomaml"  # Fast: fomaml | reptile
     c.synthesis.reptile_scale = 67.0
     c.synthesis.bn_momentum = 0.0  # Fast's bn_mmt

@@ -56,6 +56,9 @@ def apply_inversion(c, rounds: int = 150, teacher: str = "lenet5"):
       one round of the online methods costs: ADI the "tuned fast version" of Fast-Datafree's
       ``scripts/deepinv_cifar.sh`` (l. 26-45: 10 steps at lr 1), CMI the fast CMI of
       ``scripts/cmi_cifar.sh`` (l. 24-45: 5 steps, cr 0), Fast its 5-step setting;
+    - CMI keeps its generator across rounds (``synthesis.reset='keep'``, the ``feature_reuse`` switch of
+      the CuDFKD/AdaDFKD authors' CMI; dfkd_jax.synthesis.generator_inversion): re-drawn every round, 5 steps
+      leave it near its random init, and with no bn term nothing pulls it towards the data;
     - the student draws crop + flip augmented batches (the reference's transform) from the pool, stored
       as uint8 (its PNG files); Fast's 20 warm-up epochs of 220 become 14 of 150 rounds;
     - the student's learning rate is 0.01, not the published 0.1 (``INVERSION_STUDENT_LR``). The published
@@ -80,6 +83,7 @@ def apply_inversion(c, rounds: int = 150, teacher: str = "lenet5"):
     elif method == "cmi":
         c.generator.steps = 5
         c.synthesis.cr = 0.0
+        c.synthesis.reset = "keep"
     elif method == "fast":
         c.generator.steps, c.generator.lr, c.synthesis.lr_z = 5, 3e-3, 0.01
         c.synthesis.warmup = 14

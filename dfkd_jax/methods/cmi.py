@@ -21,6 +21,11 @@ code's "naive implementation" (l. 319-326) is used: the local projections are th
 detached global projections the keys, the current rows' and the bank rows' mean cross-entropies
 summed. Bank rows not yet written are never drawn (see the synthesiser's docstring for the
 reference's off-by-one at a full bank).
+
+Switch (not the default): ``--config.synthesis.reset=keep`` draws the generator once and keeps it across
+rounds (new latents, targets and Adam each round), the ``feature_reuse`` option of the CuDFKD/AdaDFKD
+authors' CMI (ljrprocc/DataFree). The Fashion-MNIST config sets it: at 5 steps per round a re-drawn
+generator stays near its random init (``configs/fashion_mnist/lenet_pair.py``).
 """
 
 from __future__ import annotations

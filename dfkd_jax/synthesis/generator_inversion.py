@@ -35,6 +35,15 @@ Matched to zju-vipa/CMI at 9e79fa9, ``datafree/synthesis/contrastive.py``:
   at exactly 40,960 its ``ptr`` is back at 0 and it draws none: not reproduced);
 - l. 329-333: the lowest-loss iterate's images (pixels, before augmentation) and its
   ``[local ; global]`` embeddings are kept; l. 342-343: they go to the pool and the bank.
+
+``config.synthesis.reset='keep'`` (not CMI's default): the generator is drawn once (N(0, 0.02) as above)
+and kept across rounds, each round starting from where the last one ended (its last iterate, with its
+BatchNorm running statistics), with new latents, new targets and a new Adam. This is the ``feature_reuse``
+switch of the CuDFKD/AdaDFKD authors' CMI (ljrprocc/DataFree, ``datafree/synthesis/contrastive.py``,
+``update_G``: ``if not self.feature_reuse: reset_model(self.G)``; off there by default). With CMI's short
+settings (5 steps per round) a generator re-drawn every round barely leaves its random init, and without a
+bn term (BN-free teachers) nothing else pulls its output towards the data: on the Fashion-MNIST LeNet-5
+the student stayed at chance (docs/fashion_mnist.md).
 """
 
 from __future__ import annotations
@@ -74,6 +83,7 @@ class MLPHead(nn.Module):
 class CMIState:
     head: ModelState
     bank: pool_lib.FeatureBank
+    generator: Any = None  # ``{'params', 'batch_stats'}`` kept across rounds (``reset='keep'``), else None
 
 
 def contrastive_loss(p_local, p_global, n_current: int, valid, temperature):
@@ -105,6 +115,8 @@ class GeneratorInversion(InversionBase):
 
     def __post_init__(self):
         self.contrast = self.spec.cr > 0  # without it (CMI's fast setting, cr 0) no head and no bank
+        self.keep = self.spec.reset == "keep"  # the generator kept across rounds (module docstring)
+        self.scheme = "normal" if self.keep else self.spec.reset
         if self.contrast and self.embed_dim == 0:
             from dfkd_jax.errors import ConfigError
             raise ConfigError("CMI's contrastive term embeds the teachers' BatchNorm inputs; these teachers have no "
@@ -118,12 +130,17 @@ class GeneratorInversion(InversionBase):
         return optax.adam(self.spec.lr)
 
     def init(self, key, aux_key):
+        generator = None
+        if self.keep:
+            variables = initialize(self.generator, jax.random.fold_in(key, 1), self._z0(), init=self.scheme,
+                                   train=False)
+            generator = {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
         if not self.contrast:
-            return CMIState(head=None, bank=None)
+            return CMIState(head=None, bank=None, generator=generator)
         hp = self.head.init(key, jnp.zeros((2, self.embed_dim), jnp.float32))["params"]
         head = ModelState(params=hp, batch_stats={}, opt_state=self.tx_head.init(hp))
         bank = pool_lib.init_bank(aux_key, self.spec.bank_size, 2 * self.embed_dim)
-        return CMIState(head=head, bank=bank)
+        return CMIState(head=head, bank=bank, generator=generator)
 
     def _z0(self):
         return jnp.zeros((2, self.spec.nz), jnp.float32)
@@ -131,7 +148,10 @@ class GeneratorInversion(InversionBase):
     def begin(self, state, key, round_):
         spec = self.spec
         kg, kz, ky = jax.random.split(key, 3)
-        variables = initialize(self.generator, kg, self._z0(), init=spec.reset, train=False)
+        if self.keep:
+            variables = state.generator
+        else:
+            variables = initialize(self.generator, kg, self._z0(), init=self.scheme, train=False)
         z = self.shard(jax.random.normal(kz, (spec.batch_size, spec.nz), jnp.float32))
         params = {"g": variables["params"], "z": z}
         x_like = jnp.zeros((spec.batch_size, *spec.image_shape), jnp.float32)
@@ -187,4 +207,6 @@ class GeneratorInversion(InversionBase):
         pool = self.push_iterate(pool, ctx, best.x)
         if self.contrast:
             state = state.replace(bank=pool_lib.bank_push(state.bank, best.extra))
+        if self.keep:
+            state = state.replace(generator={"params": carry["params"]["g"], "batch_stats": carry["stats"]})
         return state, carry, pool, {}
