@@ -331,6 +331,21 @@ def test_cmi_keep_carries_the_generator_across_rounds():
         Distiller.from_config(c, bn_teacher(), make_mesh(jax.devices()[:1]))
 
 
+def test_cmi_latents_take_their_own_learning_rate():
+    """``synthesis.lr_z``: Adam's first step moves every parameter by its learning rate (m_hat / sqrt(v_hat) = 1):
+    the generator's by lr_g, z by lr_z; without it both by lr_g (one Adam, as in CMI)."""
+    from types import SimpleNamespace
+    from dfkd_jax.synthesis.generator_inversion import GeneratorInversion
+    params = {"g": {"w": jnp.zeros((3,)), "b": jnp.zeros((2,))}, "z": jnp.zeros((4, 2))}
+    grads = jax.tree.map(jnp.ones_like, params)
+    for lr_z, want_z in ((0.1, 0.1), (0.0, 1e-3)):
+        tx = GeneratorInversion.tx.fget(SimpleNamespace(spec=SimpleNamespace(lr=1e-3, lr_z=lr_z, b1=0.5, b2=0.999)))
+        updates, _ = tx.update(grads, tx.init(params), params)
+        np.testing.assert_allclose(updates["g"]["w"], -1e-3, rtol=1e-4)
+        np.testing.assert_allclose(updates["g"]["b"], -1e-3, rtol=1e-4)
+        np.testing.assert_allclose(updates["z"], -want_z, rtol=1e-4)
+
+
 def test_transfer_set_trains_a_student_without_synthesis(tmp_path):
     """A pool (images and the teacher's logits) exported as a transfer set, read back, and a run that
     trains a student from it with no synthesis step. The pool is filled by hand: an ADI round to fill it

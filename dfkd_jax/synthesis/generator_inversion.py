@@ -63,7 +63,7 @@ from dfkd_jax.engine.state import ModelState
 from dfkd_jax.models.generators import initialize
 from dfkd_jax.models.layers import dense
 from dfkd_jax.synthesis.base import apply_update, forward, init_best, keep_best, sample_targets
-from dfkd_jax.synthesis.inversion import InversionBase, metrics_of, objective
+from dfkd_jax.synthesis.inversion import InversionBase, adam_like, metrics_of, objective
 from dfkd_jax.terms import l2_normalize
 
 
@@ -123,6 +123,15 @@ class GeneratorInversion(InversionBase):
                               "BatchNorm. Set --config.synthesis.embedding=feature (their pooled features), "
                               "--config.synthesis.cr=0, or choose a BN teacher.")
         self.head = MLPHead(self.embed_dim, self.spec.head_dim) if self.contrast else None
+
+    @property
+    def tx(self):
+        """One Adam over the generator and z at ``lr_g`` (l. 275); with ``synthesis.lr_z`` set (not CMI's
+        default), z takes its own learning rate, as in Fast."""
+        if not self.spec.lr_z:
+            return adam_like(self.spec)
+        return optax.multi_transform({"g": adam_like(self.spec), "z": adam_like(self.spec, lr=self.spec.lr_z)},
+                                     lambda p: {"g": jax.tree.map(lambda _: "g", p["g"]), "z": "z"})
 
     @property
     def tx_head(self):
