@@ -58,6 +58,13 @@ def test_lenet_pair_keeps_the_bn_term_for_a_batchnorm_teacher():
     c = load(os.path.join(ROOT, "configs", "fashion_mnist", "cmi.py"), "lenet5_bn")  # CMI from one BN teacher
     validate(c)
     assert c.teacher.arch == "lenet5_bn" and c.generator.terms["bn"] == 1.0 and c.method == "cmi"
+    assert c.synthesis.reset == "keep" and c.generator.steps == 5
+    c = load(os.path.join(ROOT, "configs", "fashion_mnist", "mtcki.py"))  # BN-free LeNets: pooled features
+    validate(c)
+    assert "bn" not in c.generator.terms and c.synthesis.embedding == "feature" and c.synthesis.reset == "keep"
+    c = load(os.path.join(ROOT, "configs", "fashion_mnist", "mtcki.py"), "lenet5_bn")  # BN teachers: CMI's embedding
+    validate(c)
+    assert c.generator.terms["bn"] == 1.0 and c.synthesis.embedding == "bn_means" and c.synthesis.cr == 0.8
 
 
 # the pairs with a published script (the others are refused): CuDFKD ljrprocc/DataFree scripts/cudfkd/,

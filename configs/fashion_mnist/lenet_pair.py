@@ -83,9 +83,10 @@ def apply_inversion(c, rounds: int = 150, teacher: str = "lenet5"):
     elif method == "cmi":
         c.generator.steps = 5
         c.synthesis.cr = 0.0
-        c.synthesis.reset = "keep"
     elif method == "fast":
         c.generator.steps, c.generator.lr, c.synthesis.lr_z = 5, 3e-3, 0.01
         c.synthesis.warmup = 14
         c.synthesis.reset_l0_round = -1
+    if method in ("cmi", "mtcki"):
+        c.synthesis.reset = "keep"
     return c

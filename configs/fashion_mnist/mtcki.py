@@ -16,10 +16,16 @@ student trained from that set without synthesis:
         --config.student.pool_size=38400 --config.synthesis.transfer_set=runs/mtcki_2t/transfer_set \\
         --config.student.arch=lenet5_half_zskd
 
+``--config configs/fashion_mnist/mtcki.py:lenet5_bn`` is the form for BatchNorm teachers (e.g. ``lenet5_bn`` and
+``lenet5_half_bn``): the bn term (mean over the teachers of each one's sum over its BN layers; a BN-free teacher
+among them adds 0) and CMI's BN-input embedding come back.
+
 What differs from configs/fashion_mnist/cmi.py, and why:
-- the LeNets have no BatchNorm, so (as for CMI here) the bn term is dropped; but the contrast with history is
-  MTCKI's own, so it stays (cr 0.8, CMI's weight): each teacher's instance embedding is its pooled penultimate
-  feature (``synthesis.embedding='feature'``) instead of BN-input means, concatenated over teachers;
+- the plain LeNets have no BatchNorm, so (as for CMI here) the bn term is dropped; but the contrast with history
+  is MTCKI's own, so it stays (cr 0.8, CMI's weight): without BatchNorm each teacher's instance embedding is its
+  pooled penultimate feature (``synthesis.embedding='feature'``) instead of BN-input means, concatenated over
+  teachers;
+- the generator is kept across rounds (``synthesis.reset='keep'``), as for CMI here;
 - 5 synthesis steps per round, as CMI's fast setting here; with the contrast on, CMI's bank (40,960 rows) and
   4,096 negatives per step;
 - the student: KD at tau 20 against the teachers' ensemble plus 0.1 x the multi-teacher-student InfoNCE, at the
@@ -35,10 +41,11 @@ from lenet_pair import apply_inversion  # noqa: E402
 
 from dfkd_jax.config import base_config  # noqa: E402
 from dfkd_jax.methods import mtcki  # noqa: E402
+from dfkd_jax.models import has_batch_norm  # noqa: E402
 
 
-def get_config():
-    c = apply_inversion(mtcki.configure(base_config()))
+def get_config(teacher="lenet5"):
+    c = apply_inversion(mtcki.configure(base_config()), teacher=teacher)
     c.generator.steps = 5  # CMI's fast setting (scripts/cmi_cifar.sh l. 24-45), as configs/fashion_mnist/cmi.py
-    c.synthesis.embedding = "feature"
+    c.synthesis.embedding = "bn_means" if has_batch_norm(teacher) else "feature"
     return c
