@@ -1,12 +1,13 @@
 """Transfer sets: synthesise once, train many students.
 
-``export(directory, pool, ...)`` writes a run's pool as a tensorflow-datasets dataset that tfds
+``export(directory, images, logits, ...)`` writes a run's pool as a tensorflow-datasets dataset that tfds
 reads without TensorFlow (ArrayRecord files of plain ``tfds.features.Tensor`` features, as
 ``dfkd_jax.data.builders``): one ``train`` split of ``{'image', 'logits', 'label'}`` with the
 images in pixel space (uint8 ``round(255 p)`` when the pool stored uint8, else float32), the
-teachers' logits on them (or zeros when the pool did not store them) and ``label`` = the
-logits' argmax. Beside it ``transfer.json`` holds the metadata (teachers, method, config,
-counts) and ``classes.png`` shows up to 8 images per class (rows = the teachers' argmax).
+teachers' logits on them (the pool's, or computed at export when the pool did not keep them) and
+``label`` = the logits' argmax. Beside it ``transfer.json`` holds the metadata (teachers, method,
+config, counts) and ``classes.png`` shows up to 8 images per class, a labelled row per class the
+teachers predict.
 
 Reading it back: ``tfds.builder_from_directory(<dir>/dfkd_transfer_set/1.0.0)`` (``read``), or
 as a run mode: ``--config.synthesis.transfer_set=DIR`` fills the pool from the set at the start and
@@ -28,6 +29,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from dfkd_jax import pool as pool_lib
+from dfkd_jax.engine import outputs
 from dfkd_jax.errors import ConfigError
 from dfkd_jax.synthesis.base import draw_from_pool, latest_from_pool
 
@@ -80,13 +82,17 @@ def pool_arrays(pool) -> tuple[np.ndarray, np.ndarray | None]:
     return images, (None if logits is None else np.asarray(logits, np.float32)[order])
 
 
-def export(directory: str, pool, num_classes: int, metadata: dict[str, Any], mean=None, std=None) -> str:
-    """Write ``pool`` as a transfer set in ``directory``; returns the dataset folder."""
-    images, logits = pool_arrays(pool)
+def export(directory: str, images: np.ndarray, logits: np.ndarray | None, num_classes: int, metadata: dict[str, Any],
+           class_names=()) -> str:
+    """Write pixel-space ``images`` (a pool's, ``pool_arrays``) and the teachers' ``logits`` on them as a
+    transfer set in ``directory``; returns the dataset folder. The run labels a pool that kept no logits
+    with ``Distiller.pixel_logits`` first; ``logits=None`` stores zeros (``logits_stored: false``)."""
     if images.shape[0] == 0:
         raise ConfigError("The pool is empty: nothing to export. Export after at least one round.")
-    if logits is None:
+    stored = logits is not None
+    if not stored:
         logits = np.zeros((images.shape[0], num_classes), np.float32)
+    logits = np.asarray(logits, np.float32)
     directory = os.path.abspath(directory)
     os.makedirs(directory, exist_ok=True)
     builder = TransferSetBuilder(images=images, logits=logits, data_dir=directory,
@@ -94,10 +100,15 @@ def export(directory: str, pool, num_classes: int, metadata: dict[str, Any], mea
     builder.download_and_prepare(download_dir=os.path.join(directory, "downloads"))
     meta = {**metadata, "count": int(images.shape[0]), "image_shape": list(images.shape[1:]),
             "image_dtype": str(images.dtype), "num_classes": int(num_classes),
-            "logits_stored": bool(np.any(logits)), "tfds_dir": os.path.relpath(dataset_dir(directory), directory)}
+            "logits_stored": bool(stored), "tfds_dir": os.path.relpath(dataset_dir(directory), directory)}
     with open(os.path.join(directory, META_FILE), "w") as f:
         json.dump(meta, f, indent=2, default=str)
-    save_class_grid(os.path.join(directory, "classes.png"), images, logits)
+    pixels = images.astype(np.float32) / (255.0 if images.dtype == np.uint8 else 1.0)
+    grid = os.path.join(directory, "classes.png")
+    if stored:
+        outputs.save_class_grid(grid, pixels, np.argmax(logits, axis=-1), num_classes, 0.0, 1.0, class_names)
+    else:
+        outputs.save_grid(grid, pixels[-64:], 0.0, 1.0)
     return dataset_dir(directory)
 
 
@@ -118,20 +129,6 @@ def read(directory: str) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     images = np.stack([np.asarray(it["image"]) for it in items])
     logits = np.stack([np.asarray(it["logits"], np.float32) for it in items])
     return images, logits, meta
-
-
-def save_class_grid(path: str, images: np.ndarray, logits: np.ndarray, per_class: int = 8) -> None:
-    """Up to ``per_class`` images of every class (the logits' argmax), one row per class."""
-    from dfkd_jax.engine.outputs import image_grid
-    pixels = images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else images.astype(np.float32)
-    labels = np.argmax(logits, axis=-1)
-    rows = []
-    for k in range(logits.shape[1]):
-        picked = pixels[labels == k][:per_class]
-        row = np.ones((per_class, *pixels.shape[1:]), np.float32)
-        row[: len(picked)] = picked
-        rows.append(row)
-    image_grid(np.concatenate(rows), 0.0, 1.0, columns=per_class).save(path)
 
 
 def load_into_pool(directory: str, pool, distiller):

@@ -139,7 +139,8 @@ def test_mtcki_round_with_two_teachers_of_different_architectures(two_teacher_ru
 def test_mtcki_transfer_set_reads_back_and_trains_another_student(two_teacher_run, tmp_path):
     from dfkd_jax import transfer
     d, teachers, state, _, _ = two_teacher_run
-    transfer.export(str(tmp_path / "set"), state.pool, 10, {"method": "mtcki", "teachers": ["lenet5", "tiny_bn"]})
+    transfer.export(str(tmp_path / "set"), *transfer.pool_arrays(state.pool), 10,
+                    {"method": "mtcki", "teachers": ["lenet5", "tiny_bn"]})
     images, logits, meta = transfer.read(str(tmp_path / "set"))
     assert images.shape == (16, 32, 32, 1) and images.dtype == np.uint8 and meta["method"] == "mtcki"
     np.testing.assert_allclose(logits, np.asarray(state.pool.t_logits)[:16], rtol=1e-6)

@@ -331,6 +331,36 @@ def test_cmi_keep_carries_the_generator_across_rounds():
         Distiller.from_config(c, bn_teacher(), make_mesh(jax.devices()[:1]))
 
 
+def test_pixel_logits_label_a_pool_that_kept_none():
+    """A pool without logits is labelled at export by the teachers: ``pixel_logits`` on uint8 pixels equals the
+    ensemble on the normalised pixels, across a padded last batch."""
+    t = bn_teacher()
+    d = Distiller.from_config(_inversion_config("adi"), t, make_mesh(jax.devices()[:1]))
+    images = np.asarray(jax.random.randint(jax.random.PRNGKey(0), (5, 32, 32, 1), 0, 256), np.uint8)
+    got = d.pixel_logits(images, batch=4)
+    want = d.ensemble.logits(d.teacher_variables, d.ensemble.from_pixels(jnp.asarray(images, jnp.float32) / 255))
+    assert got.shape == (5, 10) and got.dtype == np.float32
+    np.testing.assert_allclose(got, np.asarray(want), rtol=1e-5, atol=1e-5)
+
+
+def test_class_grid_has_a_labelled_row_per_class():
+    """Black images of classes 0, 0, 1 in a 3-class grid of 2 per row: cells filled in the order given, the
+    rest white, and every row's label drawn in the left margin."""
+    from dfkd_jax.engine.outputs import class_grid
+    img = np.asarray(class_grid(np.zeros((3, 4, 4, 1)), np.array([0, 0, 1]), 3, 0.0, 1.0, ("a", "b", "c"),
+                                per_class=2, scale=2).convert("L"))
+    margin, cell = 150, (4 + 2) * 2
+    assert img.shape == (3 * cell + 4, margin + 2 * cell + 4)
+
+    def centre(row, col):
+        return img[4 + row * cell + 4, margin + 4 + col * cell + 4]
+
+    assert centre(0, 0) == 0 and centre(0, 1) == 0 and centre(1, 0) == 0
+    assert centre(1, 1) == 255 and centre(2, 0) == 255 and centre(2, 1) == 255
+    for row in range(3):
+        assert np.any(img[row * cell:(row + 1) * cell + 4, :margin] < 128)  # its label
+
+
 def test_cmi_latents_take_their_own_learning_rate():
     """``synthesis.lr_z``: Adam's first step moves every parameter by its learning rate (m_hat / sqrt(v_hat) = 1):
     the generator's by lr_g, z by lr_z; without it both by lr_g (one Adam, as in CMI)."""
@@ -359,7 +389,8 @@ def test_transfer_set_trains_a_student_without_synthesis(tmp_path):
     pixels = jax.random.uniform(jax.random.PRNGKey(3), (8, 32, 32, 1))
     logits = jax.random.normal(jax.random.PRNGKey(4), (8, 10))
     state = state.replace(pool=pool_lib.push(state.pool, pixels, logits))
-    path = transfer.export(str(tmp_path / "set"), state.pool, 10, {"method": "adi", "teachers": ["tiny_bn"]})
+    path = transfer.export(str(tmp_path / "set"), *transfer.pool_arrays(state.pool), 10,
+                           {"method": "adi", "teachers": ["tiny_bn"]})
     images, read_logits, meta = transfer.read(str(tmp_path / "set"))
     assert images.shape == (8, 32, 32, 1) and images.dtype == np.uint8 and meta["count"] == 8
     assert np.max(np.abs(images.astype(np.int32) - np.round(255 * np.asarray(pixels)))) <= 1

@@ -234,6 +234,7 @@ class Distiller:
         self._teacher_eval = jax.jit(self._teacher_batch)
         self._sample = jax.jit(self._sample_fn, out_shardings=repl)
         self._predict = jax.jit(self._predict_fn, out_shardings=repl)
+        self._pixel_logits = jax.jit(self._pixel_logits_fn, out_shardings=repl)
         self._repl = repl
 
     def _python_round(self, state: DistillState, t_vars):
@@ -403,6 +404,26 @@ class Distiller:
         t_logits = self.ensemble.logits(t_vars, x)
         s_logits, _ = self.student.apply(s.variables(), x, train=False)
         return jnp.argmax(t_logits, -1), jnp.argmax(s_logits, -1)
+
+    def _pixel_logits_fn(self, t_vars, p):
+        return self.ensemble.logits(t_vars, self.ensemble.from_pixels(p)).astype(jnp.float32)
+
+    def pixel_logits(self, images: np.ndarray, batch: int = 256) -> np.ndarray:
+        """The teachers' (ensemble) logits, a host float32 array, on pixel-space ``images`` (uint8 ``round(255 p)``
+        as a pool stores them, or floats in [0, 1]), in batches of ``batch`` (the last one padded, so one
+        compilation). Every process calls it (a computation over the whole mesh)."""
+        n_dev = self.mesh.devices.size
+        batch = max(batch - batch % n_dev, n_dev)
+        pixels = np.asarray(images, np.float32) / (255.0 if images.dtype == np.uint8 else 1.0)
+        out = []
+        for i in range(0, len(pixels), batch):
+            chunk = pixels[i:i + batch]
+            n = len(chunk)
+            if n < batch:
+                chunk = np.concatenate([chunk, np.zeros((batch - n, *chunk.shape[1:]), np.float32)])
+            x = sharding.to_global(chunk, sharding.batch_sharding(self.mesh))
+            out.append(np.asarray(jax.device_get(self._pixel_logits(self.teacher_variables, x)))[:n])
+        return np.concatenate(out)
 
     def predict(self, state: DistillState, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The teachers' (ensemble) and the student's argmax predictions (host arrays) on preprocessed

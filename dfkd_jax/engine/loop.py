@@ -108,9 +108,9 @@ def _main_process_first(name: str, fn: Callable[[], Any]) -> Any:
     return fn()
 
 
-def save_samples(distiller: Distiller, state, path: str, save: bool = True, n: int = 64) -> None:
-    """A grid of ``n`` synthetic samples; for segmentation, 16 of them each beside the teacher's and
-    the student's predicted masks. Every process calls it (jitted computations over the whole mesh);
+def save_samples(distiller: Distiller, state, path: str, save: bool = True, n: int = 256, class_names=()) -> None:
+    """``n`` synthetic samples as a grid with a labelled row per class the teachers predict (up to 8 images
+    each); for segmentation, 16 of them each beside the teacher's and the student's predicted masks. Every process calls it (jitted computations over the whole mesh);
     only where ``save`` is the file written."""
     meta = distiller.teacher.meta
     if distiller.task == "segmentation":
@@ -120,8 +120,9 @@ def save_samples(distiller: Distiller, state, path: str, save: bool = True, n: i
             outputs.save_segmentation_grid(path, images, t_masks, s_masks, meta.mean, meta.std, meta.num_classes)
         return
     images = distiller.sample(state, n)
+    labels, _ = distiller.predict(state, images)
     if save:
-        outputs.save_grid(path, images, meta.mean, meta.std)
+        outputs.save_class_grid(path, images, labels, meta.num_classes, meta.mean, meta.std, class_names)
 
 
 def _check_finite(records: list[dict[str, Any]], first_round: int, ckpt_dir: str, last_good: int | None):
@@ -239,7 +240,8 @@ def train_and_evaluate(config, workdir: str, teacher: Teacher | Sequence[Teacher
         bar.set_postfix({score: f"{100 * ev[score]:.2f}%", "best": f"{100 * max(h[score] for h in history):.2f}%"})
 
     def sample(done):
-        save_samples(distiller, state, os.path.join(workdir, "samples", f"round_{done:06d}.png"), save=is_main)
+        save_samples(distiller, state, os.path.join(workdir, "samples", f"round_{done:06d}.png"), save=is_main,
+                     class_names=spec.class_names)
 
     def checkpoint(done):
         ckpts.save(done, state, {"history": history, "elapsed": elapsed + time.time() - t_start})
@@ -306,11 +308,15 @@ def train_and_evaluate(config, workdir: str, teacher: Teacher | Sequence[Teacher
         if state.pool is None:
             raise ConfigError("config.synthesis.export: this run keeps no pool (an online method with "
                               "student.batch != pool). Use student.batch=pool or an inversion method.")
+        images, logits = transfer.pool_arrays(state.pool)
+        if logits is None:  # label the set with the teachers (every process: a computation over the mesh)
+            logits = distiller.pixel_logits(images)
         if is_main:
-            path = transfer.export(config.synthesis.export, state.pool, teacher.meta.num_classes, {
+            path = transfer.export(config.synthesis.export, images, logits, teacher.meta.num_classes, {
                 "method": config.method, "teachers": [{"arch": t.meta.arch, "dataset": t.meta.dataset,
                                                        "mean": t.meta.mean, "std": t.meta.std} for t in teachers],
-                "teacher_dir": teacher_dir, "rounds": rounds, "config": json.loads(config.to_json_best_effort())})
+                "teacher_dir": teacher_dir, "rounds": rounds, "config": json.loads(config.to_json_best_effort())},
+                class_names=spec.class_names)
             results["transfer_set"] = path
             log(f"Transfer set written to {config.synthesis.export} (classes.png: a grid per class).")
     if is_main:

@@ -116,6 +116,37 @@ def image_grid(images: np.ndarray, mean, std, columns: int = 8, scale: int = 2) 
     return Image.fromarray(grid[..., 0] if c == 1 else grid)
 
 
+def class_grid(images: np.ndarray, labels: np.ndarray, num_classes: int, mean, std, class_names=(),
+               per_class: int = 8, scale: int = 2) -> Image.Image:
+    """A row per class of up to ``per_class`` of ``images`` (NHWC, normalised by ``mean``/``std``) whose
+    ``labels`` (the teachers' predictions) are that class, blank where fewer; each row is labelled at the
+    left with the class's name (or index) and how many of the images the teachers gave it."""
+    pixels = np.clip(np.asarray(images, np.float32) * np.asarray(std, np.float32) + np.asarray(mean, np.float32), 0, 1)
+    labels = np.asarray(labels)
+    rows = []
+    for k in range(num_classes):
+        row = np.ones((per_class, *pixels.shape[1:]), np.float32)
+        picked = pixels[labels == k][:per_class]
+        row[: len(picked)] = picked
+        rows.append(row)
+    grid = image_grid(np.concatenate(rows), 0.0, 1.0, columns=per_class, scale=scale).convert("RGB")
+    margin, row_h = 150, (pixels.shape[1] + 2) * scale
+    img = Image.new("RGB", (grid.width + margin, grid.height), "white")
+    img.paste(grid, (margin, 0))
+    draw, font = ImageDraw.Draw(img), ImageFont.load_default()
+    for k in range(num_classes):
+        name = class_names[k] if k < len(class_names) else f"class {k}"
+        draw.text((6, 2 * scale + k * row_h + row_h // 2 - 8), f"{k} {name} ({int(np.sum(labels == k))})",
+                  fill="black", font=font)
+    return img
+
+
+def save_class_grid(path: str, images: np.ndarray, labels: np.ndarray, num_classes: int, mean, std,
+                    class_names=()) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    class_grid(images, labels, num_classes, mean, std, class_names).save(path)
+
+
 def save_grid(path: str, images: np.ndarray, mean, std) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     image_grid(images, mean, std).save(path)
