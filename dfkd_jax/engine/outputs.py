@@ -58,44 +58,58 @@ class TensorBoardWriter:
             self.writer.close()
 
 
-def accuracy_plot(history: list[dict[str, Any]], title: str = "", size: tuple[int, int] = (720, 420)) -> Image.Image:
-    """Student test accuracy, Agree@1 and the teacher's accuracy (in %) against the round, as a PNG-ready image."""
+PALETTE = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
+           (227, 119, 194), (120, 120, 120), (188, 189, 34), (23, 190, 207))
+
+
+def curves_plot(series: list[tuple[str, list[float], list[float]]], xlabel: str, title: str = "",
+                size: tuple[int, int] = (720, 420), colours=None) -> Image.Image:
+    """Curves of values in [0, 1] (drawn in %) against x, one ``(label, xs, ys)`` per series, with a legend."""
     width, height = size
-    left, right, top, bottom = 60, 20, 40, 50
+    colours = colours or PALETTE
+    rows = (len(series) + 2) // 3  # legend rows, three entries each
+    left, right, top, bottom = 60, 20, 26 + 16 * rows, 50
     img = Image.new("RGB", size, "white")
     draw = ImageDraw.Draw(img)
     font = ImageFont.load_default()
-    last_round = max([h["round"] for h in history] + [1])
+    last_x = max([x for _, xs, _ in series for x in xs] + [1])
 
-    def xy(r, acc):
-        return (left + (width - left - right) * r / last_round, top + (height - top - bottom) * (1.0 - acc))
+    def xy(x, y):
+        return (left + (width - left - right) * x / last_x, top + (height - top - bottom) * (1.0 - y))
 
     for pct in range(0, 101, 20):  # horizontal grid and the y labels
         y = xy(0, pct / 100)[1]
         draw.line([(left, y), (width - right, y)], fill=(225, 225, 225))
         draw.text((left - 30, y - 6), f"{pct:3d}", fill="black", font=font)
     for i in range(6):  # x ticks
-        r = round(last_round * i / 5)
-        x = xy(r, 0)[0]
+        v = last_x * i / 5
+        x = xy(v, 0)[0]
         draw.line([(x, height - bottom), (x, height - bottom + 4)], fill="black")
-        draw.text((x - 10, height - bottom + 8), str(r), fill="black", font=font)
+        draw.text((x - 10, height - bottom + 8), f"{v:.0f}", fill="black", font=font)
     draw.rectangle([left, top, width - right, height - bottom], outline="black")
-    draw.text((width // 2 - 20, height - 20), "round", fill="black", font=font)
-    draw.text((8, top - 28), "%", fill="black", font=font)
-    series = [("student accuracy", "accuracy", (31, 119, 180)), ("Agree@1", "agree", (255, 127, 14)),
-              ("teacher accuracy", "teacher_accuracy", (120, 120, 120))]
-    for i, (label, key, colour) in enumerate(series):
-        points = [xy(h["round"], h[key]) for h in history if key in h]
+    draw.text((width // 2 - 20, height - 20), xlabel, fill="black", font=font)
+    draw.text((8, top - 14), "%", fill="black", font=font)
+    for i, (label, xs, ys) in enumerate(series):
+        colour = colours[i % len(colours)]
+        points = [xy(x, y) for x, y in zip(xs, ys)]
         if len(points) > 1:
             draw.line(points, fill=colour, width=2)
         for x, y in points:
             draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=colour)
-        lx = left + 10 + 170 * i
-        draw.line([(lx, top - 12), (lx + 20, top - 12)], fill=colour, width=3)
-        draw.text((lx + 25, top - 18), label, fill="black", font=font)
+        lx, ly = left + 10 + 220 * (i % 3), 22 + 16 * (i // 3)
+        draw.line([(lx, ly + 6), (lx + 20, ly + 6)], fill=colour, width=3)
+        draw.text((lx + 25, ly), label, fill="black", font=font)
     if title:
-        draw.text((left, 6), title, fill="black", font=font)
+        draw.text((left, 4), title, fill="black", font=font)
     return img
+
+
+def accuracy_plot(history: list[dict[str, Any]], title: str = "", size: tuple[int, int] = (720, 420)) -> Image.Image:
+    """Student test accuracy, Agree@1 and the teacher's accuracy (in %) against the round, as a PNG-ready image."""
+    series = [(label, [h["round"] for h in history if key in h], [h[key] for h in history if key in h])
+              for label, key in (("student accuracy", "accuracy"), ("Agree@1", "agree"),
+                                 ("teacher accuracy", "teacher_accuracy"))]
+    return curves_plot(series, "round", title, size, colours=(PALETTE[0], PALETTE[1], PALETTE[7]))
 
 
 def save_accuracy_plot(path: str, history: list[dict[str, Any]], title: str = "") -> None:
