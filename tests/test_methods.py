@@ -151,6 +151,10 @@ def test_cudfkd_losses():
     v = _view()
     c, _, s = _combine("cudfkd", v)
     assert dict(c.student.terms) == {"l1": 1.0} and (c.generator.arch, c.generator.init) == ("large", "normal")
+    # DCGAN_Generator_CIFAR10's Adam (cudfkd.py l. 64) and the BatchNorm modes (l. 75: student eval in the
+    # generator's step; l. 165: generator eval when sampling for the student)
+    assert (c.generator.b1, c.generator.b2) == (0.9, 0.99)
+    assert (c.generator.student_mode, c.student.generator_mode) == ("eval", "eval")
     p20 = np.exp(_np_log_softmax(v.t_logits, 20.0)).mean(0)
     logp_t = _np_log_softmax(v.t_logits)
     base = float(terms.bn_stats(v.t_bn[0])) - np.mean(logp_t[np.arange(B), logp_t.argmax(1)]) \
@@ -195,6 +199,10 @@ def test_adadfkd_losses():
         (0.25, 0.75, 40)
     with pytest.raises(ValueError, match="either"):
         methods.adadfkd.configure(base_config(), adv=1.0, grad_adv=0.05)
+    # the BatchNorm modes of DFKD's adadfkd.py (l. 112: student eval in the generator's step; l. 185: generator
+    # eval when sampling for the student)
+    c = methods.adadfkd.configure(base_config())
+    assert (c.generator.student_mode, c.student.generator_mode) == ("eval", "eval")
 
 
 @pytest.mark.parametrize("rounds", [150, 420, 10_000])
