@@ -414,10 +414,10 @@ class Distiller:
         compilation). Every process calls it (a computation over the whole mesh)."""
         n_dev = self.mesh.devices.size
         batch = max(batch - batch % n_dev, n_dev)
-        pixels = np.asarray(images, np.float32) / (255.0 if images.dtype == np.uint8 else 1.0)
+        scale = 255.0 if images.dtype == np.uint8 else 1.0
         out = []
-        for i in range(0, len(pixels), batch):
-            chunk = pixels[i:i + batch]
+        for i in range(0, len(images), batch):  # float32 one batch at a time: a uint8 pool stays uint8 on the host
+            chunk = np.asarray(images[i:i + batch], np.float32) / scale
             n = len(chunk)
             if n < batch:
                 chunk = np.concatenate([chunk, np.zeros((batch - n, *chunk.shape[1:]), np.float32)])

@@ -110,8 +110,8 @@ def _main_process_first(name: str, fn: Callable[[], Any]) -> Any:
 
 def save_samples(distiller: Distiller, state, path: str, save: bool = True, n: int = 256, class_names=()) -> None:
     """``n`` synthetic samples as a grid with a labelled row per class the teachers predict (up to 8 images
-    each); for segmentation, 16 of them each beside the teacher's and the student's predicted masks. Every process calls it (jitted computations over the whole mesh);
-    only where ``save`` is the file written."""
+    each); for segmentation, 16 of them each beside the teacher's and the student's predicted masks. Every
+    process calls it (jitted computations over the whole mesh); only where ``save`` is the file written."""
     meta = distiller.teacher.meta
     if distiller.task == "segmentation":
         images = distiller.sample(state, 16)

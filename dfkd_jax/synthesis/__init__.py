@@ -25,9 +25,9 @@ KINDS = ("online", "pixels", "generator", "meta", "soft_pixels")
 
 
 def inversion_spec(config, teacher_meta):
+    from dfkd_jax.models.generators import INIT_SCHEMES
     from dfkd_jax.synthesis.inversion import InversionSpec
     s = config.synthesis
-    from dfkd_jax.models.generators import INIT_SCHEMES
     if str(s.reset) not in (*INIT_SCHEMES, "keep"):
         raise ConfigError(f"Unknown --config.synthesis.reset={s.reset!r}: the generator is re-drawn every round by one "
                           f"of {', '.join(INIT_SCHEMES)}, or drawn once and kept across rounds with 'keep'.")
