@@ -21,10 +21,11 @@ from dfkd_jax.teacher import Teacher, is_teacher_dir, load_teacher, save_teacher
 
 
 def teacher_path(config) -> str:
-    """The teacher folder of ``config``: ``teacher.checkpoint``, or the cache's folder for its recipe."""
+    """The teacher folder of ``config``: ``teacher.checkpoint``, or the cache's folder for its recipe
+    (dataset, architecture, epochs, label noise, training subset; ``_check_recipe`` checks the rest)."""
     if config.teacher.checkpoint:
         return os.path.abspath(os.path.expanduser(config.teacher.checkpoint))
-    name = f"{config.data.dataset}_{config.teacher.arch}"
+    name = f"{config.data.dataset}_{config.teacher.arch}_e{config.teacher.epochs}"
     if config.teacher.label_noise:
         name += f"_noise{config.teacher.label_noise:g}"
     if config.teacher.train_examples:
@@ -53,6 +54,19 @@ def _train_and_save(config, path: str, log: Callable[[str], None]) -> None:
     log(f"Teacher saved to {path} ({score}).")
 
 
+def _check_recipe(path: str, meta, config) -> None:
+    """A cached teacher must have been trained with the configured recipe: its folder name carries the
+    epochs, label noise and subset; the learning rate and batch size are compared with its ``teacher.json``."""
+    trained = {k: meta.extra.get(k) for k in ("lr", "batch_size")}
+    wanted = {"lr": float(config.teacher.lr), "batch_size": int(config.teacher.batch_size)}
+    differing = [f"teacher.{k}: cached {trained[k]}, configured {wanted[k]}"
+                 for k in wanted if trained[k] is not None and trained[k] != wanted[k]]
+    if differing:
+        raise ConfigError(f"The cached teacher at {path} was trained with another recipe ({'; '.join(differing)}). "
+                          "Delete that folder to train the configured one, point --config.teacher.checkpoint at it "
+                          "to use it as it is, or set DFKD_JAX_CACHE to another cache.")
+
+
 def obtain_teacher(config, log: Callable[[str], None] | None = None) -> Teacher:
     """Load the configured teacher; train and cache it first if it is missing and allowed.
 
@@ -72,6 +86,8 @@ def obtain_teacher(config, log: Callable[[str], None] | None = None) -> Teacher:
         raise ConfigError(f"The teacher at {path} is a {teacher.meta.arch!r}, but config.teacher.arch is "
                           f"{config.teacher.arch!r}. Set --config.teacher.arch={teacher.meta.arch} or point "
                           "--config.teacher.checkpoint elsewhere.")
+    if not config.teacher.checkpoint:
+        _check_recipe(path, teacher.meta, config)
     return teacher
 
 
