@@ -295,6 +295,18 @@ def test_adi_python_loop_equals_the_unrolled_round():
                                 rtol=1e-4, atol=1e-6)
 
 
+def test_adi_scan_round_equals_the_unrolled_round():
+    """The LeNet pair's ADI runs its pixel steps as a lax.scan (lenet_pair.py): the same round as unrolled."""
+    t = bn_teacher()
+    _, s1, m1 = run_rounds(_inversion_config("adi"), t, rounds=1)
+    _, s2, m2 = run_rounds(_inversion_config("adi", **{"synthesis.loop": "scan"}), t, rounds=1)
+    assert int(s2.pool.count) == 8 and np.isfinite(m2["synthesis/loss"])
+    np.testing.assert_allclose(m1["synthesis/loss"], m2["synthesis/loss"], rtol=1e-4)
+    chex.assert_trees_all_close(jax.device_get(s1.pool.x), jax.device_get(s2.pool.x), atol=1 / 255 + 1e-6)
+    chex.assert_trees_all_close(jax.device_get(s1.student.params), jax.device_get(s2.student.params),
+                                rtol=1e-4, atol=1e-6)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["cmi", "fast"])
 def test_inversion_methodsrun_rounds(method):

@@ -75,7 +75,9 @@ def apply_inversion(c, rounds: int = 150, teacher: str = "lenet5"):
     c.student.augment = "crop_flip"
     c.student.pool_dtype = "uint8"
     c.synthesis.batch_size = 256
-    c.synthesis.loop = "unroll"
+    # measured on 2 CPU cores (tools/time_loops.py, docs/performance.md "Synthesis loops"): ADI's pixel steps
+    # run fastest as a lax.scan here, the generator methods' (CMI, Fast) unrolled
+    c.synthesis.loop = "scan" if method == "adi" else "unroll"
     c.student.lr = INVERSION_STUDENT_LR
     c.student.lr_min = min(float(c.student.lr_min), INVERSION_STUDENT_LR)
     if method == "adi":
