@@ -171,8 +171,11 @@ def _over_teachers(per_teacher, h: HParams):
 def bn_term(v: View, h: HParams):
     """DeepInversion's R_feature (Eq. 4), per teacher the sum over its BN layers, then the mean over
     the teachers (one teacher: its sum; copies of one teacher: the same value), or their sum under
-    ``teacher_reduction='sum'`` (MTCKI's "summed over teachers")."""
-    return _over_teachers([terms.bn_stats(stats) for stats in v.t_bn], h)
+    ``teacher_reduction='sum'`` (MTCKI's "summed over teachers"). Teachers without BatchNorm have no
+    statistics to match: the reduction runs over the teachers that have BN layers (MTCKI with a BN-free
+    LeNet-5 beside BN teachers; ``Distiller.from_config`` refuses the term when no teacher has any)."""
+    with_bn = [stats for stats in v.t_bn if len(stats)]
+    return _over_teachers([terms.bn_stats(stats) for stats in with_bn] or [jnp.zeros((), jnp.float32)], h)
 
 
 def one_hot_term(v: View, h: HParams):

@@ -222,6 +222,24 @@ def test_ensemble_view_by_hand():
     np.testing.assert_allclose(np.asarray(same.logits), np.asarray(la), rtol=1e-6)
 
 
+def test_bn_term_runs_over_the_teachers_with_batchnorm():
+    """MTCKI with a BN-free LeNet-5 beside a BN teacher: the bn term is the BN teacher's alone (not diluted by a
+    zero for the other); the Distiller accepts the mix and refuses the term only when no teacher has BatchNorm."""
+    from tests.helpers import random_teacher
+    a, plain = bn_teacher(0), random_teacher()
+    x = jax.random.normal(jax.random.PRNGKey(0), (4, 32, 32, 1))
+    view = Ensemble.of([a, plain]).forward((a.variables, plain.variables), x, with_bn=True)
+    assert len(view.bn[0]) > 0 and len(view.bn[1]) == 0
+    bn = objectives.GENERATOR_TERMS["bn"].fn(objectives.View(x=x, t_logits=view.logits, t_bn=view.bn),
+                                             objectives.HParams())
+    np.testing.assert_allclose(float(bn), float(terms.bn_stats(view.bn[0])), rtol=1e-6)
+    assert float(bn) > 0
+    mesh = make_mesh(jax.devices()[:1])
+    Distiller.from_config(synthesis_config("adi"), [a, plain], mesh)
+    with pytest.raises(ConfigError, match="lenet5, lenet5 have none"):
+        Distiller.from_config(synthesis_config("adi"), [plain, plain], mesh)
+
+
 def test_teachers_must_agree_on_classes_and_shape():
     a = bn_teacher(0)
     other = Teacher(a.model, a.variables, TeacherMeta("tiny_bn", "x", 7, (32, 32, 1), (0.0,), (1.0,)))

@@ -188,10 +188,11 @@ class Distiller:
                  | objectives.needs(dict(spec.student_terms), objectives.STUDENT_TERMS))
         ensemble.check_terms(needs)
         if "bn" in needs and not config.synthesis.transfer_set:
-            for t in teachers:
-                if "batch_stats" not in t.variables:
-                    raise ConfigError(f"The bn term needs teachers with BatchNorm layers; {t.meta.arch} has none. "
-                                      "Set --config.generator.terms.bn=0 or choose a BN teacher.")
+            if not any("batch_stats" in t.variables for t in teachers):  # else it runs over the BN teachers
+                names = ", ".join(t.meta.arch for t in teachers)
+                raise ConfigError(f"The bn term needs a teacher with BatchNorm layers; {names} "
+                                  f"{'has' if len(teachers) == 1 else 'have'} none. "
+                                  "Set --config.generator.terms.bn=0 or choose a BN teacher.")
         t_dim, s_dim = _feature_width(ensemble.models, meta.input_shape), _feature_width(student, meta.input_shape)
         projector = None
         # MTCKI's contrast with several teachers maps the student's feature to each teacher's width: one
