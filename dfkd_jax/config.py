@@ -34,7 +34,7 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.teacher = ml_collections.ConfigDict()
     c.teacher.arch = "lenet5"
-    c.teacher.checkpoint = ""  # teacher folder; "" = <cache>/teachers/<dataset>_<arch>
+    c.teacher.checkpoint = ""  # teacher folder; "" = the cache's folder (obtain.teacher_path)
     # several teachers: comma-separated teacher folders (each with its own architecture and normalisation);
     # overrides checkpoint. They must agree on classes and image shape (dfkd_jax.ensemble)
     c.teacher.checkpoints = ""

@@ -47,7 +47,8 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=64)
     args = p.parse_args(argv)
     import jax
-    print(f"JAX {jax.__version__} on {jax.devices()[0].platform}, {os.cpu_count()} CPUs; pair {args.pair}, batch {args.batch}")
+    print(f"JAX {jax.__version__} on {jax.devices()[0].platform}, {os.cpu_count()} CPUs; "
+          f"pair {args.pair}, batch {args.batch}")
     print("| method | steps | loop | first call s (compile + run) | round s (median) | s per step |")
     print("|---|---|---|---|---|---|")
     for method in args.methods.split(","):
