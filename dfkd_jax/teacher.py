@@ -118,12 +118,17 @@ def check_variables(arch: str, num_classes: int, input_shape, variables) -> None
 
 
 def save_teacher(directory: str, variables, meta: TeacherMeta) -> str:
-    """Write ``variables`` (``{'params': ..., 'batch_stats': ...}``) and ``meta`` to ``directory``."""
+    """Write ``variables`` (``{'params': ..., 'batch_stats': ...}``) and ``meta`` to ``directory``.
+
+    The calling process writes alone, with no barrier: in a multi-process run only process 0 saves a teacher it
+    trained while the others wait at ``obtain_teacher``'s barrier (orbax's default save would wait for them).
+    """
     directory = os.path.abspath(directory)
     os.makedirs(directory, exist_ok=True)
     variables = jax.tree.map(lambda a: np.asarray(jax.device_get(a)), dict(variables))
     path = os.path.join(directory, VARIABLES_DIR)
-    with ocp.StandardCheckpointer() as ckptr:
+    alone = ocp.options.MultiprocessingOptions(primary_host=jax.process_index(), active_processes={jax.process_index()})
+    with ocp.StandardCheckpointer(multiprocessing_options=alone) as ckptr:
         ckptr.save(path, variables, force=True)
         ckptr.wait_until_finished()
     with open(os.path.join(directory, META_FILE), "w") as f:

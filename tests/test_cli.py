@@ -67,6 +67,24 @@ def final_state(workdir, step=ROUNDS):
         return ckptr.restore(path, abstract)
 
 
+def tensorboard_scalars(logdir) -> dict:
+    """{tag: {step: value}} from the TFRecord event files in ``logdir`` (length, CRC, Event proto, CRC)."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+    scalars: dict = {}
+    for name in sorted(os.listdir(logdir)):
+        data = (logdir / name).read_bytes()
+        at = 0
+        while at < len(data):
+            (length,) = struct.unpack("<Q", data[at:at + 8])
+            event = event_pb2.Event.FromString(data[at + 12:at + 12 + length])
+            at += 12 + length + 4
+            for v in event.summary.value:
+                scalars.setdefault(v.tag, {})[event.step] = v.simple_value
+    return scalars
+
+
 @pytest.fixture(scope="module")
 def straight(env):
     workdir = env["base"] / "straight"
@@ -100,9 +118,15 @@ def test_cli_end_to_end(straight, env):
         import tensorboardX  # noqa: F401  (the optional extra; CI installs it)
     except ImportError:
         assert not (workdir / "tensorboard").exists()
-    else:
-        assert any(name.startswith("events.out.tfevents") for name in os.listdir(workdir / "tensorboard"))
     lines = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()]
+    if "tensorboardX" in sys.modules:  # the same scalars as metrics.jsonl, read back from the event records
+        scalars = tensorboard_scalars(workdir / "tensorboard")
+        for x in lines:
+            for key, value in x.items():
+                if key not in ("round", "kind") and isinstance(value, (int, float)) and not isinstance(value, bool):
+                    tag = key if "/" in key else f"{x['kind']}/{key}"
+                    assert scalars[tag][x["round"]] == pytest.approx(value, rel=1e-6), (tag, x["round"])
+        assert scalars["eval/accuracy"] == {h["round"]: pytest.approx(h["accuracy"]) for h in history}
     assert {x["kind"] for x in lines} == {"train", "eval"}
     assert all(np.isfinite(x["student/l1"]) for x in lines if x["kind"] == "train")
     assert (workdir / "samples" / "round_000008.png").exists()
@@ -145,6 +169,20 @@ def test_unknown_config_key_lists_valid_keys(env, tmp_path):
     proc = run(env, tmp_path / "w", "--config.train.roundz=3", check=False)
     assert proc.returncode != 0
     assert "train.roundz" in proc.stderr and "train.rounds" in proc.stderr
+
+
+@pytest.mark.parametrize("error", ["RuntimeError", "KeyError"])
+def test_a_bug_keeps_its_traceback(env, tmp_path, error):
+    """Only the project's own errors (UserError) become a one-line message; a bug, here in a config file, keeps its
+    traceback, also a KeyError (the flag parser turns KeyErrors of unknown --config. keys into a usage message)."""
+    bad = tmp_path / "buggy_config.py"
+    bad.write_text(f"def get_config():\n    raise {error}('a bug in the config file')\n")
+    cmd = [sys.executable, "-m", "dfkd_jax.main", "--config", str(bad), "--workdir", str(tmp_path / "w")]
+    proc = subprocess.run(cmd, env=env["env"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "Traceback (most recent call last)" in proc.stderr and "buggy_config.py" in proc.stderr
+    assert last.startswith(f"{error}: ") and "a bug in the config file" in last and "error: " not in proc.stderr
 
 
 def test_method_is_the_config_files(env, tmp_path):
@@ -253,7 +291,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _run_two_processes(env, workdir, extra_env=None, timeout=300):
+def _run_two_processes(env, workdir, extra_env=None, timeout=300, extra=()):
     """The CLI as 2 processes x 2 simulated CPU devices, jax.distributed over loopback (gloo collectives)."""
     port = _free_port()
     procs = []
@@ -261,7 +299,7 @@ def _run_two_processes(env, workdir, extra_env=None, timeout=300):
         e = dict(env["env"], JAX_NUM_CPU_DEVICES="2", JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo",
                  JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(pid),
                  **(extra_env or {}))
-        procs.append(subprocess.Popen(args_for(env, workdir, "--config.distributed=True"), env=e, text=True,
+        procs.append(subprocess.Popen(args_for(env, workdir, "--config.distributed=True", *extra), env=e, text=True,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE))
     outs = []
     try:
@@ -300,3 +338,20 @@ def test_two_process_run_killed_and_resumed_matches_one_device(straight, env):
     ra = json.loads((straight[0] / "results.json").read_text())
     assert [h["accuracy"] for h in results["history"]] == pytest.approx([h["accuracy"] for h in ra["history"]],
                                                                       abs=1 / 48 + 1e-9)  # at most one flip
+
+
+def test_two_processes_train_a_missing_teacher_once_and_both_load_it(env):
+    """No teacher yet: process 0 trains and saves it while process 1 waits at a barrier, then both load it (without
+    the barrier process 1 finds no teacher and stops with TeacherNotFoundError)."""
+    teacher, workdir = env["base"] / "teacher_two_procs", env["base"] / "two_procs_teacher"
+    runs = _run_two_processes(env, workdir, extra=(
+        f"--config.teacher.checkpoint={teacher}", "--config.train.rounds=2", "--config.train.eval_every=2",
+        "--config.train.checkpoint_every=2", "--config.train.sample_every=2"))
+    assert [rc for rc, _, _ in runs] == [0, 0], [err[-3000:] for _, _, err in runs]
+    (_, out0, _), (_, out1, err1) = runs
+    assert f"No teacher at {teacher}: training lenet5" in out0 and f"Teacher saved to {teacher}" in out0
+    assert "No teacher" not in out1 + err1 and "Teacher saved" not in out1 + err1  # process 1 trained nothing
+    results = json.loads((workdir / "results.json").read_text())
+    meta = json.loads((teacher / "teacher.json").read_text())
+    assert results["devices"] == 4 and results["rounds"] == 2
+    assert results["teacher"]["accuracy"] == pytest.approx(meta["test_accuracy"], abs=1e-9)

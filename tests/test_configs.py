@@ -186,6 +186,23 @@ def test_published_dafl_and_dfq_settings():
     assert (zskt.generator.arch, zskt.student.batch, zskt.hparams.kl_reduction) == ("zskt", "regenerate", "mean")
 
 
+def test_published_dafl_student_schedule_by_epoch():
+    """DAFL-train.py sets the student's lr at the start of each epoch of 120 iterations: 0.1 before epoch 800,
+    0.01 before epoch 1600, 0.001 after (l. 145-151, 168). Our run counts one student update per round, so the
+    schedule built the way the Distiller builds it must switch at updates 800 * 120 and 1600 * 120, not a round
+    earlier or later."""
+    from dfkd_jax.engine.optim import schedule
+
+    c = load(os.path.join(ROOT, "configs", "cifar", "dafl.py"), "cifar10,r34_r18")
+    assert (c.student.steps, c.synthesis.warmup) == (1, 0)
+    lr = schedule(c.student, c.train.rounds * c.student.steps)  # engine/distiller.py: rounds x steps updates
+    epoch_start = {e: e * 120 for e in (0, 799, 800, 1599, 1600, 1999)}  # update index of an epoch's first iteration
+    expected = {0: 0.1, 799: 0.1, 800: 0.01, 1599: 0.01, 1600: 0.001, 1999: 0.001}
+    for epoch, step in epoch_start.items():
+        assert float(lr(step)) == pytest.approx(expected[epoch]), epoch
+        assert float(lr(step + 119)) == pytest.approx(expected[epoch]), epoch  # the epoch's last iteration
+
+
 @pytest.mark.parametrize("method", [pytest.param("adi", marks=pytest.mark.slow), pytest.param("cmi", marks=pytest.mark.slow),
                                     pytest.param("fast", marks=pytest.mark.slow)])
 def test_lenet_pair_inversion_student_stays_bounded(method):
