@@ -67,3 +67,27 @@ def test_markdown_tables_marks_and_kept_notes(tmp_path):
     assert "20% of training labels" in text and "tools/results.py --rounds 150" in text and "`abc123`" in text
     assert f"- adadfkd: {tool.METHOD_CHANGES['adadfkd']}." in text and "- dafl:" not in text
     assert "over 2 seeds (0, 1)" in text
+
+
+def test_a_finished_run_with_another_config_is_not_reused(tmp_path):
+    """The main job refuses a workdir whose run had another config (ConfigChangedError, printed as 'error: ...',
+    exit 1); the tool stops on it with what to do instead of reporting the old run or failing vaguely."""
+    import sys
+
+    from dfkd_jax.engine.loop import check_config
+    from dfkd_jax.errors import ConfigChangedError
+    from tests.helpers import tiny_config
+    run_dir = tmp_path / "clean" / "dfad" / "seed0"
+    (run_dir / "checkpoints" / "6").mkdir(parents=True)
+    (run_dir / "config.json").write_text(tiny_config("dfad", rounds=6).to_json_best_effort())
+    with pytest.raises(ConfigChangedError) as refused:
+        check_config(str(run_dir), tiny_config("dfad", rounds=150))
+    main_job = [sys.executable, "-c", f"import sys; print('error: ' + {str(refused.value)!r}, file=sys.stderr); "
+                "sys.exit(1)"]  # what dfkd_jax.main does with that error
+    tool = _tool()
+    with pytest.raises(SystemExit) as stopped:
+        tool.run(main_job, str(run_dir / "run.log"))
+    assert "refusing to reuse" in str(stopped.value) and str(run_dir) in str(stopped.value)
+    assert "train.rounds: 6 -> 150" in (run_dir / "run.log").read_text()
+    with pytest.raises(SystemExit, match=r"failed \(exit 3\)"):  # any other failure: its exit code and log
+        tool.run([sys.executable, "-c", "raise SystemExit(3)"], str(tmp_path / "other.log"))
