@@ -281,7 +281,11 @@ def test_every_method_runs_from_the_command_line(env, tmp_path, method):
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((workdir / "results.json").read_text())
     assert results["method"] == method and results["rounds"] == 2
-    assert 0.0 <= results["student"]["last"] <= 1.0 and 0.0 <= results["loyalty"] <= 1.0
+    (h,) = results["history"]  # one evaluation, at round 2: counts over the 48 test images
+    assert h["round"] == 2 and results["student"]["best"] == results["student"]["last"] == h["accuracy"]
+    for key in ("accuracy", "agree"):
+        assert h[key] * 48 == pytest.approx(round(h[key] * 48), abs=1e-6), (key, h[key])
+    assert np.isfinite(results["loyalty"]) and (workdir / "samples" / "round_000002.png").exists()
 
 
 def _free_port() -> int:
