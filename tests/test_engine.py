@@ -501,3 +501,23 @@ def test_bfloat16_round_and_donated_state(teacher):
     assert all(np.isfinite(v) for v in m.values()) and m["student/l1"] > 0
     assert {x.dtype for x in jax.tree.leaves(state)} <= {np.dtype("float32"), np.dtype("int32"), np.dtype("uint32")}
     assert not np.allclose(before, jax.device_get(state.student.params["fc2"]["kernel"]))
+
+
+def test_evaluation_reuses_the_teachers_outputs(monkeypatch):
+    """The teachers never change: eval_set runs them once over the test set, and every later evaluate on that
+    EvalSet scores the student against the stored outputs without running a teacher again."""
+    from dfkd_jax.engine.distiller import Distiller
+    from tests.helpers import random_teacher, tiny_config
+    d = Distiller.from_config(tiny_config("dfad"), random_teacher())
+    state = d.init(0)
+    x = np.random.default_rng(0).uniform(size=(12, 32, 32, 1)).astype(np.float32)
+    labels = np.arange(12) % 10
+    test_set = d.eval_set(x, labels, batch_size=4)
+    first = d.evaluate(state, test_set)
+    calls = []
+    monkeypatch.setattr(d, "_teacher_eval", lambda *a: calls.append(a))  # a teacher run would now return None
+    state, _ = d.round(state)
+    again = d.evaluate(state, test_set)
+    assert calls == [] and again["teacher_accuracy"] == first["teacher_accuracy"]
+    fresh = Distiller.from_config(tiny_config("dfad"), random_teacher()).evaluate(state, x, labels, batch_size=4)
+    assert again == pytest.approx(fresh)  # the same scores as evaluating from scratch (teachers run anew)
