@@ -21,7 +21,8 @@ Matched to the released code (ljrprocc/DFKD at cd281c4):
   (R2M weight, l. 34), ``--length 0.9`` (l. 35), ``--tau 0.07`` (l. 36), ``--s_nce 0.1`` (l. 38),
   ``--loss kl`` at T 20 (l. 39, 18), ``--N_neg 4096`` (l. 41), batch 768, 300 epochs. The
   0.05-per-epoch ramp from 0 (``--adv 0.0 --grad_adv 0.05``) is in older commits of that
-  script only (f6ab653 2023-06-30, masked; 2dc1785; 93c00de 2023-10-19, unmasked):
+  script only (f6ab653 2023-06-30, masked; 2dc1785; 93c00de 2023-10-19, unmasked); the constant
+  1.0 came back in bedf39f (2023-10-27), and earlier commits (1a4b5df, cbcaeb8) had it too:
   ``configure(config, adv=0.0, grad_adv=0.05, masked=True)`` gives f6ab653's form;
 - ``datafree/synthesis/adadfkd.py`` l. 149-151: the adversarial KL without the mask (the mask
   line is commented out); l. 112, ``student.eval()`` in the generator's step; l. 185,
