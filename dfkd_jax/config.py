@@ -114,6 +114,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.synthesis.batch_size = 0  # the inversion batch; 0 = train.batch_size
     c.synthesis.lr_z = 0.0  # the latents' learning rate (Fast); 0 = generator.lr
     c.synthesis.warmup = 0  # rounds of synthesis only, before the student learns and the adversarial term starts (Fast)
+    # the synthesis steps' convolutions ('' = conv_impl): pixel inversion needs only the teachers' input gradients,
+    # whose fastest CPU formulation differs from the student's (docs/performance.md, "Synthesis loops")
+    c.synthesis.conv_impl = ""
     c.synthesis.cr = 0.0  # CMI's contrastive weight
     c.synthesis.cr_temperature = 0.2
     c.synthesis.bank_size = 40960  # CMI's memory bank rows
@@ -295,5 +298,8 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     from dfkd_jax.models.fast_conv import IMPLEMENTATIONS
     if cfg.conv_impl not in IMPLEMENTATIONS:
         raise ConfigError(f"config.conv_impl must be one of {', '.join(IMPLEMENTATIONS)}, not {cfg.conv_impl!r}.")
+    if cfg.synthesis.conv_impl not in ("",) + tuple(IMPLEMENTATIONS):
+        raise ConfigError("config.synthesis.conv_impl must be '' (= conv_impl) or one of "
+                          f"{', '.join(IMPLEMENTATIONS)}, not {cfg.synthesis.conv_impl!r}.")
     if cfg.compute_dtype not in ("float32", "bfloat16"):
         raise ConfigError(f"config.compute_dtype must be float32 or bfloat16, not {cfg.compute_dtype!r}.")

@@ -325,6 +325,26 @@ def test_adi_scan_round_equals_the_unrolled_round():
                                 rtol=1e-4, atol=1e-6)
 
 
+def test_synthesis_steps_trace_with_their_own_convolutions(monkeypatch):
+    """``synthesis.conv_impl='matmul'``: the pixel steps' convolutions take the matrix-product forms (the teacher's
+    one-channel first convolution: the tap sum, which only 'matmul' uses), the round stays the same computation, and
+    the student keeps the run's own (the tap sum is never traced outside the synthesis step)."""
+    from dfkd_jax.models import fast_conv
+    t = bn_teacher()
+    traced = []
+    real = fast_conv.matmul_forward
+    monkeypatch.setattr(fast_conv, "matmul_forward", lambda x, *a: traced.append(x.shape) or real(x, *a))
+    python_loop = {"synthesis.loop": "python", "train.batch_size": 16}
+    _, s1, m1 = run_rounds(_inversion_config("adi", **python_loop), t, rounds=1)
+    assert traced == []
+    _, s2, m2 = run_rounds(_inversion_config("adi", **python_loop, **{"synthesis.conv_impl": "matmul"}), t, rounds=1)
+    assert traced and {shape[0] for shape in traced} == {8}  # the synthesis batch, not the student's (16)
+    np.testing.assert_allclose(m1["synthesis/loss"], m2["synthesis/loss"], rtol=1e-4)
+    chex.assert_trees_all_close(jax.device_get(s1.pool.x), jax.device_get(s2.pool.x), atol=1 / 255 + 1e-6)
+    chex.assert_trees_all_close(jax.device_get(s1.student.params), jax.device_get(s2.student.params),
+                                rtol=1e-4, atol=1e-6)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["cmi", "fast"])
 def test_inversion_methodsrun_rounds(method):

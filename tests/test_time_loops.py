@@ -12,9 +12,10 @@ import time_loops  # noqa: E402
 
 def test_time_loops_prints_a_row_per_loop(capsys):
     assert time_loops.main(["--methods", "adi", "--steps", "2", "--loops", "scan,python", "--reps", "1",
-                            "--batch", "4"]) == 0
+                            "--batch", "4", "--synthesis_conv", ",matmul"]) == 0
     rows = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines() if line.startswith("| adi")]
-    assert [r[2].strip() for r in rows] == ["scan", "python"]
+    assert [(r[2].strip(), r[3].strip()) for r in rows] == [("scan", "run"), ("scan", "matmul"), ("python", "run"),
+                                                           ("python", "matmul")]
     for r in rows:
-        first, rnd, per_step = (float(v) for v in r[3:6])
+        first, rnd, per_step = (float(v) for v in r[4:7])
         assert first > 0 and rnd > 0 and abs(per_step - rnd / 2) < 1e-3

@@ -1,6 +1,7 @@
 """How a round should run its synthesis loop on this device: the measurement behind ``synthesis.loop``.
 
     python tools/time_loops.py [--methods adi,cmi,fast] [--steps 5,20] [--loops unroll,scan,python] [--reps 3]
+                               [--synthesis_conv auto,matmul]
 
 For each method, number of synthesis steps and loop (``unroll``: one program with the steps unrolled;
 ``scan``: one program, a ``lax.scan`` over one step; ``python``: one jitted call per step), it builds
@@ -8,7 +9,8 @@ the inversion benchmark's round (``dfkd_jax.bench.inversion``: synthesis only, r
 teacher, ``--batch`` 64) and prints the first call's seconds (compilation included) and the median of
 ``--reps`` later rounds. ``--pair lenet`` (the default) is the Fashion-MNIST LeNet-5 with BatchNorm ->
 LeNet-5-half pair of the CPU configs; ``--pair wrn`` the benchmark's WRN-16-2 -> WRN-16-1 on
-Fashion-MNIST-32x3.
+Fashion-MNIST-32x3. ``--synthesis_conv`` also times each ``synthesis.conv_impl`` (the synthesis steps'
+convolutions, ``dfkd_jax.models.fast_conv``; the default ``''`` keeps the run's).
 """
 
 from __future__ import annotations
@@ -24,11 +26,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PAIRS = {"lenet": (("lenet5_bn", "lenet5_half"), "fashion_mnist"), "wrn": (("wrn16_2", "wrn16_1"), "fashion_mnist32x3")}
 
 
-def time_round(method: str, steps: int, loop: str, pair: str, reps: int, batch: int = 64) -> tuple[float, float]:
+def time_round(method: str, steps: int, loop: str, pair: str, reps: int, batch: int = 64,
+               synthesis_conv: str = "") -> tuple[float, float]:
     """(first call s, median later round s) of one configuration."""
     from dfkd_jax.bench import inversion
     archs, dataset = PAIRS[pair]
-    run, first = inversion.jax_round(method, steps, batch, pair=archs, data__dataset=dataset, synthesis__loop=loop)
+    run, first = inversion.jax_round(method, steps, batch, pair=archs, data__dataset=dataset, synthesis__loop=loop,
+                                     synthesis__conv_impl=synthesis_conv)
     times = []
     for _ in range(reps):
         t0 = time.perf_counter()
@@ -45,17 +49,20 @@ def main(argv=None) -> int:
     p.add_argument("--pair", choices=tuple(PAIRS), default="lenet")
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--synthesis_conv", default="", help="synthesis.conv_impl values, comma-separated ('' = the run's)")
     args = p.parse_args(argv)
     import jax
     print(f"JAX {jax.__version__} on {jax.devices()[0].platform}, {os.cpu_count()} CPUs; "
           f"pair {args.pair}, batch {args.batch}")
-    print("| method | steps | loop | first call s (compile + run) | round s (median) | s per step |")
-    print("|---|---|---|---|---|---|")
+    print("| method | steps | loop | synthesis conv | first call s (compile + run) | round s (median) | s per step |")
+    print("|---|---|---|---|---|---|---|")
     for method in args.methods.split(","):
         for steps in map(int, args.steps.split(",")):
             for loop in args.loops.split(","):
-                first, rnd = time_round(method, steps, loop, args.pair, args.reps, args.batch)
-                print(f"| {method} | {steps} | {loop} | {first:.2f} | {rnd:.3f} | {rnd / steps:.4f} |", flush=True)
+                for conv in args.synthesis_conv.split(","):
+                    first, rnd = time_round(method, steps, loop, args.pair, args.reps, args.batch, conv)
+                    print(f"| {method} | {steps} | {loop} | {conv or 'run'} | {first:.2f} | {rnd:.3f} | "
+                          f"{rnd / steps:.4f} |", flush=True)
     return 0
 
 

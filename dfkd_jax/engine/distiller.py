@@ -175,7 +175,7 @@ class Distiller:
                                balance_weight=float(config.generator.terms.get("balance", 0.0)),
                                one_hot_weight=float(config.generator.terms.get("one_hot", 0.0)))
                     if config.memory.enabled else None),
-            warmup=int(config.synthesis.warmup), loop=loop)
+            warmup=int(config.synthesis.warmup), loop=loop, synthesis_conv_impl=str(config.synthesis.conv_impl))
         vae = tx_m = None
         if spec.memory is not None:
             sharding.check_batch_size(spec.memory.batch_size, mesh, "memory.batch_size")

@@ -37,6 +37,7 @@ PRE-DFKD's ``main.py``: ``distill_knowledge`` then ``train_memory_generator``).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import Any
 
@@ -46,6 +47,7 @@ import jax.numpy as jnp
 from dfkd_jax import memory as memory_lib
 from dfkd_jax import objectives, terms
 from dfkd_jax.engine.state import DistillState, ModelState
+from dfkd_jax.models import fast_conv
 from dfkd_jax.synthesis.base import Context, apply_update, forward
 
 LOOPS = ("unroll", "scan", "python")
@@ -82,6 +84,7 @@ class RoundSpec:
     memory: MemorySpec | None = None  # PRE-DFKD's generative memory
     warmup: int = 0  # rounds without student updates
     loop: str = "unroll"
+    synthesis_conv_impl: str = ""  # the synthesis steps' convolutions (dfkd_jax.models.fast_conv); '' = the round's
 
 
 def self_paced_lambda(spec: RoundSpec, progress):
@@ -154,8 +157,10 @@ class Round:
 
     def synthesis_step(self, state: DistillState, carry, t_vars, i):
         _, keys = self._keys(state)
-        synth, carry, pool, m = self.synth.step(state.synth, carry, state.pool, self._ctx(state, t_vars), keys[i],
-                                                self._progress(state, i, self.spec.synthesis_steps))
+        impl = self.spec.synthesis_conv_impl
+        with fast_conv.using(impl) if impl else contextlib.nullcontext():  # read while the step is traced
+            synth, carry, pool, m = self.synth.step(state.synth, carry, state.pool, self._ctx(state, t_vars), keys[i],
+                                                    self._progress(state, i, self.spec.synthesis_steps))
         return state.replace(synth=synth, pool=pool), carry, m
 
     def end(self, state: DistillState, carry, t_vars):
