@@ -3,8 +3,9 @@
 ``wrn16_2,wrn16_1`` (the default) is sized for 2 CPU cores: the main job trains the teacher when
 it is missing (Adam 2e-3, cosine, 2 epochs on 16,384 random training images; 87.52% test
 accuracy on 2026-12-02; 87.68% from tools/train_teacher.py's run in docs/models.md), and the
-round is small (batch 64, generator ngf 16, the student on the on-device pool). ``resnet34,resnet18`` is the GPU pair of docs/performance.md (teacher
-trained for 10 epochs on the full split, GeneratorA ngf 64, batch 256).
+round is small (batch 64, generator ngf 16, the student on the on-device pool).
+``resnet34,resnet18`` is the GPU pair of docs/performance.md (teacher trained for 10 epochs on the
+full split, GeneratorA ngf 64, batch 256).
 """
 
 PAIRS = ("wrn16_2,wrn16_1", "resnet34,resnet18")
