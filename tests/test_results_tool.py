@@ -91,3 +91,40 @@ def test_a_finished_run_with_another_config_is_not_reused(tmp_path):
     assert "train.rounds: 6 -> 150" in (run_dir / "run.log").read_text()
     with pytest.raises(SystemExit, match=r"failed \(exit 3\)"):  # any other failure: its exit code and log
         tool.run([sys.executable, "-c", "raise SystemExit(3)"], str(tmp_path / "other.log"))
+
+
+def test_a_run_is_recorded_and_reused_only_when_its_config_and_teacher_match(tmp_path):
+    """A finished run leaves a record in the repository; a table made after its workdir is gone takes the run from
+    the record only when the command would run the same config (the teacher's path aside) from a teacher with the
+    same calibration."""
+    import json
+    tool = _tool()
+    run_dir = tmp_path / "wd" / "dfad" / "seed1"
+    cmd = tool.distil_command("dfad", str(run_dir), 150, 1, "/teachers/clean")
+    config = tool.command_config(cmd)
+    assert (config["method"], config["seed"], config["train"]["rounds"]) == ("dfad", 1, 150)
+    assert config["teacher"]["checkpoint"] == "/teachers/clean" and config["student"]["steps"] == 20
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.json").write_text(json.dumps(config))
+    teacher = {"accuracy": 0.9084, "mean_max_prob": 0.9254, "ece": 0.0172}
+    record = tmp_path / "records" / "clean" / "dfad" / "seed1.json"
+    tool.write_record(str(record), cmd, str(run_dir), _result(0.6, 0.5, 0.4), teacher, "abc123")
+    kept = json.loads(record.read_text())
+    assert kept["config"] == config and kept["commit"] == "abc123" and "--config.seed=1" in kept["command"]
+    tool.write_record(str(record), cmd, str(run_dir), _result(0.6, 0.5, 0.4), teacher, "def456")
+    assert json.loads(record.read_text())["commit"] == "abc123"  # the same run: the commit it was made at stays
+
+    elsewhere = tool.distil_command("dfad", "/elsewhere", 150, 1, "/another/copy/of/clean")
+    assert tool.reuse_record(str(record), elsewhere, teacher) == {**_result(0.6, 0.5, 0.4), "commit": "abc123"}
+    got = tool.distil("dfad", str(tmp_path / "gone"), 150, 1, "/t", teacher, str(record), "def456")
+    assert got["student"]["best"] == 0.6 and got["commit"] == "abc123"  # no run: the workdir has none
+    with pytest.raises(SystemExit, match=r"different config \(train.eval_every: 15 -> 10; train.rounds: 150 -> 100\)"):
+        tool.reuse_record(str(record), tool.distil_command("dfad", "/w", 100, 1, "/t"), teacher)
+    with pytest.raises(SystemExit, match=r"seed: 1 -> 2"):
+        tool.reuse_record(str(record), tool.distil_command("dfad", "/w", 150, 2, "/t"), teacher)
+    with pytest.raises(SystemExit, match=r"another teacher \(accuracy: 0.908400 -> 0.900000"):
+        tool.reuse_record(str(record), elsewhere, {**teacher, "accuracy": 0.9})
+
+    out = tmp_path / "results.md"
+    tool.write_markdown(str(out), ["tools/results.py"], 150, [1], {"dfad": [got]}, {}, {0.0: teacher}, "def456")
+    assert "at commit `def456`" in out.read_text() and "The runs were made at commit `abc123`" in out.read_text()

@@ -15,8 +15,15 @@ the test set is reported (mean max-probability and expected calibration error).
 Finished runs are not repeated: the main job prints a finished run's stored results, and it
 refuses (exit 1, listing the keys) to reuse a workdir whose run was made with a different
 config, so an interrupted table resumes where it stopped and a changed method is never
-reported from an old run. The markdown records the commit and the command; rows whose method
-changed since the previous table (``METHOD_CHANGES``) are marked.
+reported from an old run. Each finished run also leaves a record in the repository
+(``--records``, default docs/results_runs/<level>/<method>/seed<k>.json: its command, commit,
+date, full config, its teacher's calibration and its results.json), so a table made over
+several sessions or machines survives the loss of the workdirs: a run whose workdir is gone is
+taken from its record only when the config this command would run equals the record's (the
+keys the main job ignores on resume and the teacher's path aside) and the teacher now has the
+same test accuracy and calibration as the record's; otherwise the tool stops with the
+differing keys. The markdown records the commit and the command, and the commits the runs were
+made at; rows whose method changed since the previous table (``METHOD_CHANGES``) are marked.
 """
 
 from __future__ import annotations
@@ -135,12 +142,77 @@ def distil_command(method: str, out: str, rounds: int, seed: int, teacher: str) 
             f"--config.teacher.checkpoint={teacher}"]
 
 
-def distil(method: str, workdir: str, rounds: int, seed: int, teacher: str) -> dict:
+def command_config(cmd: list[str]) -> dict:
+    """The config the main job ``cmd`` (from ``distil_command``) runs, as its workdir's config.json holds it."""
+    from absl import flags
+    from ml_collections import config_flags
+    i = cmd.index("--config")
+    argv = ["dfkd_jax.main", "--config", os.path.join(ROOT, cmd[i + 1])]
+    argv += [a for a in cmd[i + 2:] if a.startswith("--config.")]
+    values = flags.FlagValues()  # its override flags are defined from sys_argv, as the main job's from sys.argv
+    config_flags.DEFINE_config_file("config", None, "", flag_values=values, lock_config=True, sys_argv=argv)
+    values(argv)
+    return json.loads(values["config"].value.to_json_best_effort())
+
+
+def record_path(records: str, level: str, method: str, seed: int) -> str:
+    return os.path.join(records, level, method, f"seed{seed}.json")
+
+
+def write_record(path: str, cmd: list[str], run_dir: str, results: dict, teacher: dict[str, float],
+                 revision: str) -> None:
+    """Keep a finished run in the repository: command, commit, date, config, teacher calibration, results."""
+    if os.path.isfile(path):
+        with open(path) as f:
+            if json.load(f)["results"] == results:  # this run's record already (its commit is kept)
+                return
+    with open(os.path.join(run_dir, "config.json")) as f:
+        config = json.load(f)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    record = {"command": " ".join(shlex.quote(c) for c in ["python", *cmd[1:]]), "commit": revision,
+              "date": datetime.date.today().isoformat(), "teacher": teacher, "config": config, "results": results}
+    with open(path, "w") as f:
+        json.dump(record, f, indent=1, sort_keys=True)
+        f.write("\n")
+
+
+def reuse_record(path: str, cmd: list[str], teacher: dict[str, float]) -> dict:
+    """The results of the run recorded in ``path``, if it is the run ``cmd`` would make from ``teacher``;
+    otherwise stop with what differs."""
+    from dfkd_jax.engine.loop import RESUME_SAFE_KEYS, config_differences
+    with open(path) as f:
+        record = json.load(f)
+    diffs = config_differences(record["config"], command_config(cmd), ignore=RESUME_SAFE_KEYS | {"teacher.checkpoint"})
+    if diffs:
+        listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in diffs)
+        sys.exit(f"error: refusing to reuse the record {path}: its run was made with a different config "
+                 f"({listed}). Delete the record to redo the run.")
+    changed = [k for k in ("accuracy", "mean_max_prob", "ece") if abs(record["teacher"][k] - teacher[k]) > 1e-6]
+    if changed:
+        listed = "; ".join(f"{k}: {record['teacher'][k]:.6f} -> {teacher[k]:.6f}" for k in changed)
+        sys.exit(f"error: refusing to reuse the record {path}: its run was made from another teacher ({listed}; "
+                 "the teacher was retrained differently). Restore that teacher, or delete the record to redo the run.")
+    return {**record["results"], "commit": record["commit"]}
+
+
+def distil(method: str, workdir: str, rounds: int, seed: int, teacher: str, calibration: dict[str, float] | None = None,
+           record: str = "", revision: str = "") -> dict:
+    """One run's results: from its workdir (run or resumed there), or from its ``record`` when the workdir has no
+    finished run; a finished run is recorded in ``record`` (when given)."""
     out = os.path.join(workdir, method, f"seed{seed}")
+    cmd = distil_command(method, out, rounds, seed, teacher)
+    if record and os.path.isfile(record) and not os.path.isfile(os.path.join(out, "results.json")):
+        print(f"{method} seed {seed}: from its record {os.path.relpath(record, ROOT)}", flush=True)
+        return reuse_record(record, cmd, calibration)
     os.makedirs(out, exist_ok=True)
-    run(distil_command(method, out, rounds, seed, teacher), os.path.join(out, "log.txt"))
+    run(cmd, os.path.join(out, "log.txt"))
     with open(os.path.join(out, "results.json")) as f:
-        return json.load(f)
+        results = json.load(f)
+    if record:
+        write_record(record, cmd, out, results, calibration, revision)
+        with open(record) as f:
+            revision = json.load(f)["commit"]
+    return {**results, "commit": revision}
 
 
 def row_stats(runs: list[dict]) -> dict[str, tuple[float, float]]:
@@ -193,6 +265,13 @@ def write_markdown(path: str, argv: list[str], rounds: int, seeds: list[int], cl
         f"{datetime.date.today()}, {platform.machine()} CPU, {os.cpu_count()} cores, JAX on CPU. Each run is "
         f"`python -m dfkd_jax.main --config configs/fashion_mnist/<method>.py --workdir <dir> "
         f"{' '.join(budget_overrides(rounds))} --config.seed=<seed> --config.teacher.checkpoint=<teacher>`.",
+    ]
+    made = sorted({r.get("commit", revision) for rows in [clean, *noisy.values()] for runs in rows.values()
+                   for r in runs})
+    if made and made != [revision]:
+        lines.append(f"The runs were made at commit{'s' if len(made) > 1 else ''} {', '.join(f'`{c}`' for c in made)}; "
+                     "each run's record (command, commit, config, teacher, results) is in docs/results_runs/.")
+    lines += [
         "",
         "## Teachers",
         "",
@@ -242,6 +321,8 @@ def main(argv=None):
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--noisy_methods", default=",".join(NOISY_METHODS), help="'' to skip the noisy teachers")
     p.add_argument("--noise", default="0.2,0.4", help="fractions of the noisy teachers' labels replaced")
+    p.add_argument("--records", default=os.path.join("docs", "results_runs"),
+                   help="folder of the finished runs' records (relative to the repository; '' for none)")
     p.add_argument("--teacher_epochs", type=int, default=0, help="0 = the main job's recipe (smoke runs: fewer)")
     p.add_argument("--teacher_examples", type=int, default=0, help="0 = all training images (smoke runs: fewer)")
     p.add_argument("--compilation_cache", default=None,
@@ -268,7 +349,11 @@ def main(argv=None):
         path = train_teacher(workdir, noise, args.teacher_epochs or None, args.teacher_examples)
         teachers[noise] = teacher_calibration(path)
         sub = os.path.join(workdir, "clean" if noise == 0 else f"noise{int(round(100 * noise))}")
-        results[noise] = {m: [distil(m, sub, args.rounds, seed, path) for seed in seeds]
+        level = os.path.basename(sub)
+        records = os.path.join(ROOT, args.records) if args.records else ""
+        results[noise] = {m: [distil(m, sub, args.rounds, seed, path, teachers[noise],
+                                     record_path(records, level, m, seed) if records else "", revision)
+                              for seed in seeds]
                           for m in (methods if noise == 0 else noisy_methods)}
     out = os.path.join(ROOT, args.out) if not os.path.isabs(args.out) else args.out
     write_markdown(out, ["tools/results.py", *argv], args.rounds, seeds, results.pop(0.0), results, teachers,
