@@ -128,3 +128,28 @@ def test_a_run_is_recorded_and_reused_only_when_its_config_and_teacher_match(tmp
     out = tmp_path / "results.md"
     tool.write_markdown(str(out), ["tools/results.py"], 150, [1], {"dfad": [got]}, {}, {0.0: teacher}, "def456")
     assert "at commit `def456`" in out.read_text() and "The runs were made at commit `abc123`" in out.read_text()
+
+
+def test_the_teachers_are_kept_beside_the_records(tmp_path, monkeypatch):
+    """A teacher trained for the table is kept in RECORDS/teachers/; a workdir without it gets the kept copy instead
+    of a retrained one (teacher training is not bit-reproducible across machines)."""
+    tool = _tool()
+    trained = []
+
+    def fake_training(cmd, log_path):  # the training itself is tested in test_supervised.py
+        out = cmd[cmd.index("--out") + 1]
+        os.makedirs(out)
+        with open(os.path.join(out, "teacher.json"), "w") as f:
+            f.write(f"trained for {log_path}")
+        trained.append(out)
+
+    monkeypatch.setattr(tool, "run", fake_training)
+    records = tmp_path / "records"
+    first = tool.train_teacher(str(tmp_path / "wd1"), 0.2, 1, 64, str(records))
+    assert trained == [first] and first.endswith("fashion_mnist_lenet5_noise20")
+    kept = records / "teachers" / "fashion_mnist_lenet5_noise20" / "teacher.json"
+    assert kept.read_text() == open(os.path.join(first, "teacher.json")).read()
+    second = tool.train_teacher(str(tmp_path / "wd2"), 0.2, 1, 64, str(records))
+    assert trained == [first] and open(os.path.join(second, "teacher.json")).read() == kept.read_text()
+    tool.train_teacher(str(tmp_path / "wd3"), 0.4, 1, 64, "")  # no records: trained, nothing kept
+    assert len(trained) == 2 and not (records / "teachers" / "fashion_mnist_lenet5_noise40").exists()

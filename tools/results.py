@@ -22,7 +22,8 @@ several sessions or machines survives the loss of the workdirs: a run whose work
 taken from its record only when the config this command would run equals the record's (the
 keys the main job ignores on resume and the teacher's path aside) and the teacher now has the
 same test accuracy and calibration as the record's; otherwise the tool stops with the
-differing keys. The markdown records the commit and the command, and the commits the runs were
+differing keys. The teachers are kept beside the records (RECORDS/teachers/, about 290 KB each:
+their training is not bit-reproducible across machines) and copied into a workdir that lacks them. The markdown records the commit and the command, and the commits the runs were
 made at; rows whose method changed since the previous table (``METHOD_CHANGES``) are marked.
 """
 
@@ -105,9 +106,16 @@ def teacher_dir(workdir: str, noise: float) -> str:
     return os.path.join(workdir, "teachers", f"fashion_mnist_lenet5_noise{int(round(100 * noise))}")
 
 
-def train_teacher(workdir: str, noise: float, epochs: int | None, examples: int) -> str:
-    """The main job's teacher recipe (``base_config().teacher``) with ``noise`` of the labels replaced."""
+def train_teacher(workdir: str, noise: float, epochs: int | None, examples: int, records: str = "") -> str:
+    """The main job's teacher recipe (``base_config().teacher``) with ``noise`` of the labels replaced.
+
+    With ``records``, the teacher is kept there (RECORDS/teachers/<name>: training is not bit-reproducible across
+    machines, and the records' runs must share their teacher) and a workdir without it gets the kept one."""
+    import shutil
     path = teacher_dir(workdir, noise)
+    kept = os.path.join(records, "teachers", os.path.basename(path)) if records else ""
+    if kept and os.path.isdir(kept) and not os.path.isdir(path):
+        shutil.copytree(kept, path)
     if not os.path.isdir(path):
         from dfkd_jax.config import base_config
         t = base_config().teacher
@@ -116,6 +124,8 @@ def train_teacher(workdir: str, noise: float, epochs: int | None, examples: int)
              "--epochs", str(epochs or t.epochs), "--batch_size", str(t.batch_size), "--lr", str(t.lr),
              "--label_noise", str(noise), "--train_examples", str(examples), "--out", path],
             os.path.join(workdir, f"teacher_noise{int(round(100 * noise))}.log"))
+    if kept and not os.path.isdir(kept):
+        shutil.copytree(path, kept)
     return path
 
 
@@ -345,12 +355,12 @@ def main(argv=None):
     levels = [0.0] + (_floats(args.noise) if noisy_methods else [])
     revision = commit()
     teachers, results = {}, {}
+    records = os.path.join(ROOT, args.records) if args.records else ""
     for noise in levels:
-        path = train_teacher(workdir, noise, args.teacher_epochs or None, args.teacher_examples)
+        path = train_teacher(workdir, noise, args.teacher_epochs or None, args.teacher_examples, records)
         teachers[noise] = teacher_calibration(path)
         sub = os.path.join(workdir, "clean" if noise == 0 else f"noise{int(round(100 * noise))}")
         level = os.path.basename(sub)
-        records = os.path.join(ROOT, args.records) if args.records else ""
         results[noise] = {m: [distil(m, sub, args.rounds, seed, path, teachers[noise],
                                      record_path(records, level, m, seed) if records else "", revision)
                               for seed in seeds]
