@@ -153,3 +153,45 @@ def test_the_teachers_are_kept_beside_the_records(tmp_path, monkeypatch):
     assert trained == [first] and open(os.path.join(second, "teacher.json")).read() == kept.read_text()
     tool.train_teacher(str(tmp_path / "wd3"), 0.4, 1, 64, "")  # no records: trained, nothing kept
     assert len(trained) == 2 and not (records / "teachers" / "fashion_mnist_lenet5_noise40").exists()
+
+
+def test_runs_in_parallel_each_pinned_to_its_core(tmp_path):
+    """--jobs N: N runs at a time, each on its own cores (one core: XLA single-threaded), results in order."""
+    import sys
+    import threading
+    import time
+    tool = _tool()
+    cores = sorted(os.sched_getaffinity(0))
+    assert tool.core_groups(1) == [None]
+    if len(cores) < 2:
+        pytest.skip("needs 2 cores")
+    groups = tool.core_groups(2)
+    assert len(groups) == 2 and all(len(g) == len(cores) // 2 for g in groups) and not set(groups[0]) & set(groups[1])
+    with pytest.raises(SystemExit, match="more than"):
+        tool.core_groups(len(cores) + 1)
+
+    log = tmp_path / "pinned.log"
+    tool.run([sys.executable, "-c", "import os; print(sorted(os.sched_getaffinity(0)), os.environ.get('XLA_FLAGS'))"],
+             str(log), [cores[1]])
+    assert log.read_text().strip().endswith(f"[{cores[1]}] {tool.SINGLE_THREAD_XLA}")
+
+    running, most = [], []
+    lock = threading.Lock()
+
+    def task(i, given):
+        with lock:
+            running.append(i)
+            most.append(len(running))
+        time.sleep(0.2)
+        with lock:
+            running.remove(i)
+        return i, tuple(given)
+
+    got = tool.run_all([lambda c, i=i: task(i, c) for i in range(6)], 2)
+    assert [i for i, _ in got] == list(range(6)) and max(most) == 2
+    assert {g for _, g in got} == {tuple(g) for g in groups}
+
+    def fail(cores):
+        raise SystemExit("error: a run failed")
+    with pytest.raises(SystemExit, match="a run failed"):
+        tool.run_all([fail] + [lambda c: time.sleep(0.1)] * 4, 1)

@@ -1,6 +1,7 @@
 """Run every method on Fashion-MNIST at one equal budget, over several seeds, and write docs/results.md.
 
-    python tools/results.py --rounds 150 --seeds 0,1,2 --noise 0.2,0.4 --workdir runs/results --out docs/results.md
+    python tools/results.py --rounds 150 --seeds 0,1,2 --noise 0.2,0.4 --workdir runs/results --out docs/results.md \
+        --jobs 2
 
 Each method's config (configs/fashion_mnist/<method>.py) runs through the main job with the
 same budget forced on all of them: the same rounds, batch, generator, pool and number of
@@ -30,10 +31,13 @@ made at; rows whose method changed since the previous table (``METHOD_CHANGES``)
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import datetime
+import functools
 import json
 import os
 import platform
+import queue
 import shlex
 import subprocess
 import sys
@@ -89,10 +93,22 @@ def commit() -> str:
     return head + ("-dirty" if dirty else "")
 
 
-def run(cmd: list[str], log_path: str) -> None:
-    print("$ " + " ".join(shlex.quote(c) for c in cmd), flush=True)
+# XLA:CPU on one thread: with one run per core, its own thread pool only competes with the other runs
+SINGLE_THREAD_XLA = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+
+
+def run(cmd: list[str], log_path: str, cores: list[int] | None = None) -> None:
+    """Run ``cmd`` with its output in ``log_path``; with ``cores``, pinned to them (one core: XLA single-threaded)."""
+    env = None
+    if cores and len(cores) == 1:
+        env = {**os.environ, "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} {SINGLE_THREAD_XLA}".strip()}
+    print(("" if not cores else f"[cores {','.join(map(str, cores))}] ") + "$ " +
+          " ".join(shlex.quote(c) for c in cmd), flush=True)
     with open(log_path, "a") as log:
-        code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+        if cores:  # at once: the threads the run starts later (JAX's, after its imports) inherit it
+            os.sched_setaffinity(proc.pid, cores)
+        code = proc.wait()
     if code:
         with open(log_path) as f:
             tail = f.read()[-2000:]
@@ -205,8 +221,44 @@ def reuse_record(path: str, cmd: list[str], teacher: dict[str, float]) -> dict:
     return {**record["results"], "commit": record["commit"]}
 
 
+def core_groups(jobs: int) -> list[list[int] | None]:
+    """The cores of each of ``jobs`` concurrent runs (``[None]``: one run on every core)."""
+    cores = sorted(os.sched_getaffinity(0))
+    if jobs <= 1:
+        return [None]
+    if jobs > len(cores):
+        sys.exit(f"error: --jobs {jobs} is more than this process's {len(cores)} cores.")
+    per = len(cores) // jobs
+    return [cores[i * per:(i + 1) * per] for i in range(jobs)]
+
+
+def run_all(tasks: list, jobs: int) -> list:
+    """``task(cores)`` for every task, ``jobs`` at a time, each on its own cores (``core_groups``); the results in
+    the tasks' order. A failure stops the tasks not started and is raised once the running ones end."""
+    groups = core_groups(jobs)
+    free = queue.Queue()
+    for g in groups:
+        free.put(g)
+
+    def one(task):
+        cores = free.get()
+        try:
+            return task(cores)
+        finally:
+            free.put(cores)
+
+    with concurrent.futures.ThreadPoolExecutor(len(groups)) as pool:
+        futures = [pool.submit(one, t) for t in tasks]
+        try:
+            return [f.result() for f in futures]
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+
+
 def distil(method: str, workdir: str, rounds: int, seed: int, teacher: str, calibration: dict[str, float] | None = None,
-           record: str = "", revision: str = "") -> dict:
+           record: str = "", revision: str = "", cores: list[int] | None = None) -> dict:
     """One run's results: from its workdir (run or resumed there), or from its ``record`` when the workdir has no
     finished run; a finished run is recorded in ``record`` (when given)."""
     out = os.path.join(workdir, method, f"seed{seed}")
@@ -215,7 +267,7 @@ def distil(method: str, workdir: str, rounds: int, seed: int, teacher: str, cali
         print(f"{method} seed {seed}: from its record {os.path.relpath(record, ROOT)}", flush=True)
         return reuse_record(record, cmd, calibration)
     os.makedirs(out, exist_ok=True)
-    run(cmd, os.path.join(out, "log.txt"))
+    run(cmd, os.path.join(out, "log.txt"), cores)
     with open(os.path.join(out, "results.json")) as f:
         results = json.load(f)
     if record:
@@ -335,6 +387,9 @@ def main(argv=None):
                    help="folder of the finished runs' records (relative to the repository; '' for none)")
     p.add_argument("--teacher_epochs", type=int, default=0, help="0 = the main job's recipe (smoke runs: fewer)")
     p.add_argument("--teacher_examples", type=int, default=0, help="0 = all training images (smoke runs: fewer)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs at a time, each pinned to its share of the cores (one core each: XLA single-threaded). "
+                        "On a CPU machine one run per core is the fastest way through the table")
     p.add_argument("--compilation_cache", default=None,
                    help="JAX's persistent compilation cache for the runs (default WORKDIR/xla_cache; '' for none): "
                         "the seeds and noise levels of a method compile the same programs, so only its first run "
@@ -354,17 +409,21 @@ def main(argv=None):
     noisy_methods = [m for m in args.noisy_methods.split(",") if m]
     levels = [0.0] + (_floats(args.noise) if noisy_methods else [])
     revision = commit()
-    teachers, results = {}, {}
+    teachers, results, tasks = {}, {}, []
     records = os.path.join(ROOT, args.records) if args.records else ""
     for noise in levels:
         path = train_teacher(workdir, noise, args.teacher_epochs or None, args.teacher_examples, records)
         teachers[noise] = teacher_calibration(path)
-        sub = os.path.join(workdir, "clean" if noise == 0 else f"noise{int(round(100 * noise))}")
-        level = os.path.basename(sub)
-        results[noise] = {m: [distil(m, sub, args.rounds, seed, path, teachers[noise],
-                                     record_path(records, level, m, seed) if records else "", revision)
-                              for seed in seeds]
-                          for m in (methods if noise == 0 else noisy_methods)}
+        level = "clean" if noise == 0 else f"noise{int(round(100 * noise))}"
+        for m in (methods if noise == 0 else noisy_methods):
+            for seed in seeds:
+                record = record_path(records, level, m, seed) if records else ""
+                tasks.append(((noise, m), functools.partial(distil, m, os.path.join(workdir, level), args.rounds,
+                                                            seed, path, teachers[noise], record, revision)))
+    for (noise, m), outcome in zip([key for key, _ in tasks], run_all([task for _, task in tasks], args.jobs)):
+        results.setdefault(noise, {}).setdefault(m, []).append(outcome)
+    for noise in levels:
+        results.setdefault(noise, {})
     out = os.path.join(ROOT, args.out) if not os.path.isabs(args.out) else args.out
     write_markdown(out, ["tools/results.py", *argv], args.rounds, seeds, results.pop(0.0), results, teachers,
                    revision)
