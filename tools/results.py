@@ -264,7 +264,8 @@ def distil(method: str, workdir: str, rounds: int, seed: int, teacher: str, cali
     out = os.path.join(workdir, method, f"seed{seed}")
     cmd = distil_command(method, out, rounds, seed, teacher)
     if record and os.path.isfile(record) and not os.path.isfile(os.path.join(out, "results.json")):
-        print(f"{method} seed {seed}: from its record {os.path.relpath(record, ROOT)}", flush=True)
+        shown = os.path.relpath(record, ROOT) if record.startswith(ROOT + os.sep) else record
+        print(f"{method} seed {seed}: from its record {shown}", flush=True)
         return reuse_record(record, cmd, calibration)
     os.makedirs(out, exist_ok=True)
     run(cmd, os.path.join(out, "log.txt"), cores)
