@@ -24,8 +24,9 @@ taken from its record only when the config this command would run equals the rec
 keys the main job ignores on resume and the teacher's path aside) and the teacher now has the
 same test accuracy and calibration as the record's; otherwise the tool stops with the
 differing keys. The teachers are kept beside the records (RECORDS/teachers/, about 290 KB each:
-their training is not bit-reproducible across machines) and copied into a workdir that lacks them. The markdown records the commit and the command, and the commits the runs were
-made at; rows whose method changed since the previous table (``METHOD_CHANGES``) are marked.
+their training is not bit-reproducible across machines) and copied into a workdir that lacks
+them. The markdown records the commit and the command, and the commits the runs were made at;
+rows whose method changed since the previous table (``METHOD_CHANGES``) are marked.
 """
 
 from __future__ import annotations
@@ -389,8 +390,7 @@ def main(argv=None):
     p.add_argument("--teacher_epochs", type=int, default=0, help="0 = the main job's recipe (smoke runs: fewer)")
     p.add_argument("--teacher_examples", type=int, default=0, help="0 = all training images (smoke runs: fewer)")
     p.add_argument("--jobs", type=int, default=1,
-                   help="runs at a time, each pinned to its share of the cores (one core each: XLA single-threaded). "
-                        "On a CPU machine one run per core is the fastest way through the table")
+                   help="runs at a time, each pinned to its share of the cores (one core each: XLA single-threaded)")
     p.add_argument("--compilation_cache", default=None,
                    help="JAX's persistent compilation cache for the runs (default WORKDIR/xla_cache; '' for none): "
                         "the seeds and noise levels of a method compile the same programs, so only its first run "
