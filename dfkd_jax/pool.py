@@ -80,9 +80,15 @@ def push(pool: Pool, pixels: jax.Array, t_logits: jax.Array | None = None) -> Po
 
 def sample(pool: Pool, key: jax.Array, batch_size: int) -> tuple[jax.Array, jax.Array | None]:
     """``batch_size`` samples drawn uniformly (with replacement) from the filled part: (float32 pixels,
-    logits or None). The round pushes before it draws, so the pool is never empty here."""
+    logits or None). The round pushes before it draws, so the pool is never empty there. Drawn from an
+    empty pool, every value is NaN rather than the zeros of the unfilled rows, so that a loss on it stops
+    the run through the NaN check (which names the term) instead of training on blank images; inside a
+    jitted round no exception can be raised."""
     idx = jax.random.randint(key, (batch_size,), 0, jnp.maximum(pool.count, 1))
-    return decode(pool.x[idx]), (None if pool.t_logits is None else pool.t_logits[idx])
+    filled = pool.count > 0
+    x = jnp.where(filled, decode(pool.x[idx]), jnp.nan)
+    logits = None if pool.t_logits is None else jnp.where(filled, pool.t_logits[idx], jnp.nan)
+    return x, logits
 
 
 def pool_bytes(size: int, image_shape, logit_shape, dtype: str, with_logits: bool) -> int:

@@ -51,6 +51,19 @@ def test_pool_ring_order_and_wrap_around(dtype):
     np.testing.assert_allclose(np.asarray(x), 1.0, atol=2e-3)
 
 
+def test_an_empty_pool_draws_nan_not_blank_images():
+    """An empty pool's unfilled rows are zeros; drawing from it gives NaN pixels and logits, which the NaN
+    check stops on, and one push makes every draw finite (under jit, where count is traced)."""
+    empty = pool_lib.init_pool(4, (2, 2, 1), 3)
+    draw = jax.jit(pool_lib.sample, static_argnums=2)
+    x, logits = draw(empty, jax.random.PRNGKey(0), 5)
+    assert x.shape == (5, 2, 2, 1) and np.isnan(np.asarray(x)).all() and np.isnan(np.asarray(logits)).all()
+    one = pool_lib.push(empty, jnp.full((1, 2, 2, 1), 0.5), jnp.ones((1, 3)))
+    x, logits = draw(one, jax.random.PRNGKey(0), 5)
+    np.testing.assert_array_equal(np.asarray(x), 0.5)
+    np.testing.assert_array_equal(np.asarray(logits), 1.0)
+
+
 def test_uint8_storage_rounds_and_clips():
     pool = pool_lib.push(pool_lib.init_pool(4, (1, 1, 1), 1, dtype="uint8", with_logits=False),
                          jnp.asarray([-0.5, 0.1, 0.5, 1.7]).reshape(4, 1, 1, 1))
