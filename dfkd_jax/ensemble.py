@@ -8,7 +8,7 @@ constants agree, so one teacher, or copies of one, compute exactly what one teac
 
 What the terms read (``TeacherView``):
 - ``logits``: the ensemble view, the mean of the teachers' logits (MTCKI's reading,
-  methods.md: the adversarial and KD terms are against the ensemble); segmentation teachers
+  dfkd_jax/methods/mtcki.py: the adversarial and KD terms are against the ensemble); segmentation teachers
   (``task == 'segmentation'``, per-pixel logits ``(B, H, W, K)``) are averaged pixel by pixel;
 - ``per_logits``: every teacher's own logits;
 - ``feature``: the teachers' pooled features concatenated along the feature axis (per-teacher

@@ -232,7 +232,7 @@ def r2m_band(progress, h: HParams):
 def r2m(view: View, h: HParams) -> jax.Array:
     """AdaDFKD's Relationship Refinement Module loss (Li et al., Neural Networks 2024). Scalar.
 
-    Reading of the released code (methods.md): anchor ``q_i = normalise(f_T(x_i))``
+    Reading of the released code (docs/fidelity.md, AdaDFKD): anchor ``q_i = normalise(f_T(x_i))``
     (gradient reaches the generator through the teacher), positive ``k_i`` = the
     student's projected, normalised feature on the same sample (no gradient), and as
     negatives the queue of past student keys, of which each anchor keeps only the band

@@ -1,4 +1,5 @@
-"""Loss terms shared by the DFKD methods (see ``docs`` / ``methods.md``, "Notation and shared terms").
+"""Loss terms shared by the DFKD methods (each docstring names the paper and equation;
+docs/fidelity.md maps them to the reference code).
 
 Every function here is a pure function of arrays: no Python control flow on
 values, no state, safe under ``jax.jit`` and ``jax.grad``. Logit inputs have
@@ -84,8 +85,8 @@ def kd(s_logits: Array, t_logits: Array, tau) -> Array:
     Hinton, Vinyals & Dean 2015, "Distilling the knowledge in a neural network"
     (soft-target loss; the tau^2 factor keeps gradient magnitudes independent of
     tau). Equals ``F.kl_div(log_softmax(s/T), softmax(t/T), 'none').sum(1) * T*T``
-    of the reference code bases. Returns ``(B,)``; the batch mean is the
-    ``KD_tau`` of methods.md.
+    of the reference code bases. Returns ``(B,)``; the batch mean is Hinton's
+    KD loss at temperature tau.
     """
     return (tau * tau) * _kl_rows(t_logits, s_logits, tau)
 

@@ -33,7 +33,7 @@ Matched to the released code (ljrprocc/DFKD at cd281c4):
 - ``datafree_kd.py`` l. 682 with ``get_alpha_adv``: the adversarial weight is
   ``adv + grad_adv * (epochs into the window)``; l. 765-769, alpha 1e-4 on CIFAR-10.
 
-Deliberate deviations (methods.md):
+Deliberate deviations (docs/fidelity.md, AdaDFKD):
 - the student features are mapped to the teacher's width by a *learned* linear projection
   (part of the state, trained by the student's loss); the released code draws a fresh
   random ``nn.Linear`` at every call (``_utils.py`` l. 608-611), so keys of different steps

@@ -29,7 +29,7 @@ Matched to the released code (ljrprocc/DataFree at bf3096b):
   student's batches; l. 435 of ``datafree_kd.py``, ``DCGAN_Generator_CIFAR10(nz=512, ngf=64,
   d=2)``, the layers of ``LargeGenerator`` (``generator.arch='large'``, ``init='normal'``).
 
-Deliberate deviation (methods.md): v per sample. The released code applies v to the batch's
+Deliberate deviation (docs/fidelity.md, CuDFKD): v per sample. The released code applies v to the batch's
 scalar loss (``nn.L1Loss()`` reduces before ``curr_v``), one weight per batch.
 """
 

@@ -31,7 +31,8 @@ Matched to the released code (kuluhan/PRE-DFKD at 604010d):
   one_hot + mse(var(z), 1) + mse(mean(z), 0)`` with the generator's ie = 5, oh = 1
   (``dfkd_jax.memory``); l. 39, ``F.l1_loss`` on the concatenated batch; l. 98-136, the
   memory's own replay in train mode.
-Not reproduced: the first memory update of the run fits the novel half only (l. 79-95), and
+Not reproduced: in the run's first round (``i == 0 and epoch == 0``) the memory updates fit the
+novel half only (l. 79-95), and
 the released encoder's shape (see ``dfkd_jax.models.vae``).
 
 Published: 400 epochs x 36 rounds, novel batch 1024, memory batch 128, student SGD lr

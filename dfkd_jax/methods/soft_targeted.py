@@ -12,7 +12,7 @@ Synthesis (``synthesis.kind = 'soft_pixels'``, ``targets = 'mvn'``; ``dfkd_jax.s
   logit layer), ``tau = hparams.target_tau``;
 - the objective: ``soft_kl`` = KL(y_soft || softmax(T(x) / tau)) + ``lambda_a`` x ``conv1_activation``
   (``-mean |conv1 output|``), lambda_a 0.05 for LeNet-5 (0.1 for AlexNet).
-Readings where the paper is silent (no code released): mu = 0 (methods.md); tau = 20 for the targets and
+Readings where the paper is silent (no code released): mu = 0 (the paper gives no mean); tau = 20 for the targets and
 the matching (the ZSKD convention the paper follows for KD); the optimisation of the inputs is ZSKD's
 (the method it improves on): U[0, 1] pixels, Adam lr 1e-3, 1500 iterations per batch of 100, min-max
 rescaled each step, the last iterate kept; ZSKD's counts (48,000 for Fashion-MNIST); the conv-1

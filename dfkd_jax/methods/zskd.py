@@ -11,7 +11,7 @@ and ``soft_pixels`` cite the released code, vcl-iisc/ZSKD at 54c855f, line by li
 - ``soft_ce`` = CE(y, softmax(T(x) / 20)), batch mean (``noise_cost``, l. 75);
 - Adam lr 1e-3 (TF's betas 0.9 / 0.999) for 1500 iterations per batch of 100 (the generator script's
   argparse defaults, l. 23-25); pixels U[0, 1], min-max rescaled each step, the last iterate kept;
-- counts (the paper's experiments, methods.md): 24,000 impressions for MNIST, 48,000 for
+- counts (the paper's experiments, Sec. 4): 24,000 impressions for MNIST, 48,000 for
   Fashion-MNIST, 40,000 for CIFAR-10;
   one round = one batch of one (class, beta) row, the rows cycled (``targets.DirichletTargets``),
   so 480 rounds of 100 give Fashion-MNIST's 48,000 (24 batches per row).

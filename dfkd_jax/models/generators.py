@@ -22,7 +22,7 @@ a method sets them (``config.generator.bn_eps``, ``config.generator.init``):
 
 BatchNorm in train mode normalises with the statistics of the (global) batch and moves
 the running averages; in eval mode (``train=False``) it uses the running averages, which
-is how the CMI-derived code bases sample the student's batches (``dfkd_jax.engine.round``).
+is how the CMI-derived code bases sample the student's batches (``generator_mode`` in ``dfkd_jax.synthesis.online``).
 """
 
 from __future__ import annotations

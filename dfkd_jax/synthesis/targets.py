@@ -19,7 +19,7 @@ released code vcl-iisc/ZSKD at 54c855f):
   l. 35): both halves of the released impressions are drawn with beta 1. We follow the paper;
   ``config.synthesis.dirichlet_betas = (1.0, 1.0)`` reproduces the released code.
 
-Soft-targeted transfer set synthesis (Wang, AAAI 2021; no code released, methods.md's reading):
+Soft-targeted transfer set synthesis (Wang, AAAI 2021; no code released; the reading written here):
 - the modelled layer ``l`` is the input of the classifier head (``'penultimate'``: LeNet-5's fc1
   output, the pooled features of the CIFAR networks) or the logits (``'logits'``);
 - ``s^l ~ N(mu, Sigma)`` with ``Sigma = D R D``, ``D = sqrt(sigma) I``, ``mu = 0``;
