@@ -1,7 +1,8 @@
 """Soft-targeted transfer set synthesis (Wang, AAAI 2021) on Fashion-MNIST, on ZSKD's pair and counts:
 LeNet-5 teacher -> LeNet-5-half (``lenet5_half_zskd``), 48,000 samples (480 batches of 100, 1500 Adam steps
 each), the penultimate FC layer (fc1, 84 units) modelled with sigma 1.5 (the paper's MNIST value),
-lambda_a 0.05 (LeNet-5), KD at tau 20 (dfkd_jax/methods/soft_targeted.py).
+lambda_a 0.05 (LeNet-5), targets at tau 1 (measured; the paper is silent), the student's KD at tau 20
+(dfkd_jax/methods/soft_targeted.py).
 
 At these counts this is 720,000 synthesis steps: a GPU run. ``--config.train.rounds`` and
 ``--config.generator.steps`` shrink it; on CPU ``--config.synthesis.conv_impl=matmul`` makes the pixel

@@ -12,8 +12,11 @@ Synthesis (``synthesis.kind = 'soft_pixels'``, ``targets = 'mvn'``; ``dfkd_jax.s
   logit layer), ``tau = hparams.target_tau``;
 - the objective: ``soft_kl`` = KL(y_soft || softmax(T(x) / tau)) + ``lambda_a`` x ``conv1_activation``
   (``-mean |conv1 output|``), lambda_a 0.05 for LeNet-5 (0.1 for AlexNet).
-Readings where the paper is silent (no code released): mu = 0 (the paper gives no mean); tau = 20 for the targets and
-the matching (the ZSKD convention the paper follows for KD); the optimisation of the inputs is ZSKD's
+Readings where the paper is silent (no code released): mu = 0 (the paper gives no mean); tau = 1 for the targets and
+the matching, chosen by measurement: on ZSKD's Fashion-MNIST pair at 4,000 impressions (docs/results.md) the
+student reached 47.00% best with tau 1, 30.55% with 4 and 30.33% with 20 (ZSKD's temperature, which the paper
+follows for its KD; ``--config.hparams.target_tau=20`` restores that reading). At 20 the sampled targets are
+near uniform and the KL is 14x smaller than the activation term; the optimisation of the inputs is ZSKD's
 (the method it improves on): U[0, 1] pixels, Adam lr 1e-3, 1500 iterations per batch of 100, min-max
 rescaled each step, the last iterate kept; ZSKD's counts (48,000 for Fashion-MNIST); the conv-1
 activation is the first convolution's output before its non-linearity, of the first teacher.
@@ -40,7 +43,7 @@ def configure(config):
     config.generator.lr = 1e-3
     config.generator.b1, config.generator.b2 = 0.9, 0.999
     config.generator.terms = {"soft_kl": 1.0, "conv1_activation": 0.05}
-    config.hparams.target_tau = 20.0
+    config.hparams.target_tau = 1.0  # measured (docstring); ZSKD's soft_ce keeps 20
     zskd.student(config)
     config.student.augment = "none"
     config.train.rounds = 480
