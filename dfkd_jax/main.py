@@ -67,11 +67,37 @@ def _parse_flags(argv):
         bad = [k for k in overrides if k not in valid and ".terms." not in k and ".ramps." not in k]
         if bad:
             _usage_error(unknown_key_message(bad[0], base_config()))
-        unknown_terms = [k for k in overrides if ".terms." in k or ".ramps." in k]
-        if unknown_terms and isinstance(e, KeyError):
-            _usage_error(f"config.{unknown_terms[0]}: the config file's method has no such term; "
-                         "add terms in a config file (the terms are listed in dfkd_jax/objectives.py).")
+        cfg = _load_config_file(argv)
+        for key in (k for k in overrides if ".terms." in k or ".ramps." in k):
+            role, group, name = (key.split(".", 2) + ["", ""])[:3]
+            have = cfg[role][group] if cfg is not None and role in cfg and group in cfg[role] else None
+            if have is not None and name not in have:
+                _usage_error(f"config.{key}: this config file's {role} has no {group[:-1]} {name!r} (it has "
+                             f"{', '.join(sorted(have)) or 'none'}). Overrides change what the file sets; "
+                             f"to add a {group[:-1]}, write it into a config file "
+                             "(the terms are listed in dfkd_jax/objectives.py).")
         raise
+
+
+def _load_config_file(argv):
+    """The config ``--config path[:arg]`` names, loaded as config_flags would, or None where that fails."""
+    import importlib.util
+    path = None
+    for i, a in enumerate(argv[1:], 1):
+        if a.startswith("--config="):
+            path = a.split("=", 1)[1]
+        elif a == "--config" and i + 1 < len(argv):
+            path = argv[i + 1]
+    if not path:
+        return None
+    path, _, arg = path.partition(":")
+    try:
+        spec = importlib.util.spec_from_file_location("_dfkd_config_file", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module.get_config(arg) if arg else module.get_config()
+    except Exception:  # a bug in the file: config_flags' own traceback says more
+        return None
 
 
 def _listing() -> str:

@@ -171,6 +171,14 @@ def test_unknown_config_key_lists_valid_keys(env, tmp_path):
     assert "train.roundz" in proc.stderr and "train.rounds" in proc.stderr
 
 
+def test_unknown_term_names_the_config_files_terms(env, tmp_path):
+    """A term the config file does not set (here a misspelt option) is refused with the file's terms, not a traceback."""
+    proc = run(env, tmp_path / "w", "--config.generator.terms.fc_sigma=2.0", check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "no term 'fc_sigma'" in proc.stderr and "(it has adv_l1)" in proc.stderr
+    assert not (tmp_path / "w").exists()
+
+
 @pytest.mark.parametrize("error", ["RuntimeError", "KeyError"])
 def test_a_bug_keeps_its_traceback(env, tmp_path, error):
     """Only the project's own errors (UserError) become a one-line message; a bug, here in a config file, keeps its
