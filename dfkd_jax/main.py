@@ -69,7 +69,7 @@ def _parse_flags(argv):
             _usage_error(unknown_key_message(bad[0], base_config()))
         cfg = _load_config_file(argv)
         for key in (k for k in overrides if ".terms." in k or ".ramps." in k):
-            role, group, name = (key.split(".", 2) + ["", ""])[:3]
+            role, group, name = key.split(".", 2)  # ".terms." / ".ramps." inside: three parts
             have = cfg[role][group] if cfg is not None and role in cfg and group in cfg[role] else None
             if have is not None and name not in have:
                 _usage_error(f"config.{key}: this config file's {role} has no {group[:-1]} {name!r} (it has "
@@ -80,7 +80,8 @@ def _parse_flags(argv):
 
 
 def _load_config_file(argv):
-    """The config ``--config path[:arg]`` names, loaded as config_flags would, or None where that fails."""
+    """The config ``--config path[:arg]`` names, loaded as config_flags would, or None where that fails
+    (when an override fails, config_flags has not yet assigned the flag's value, so it is loaded here again)."""
     import importlib.util
     path = None
     for i, a in enumerate(argv[1:], 1):
