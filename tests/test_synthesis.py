@@ -340,13 +340,15 @@ def test_adi_scan_round_equals_the_unrolled_round():
 
 def test_synthesis_steps_trace_with_their_own_convolutions(monkeypatch):
     """``synthesis.conv_impl='matmul'``: the pixel steps' convolutions take the matrix-product forms (the teacher's
-    one-channel first convolution: the tap sum, which only 'matmul' uses), the round stays the same computation, and
-    the student keeps the run's own (the tap sum is never traced outside the synthesis step)."""
+    second convolution, below 'auto''s size threshold at this batch: the col2im input gradient, which only 'matmul'
+    uses there), the round stays the same computation, and the student keeps the run's own (col2im is never traced
+    outside the synthesis step)."""
     from dfkd_jax.models import fast_conv
     t = bn_teacher()
     traced = []
-    real = fast_conv.matmul_forward
-    monkeypatch.setattr(fast_conv, "matmul_forward", lambda x, *a: traced.append(x.shape) or real(x, *a))
+    real = fast_conv.matmul_input_gradient
+    monkeypatch.setattr(fast_conv, "matmul_input_gradient",
+                        lambda dy, *a: traced.append(dy.shape) or real(dy, *a))
     python_loop = {"synthesis.loop": "python", "train.batch_size": 16}
     _, s1, m1 = run_rounds(_inversion_config("adi", **python_loop), t, rounds=1)
     assert traced == []
