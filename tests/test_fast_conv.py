@@ -193,6 +193,23 @@ def test_auto_picks_by_size_and_platform():
         assert _hlo_counts(weight_gradient(), x, w) == (1, 0)
 
 
+def test_auto_takes_the_planar_sums_for_one_input_channel_at_any_size():
+    """A one-channel convolution far below MIN_MATMUL_FLOPS (LeNet's first, batch 2): in 'auto' on CPU its forward
+    and input gradient contain no convolution, and equal XLA's."""
+    cfg = (2, 12, 12, 1, 6, 5, 1, 0, 1, 1, 1)
+    x, w = _inputs(cfg, jnp.float32)
+    assert fast_conv.conv_flops(x.shape, w.shape, (1, 1), ((0, 0), (0, 0))) < fast_conv.MIN_MATMUL_FLOPS
+    ours, xla = _conv_fns(cfg)
+    input_gradient = lambda conv: lambda x, w: jax.grad(lambda x_: jnp.sum(conv(x_, w) ** 2))(x)  # noqa: E731
+    with fast_conv.using("auto"):
+        assert _hlo_counts(ours, x, w)[0] == 0
+        assert _hlo_counts(input_gradient(ours), x, w)[0] == 0
+        got = jax.jit(ours)(x, w), jax.jit(input_gradient(ours))(x, w)
+    want = jax.jit(xla)(x, w), jax.jit(input_gradient(xla))(x, w)
+    for a, b in zip(got, want):
+        assert _relerr(a, b) <= 1e-5
+
+
 def test_modes_are_checked():
     from dfkd_jax import config as config_lib, methods
 

@@ -12,11 +12,12 @@ kernel taps. With the input padded, tap ``(i, j)`` of a convolution with stride 
 dilation ``d`` reads the strided slice ``X_ij = x_pad[:, i d::s, j d::s, :]``
 (``OH x OW`` positions, flattened to ``(M, C_in)``, ``M = N OH OW``), and:
 
-- forward ``Y = sum_ij X_ij W_ij``: XLA's convolution; the sum of tap products for an input
-  of one channel in mode ``'matmul'`` only. Alone, that is 3-5x faster than XLA's (LeNet's
-  first convolution, batch 256: 2.7 against 14 ms), but inside whole training rounds it made
-  ZSKT's and AdaDFKD's rounds 13-20% slower (XLA:CPU runs its many small fusions beside the
-  matrix products of other layers) and DAFL's 7% faster, so ``'auto'`` keeps XLA's;
+- forward ``Y = sum_ij X_ij W_ij``: XLA's convolution, except for an input of one channel
+  (grayscale images: LeNet's first convolution), at any size: the sum of ``w_ij`` times the
+  tap's slice, computed as one ``(N, OH, OW)`` plane per output channel and transposed to NHWC
+  (``thin_input_forward``). The same sum in NHWC works on vectors of ``C_out`` lanes and made
+  ZSKT's and AdaDFKD's rounds 13-20% slower than XLA's; as planes it is several times faster
+  than XLA's (LeNet-5's, batch 100, one core: about 0.6 against 6.6 ms, docs/performance.md);
 - weight gradient ``dW_ij = X_ij^T dY``: one product per tap (``'shift_x'``: ``kh kw``
   slices of the input are copied), or, when the output has fewer channels than the input,
   ``dY`` placed at each tap's input positions and stacked, ``D`` of
@@ -25,14 +26,15 @@ dilation ``d`` reads the strided slice ``X_ij = x_pad[:, i d::s, j d::s, :]``
   layer) the product is taken per image and summed (XLA:CPU's single long product there is
   slower than its own convolution, 0.3-0.8 s against 0.09 s per image-and-sum). With ``g`` groups the products are batched over groups
   (a depthwise convolution is a per-channel multiply-and-sum);
-- input gradient ``dX_pad = sum_ij shift_ij(dY W_ij^T)``: one product ``dY W^T`` of
-  ``(M, kh kw C_in)`` then the taps' shifted sums (col2im), when that product is small
+- input gradient ``dX_pad = sum_ij shift_ij(dY W_ij^T)``: for one input channel the taps'
+  shifted, weighted sums of ``dY``'s planes (``thin_input_gradient``); otherwise one product
+  ``dY W^T`` of ``(M, kh kw C_in)`` then the taps' shifted sums (col2im), when that product is small
   (``kh kw C_in <= COL2IM_MAX_WIDTH`` or ``M kh kw C_in <= COL2IM_MAX_ELEMENTS``); XLA's
   transposed convolution otherwise.
 
 An input dilation (a transposed convolution written as a convolution, ``lhs_dilation > 1``)
 is applied to the input explicitly for the weight gradient; the forward and input gradient
-then stay XLA's. Convolutions whose FLOPs are below ``MIN_MATMUL_FLOPS`` keep XLA's three:
+then stay XLA's. Convolutions whose FLOPs are below ``MIN_MATMUL_FLOPS`` keep XLA's three (one input channel excepted):
 there the two take about as long and XLA's compile faster (tests and tiny models compile
 many of them). The thresholds come from measurements on two cores (docs/performance.md,
 ``tools/benchmark.py --suite cpu-speed``).
