@@ -315,3 +315,34 @@ def test_train_batches_one_epoch_each_example_at_most_once():
     bs = jax.device_count()
     x, y = next(data.train_batches(images, labels, bs, np.random.default_rng(0), sharding=sharding))
     assert x.sharding == sharding and y.shape == (bs,)
+
+
+_CONCURRENT_LOAD = """
+import sys, time
+from pathlib import Path
+import numpy as np
+import dfkd_jax.data as data
+tmp = Path(sys.argv[1])
+while not (tmp / "go").exists():
+    time.sleep(0.01)
+images, labels = data.load_split("fashion_mnist", "test", data_dir=str(tmp / "tfds"), source_dir=str(tmp / "src"))
+np.save(tmp / f"out{sys.argv[2]}.npy", images)
+"""
+
+
+def test_processes_started_together_build_the_dataset_once(tmp_path):
+    """Runs launched together on a fresh machine: each process finds or builds the dataset; none fails
+    on the other's build (tfds renames its build folder into place: the second rename used to raise)."""
+    import subprocess
+    import sys
+
+    written = write_fake_idx_dataset(tmp_path / "src", n_train=400, n_test=300, seed=3)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "JAX_PLATFORMS": "cpu"}
+    procs = [subprocess.Popen([sys.executable, "-c", _CONCURRENT_LOAD, str(tmp_path), str(i)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(3)]
+    time.sleep(3.0)  # the imports, so that the three builds start together
+    (tmp_path / "go").touch()
+    outs = [p.communicate(timeout=240)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], "\n".join(outs)
+    for i in range(3):
+        np.testing.assert_array_equal(np.load(tmp_path / f"out{i}.npy"), written["test"][0])

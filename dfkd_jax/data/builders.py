@@ -22,6 +22,8 @@ If all fail, `DatasetNotFoundError` says how to provide the files.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import http.client
 import os
 import shutil
@@ -361,13 +363,32 @@ def locate_source(name: str, source_dir: os.PathLike | str | None, download_dir:
 # ---------------------------------------------------------------------------- build and read
 
 
+@contextlib.contextmanager
+def _build_lock(data_dir: os.PathLike | str, name: str):
+    """An exclusive lock on ``data_dir/.NAME.lock`` for the block: runs started together on a fresh
+    machine build a dataset once (tfds renames its build folder into place at the end, and the second
+    of two concurrent builds failed with FileExistsError)."""
+    Path(data_dir).mkdir(parents=True, exist_ok=True)
+    with open(Path(data_dir) / f".{name}.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def prepare(name: str, data_dir: os.PathLike | str, source_dir: os.PathLike | str | None = None):
-    """Returns the builder of dataset `name` in `data_dir`, building it first if needed."""
+    """Returns the builder of dataset `name` in `data_dir`, building it first if needed (once, when
+    several processes ask at the same time: the others wait for it, then read it)."""
     builder = BUILDERS[name](data_dir=os.fspath(data_dir))
-    if not builder.is_prepared():
-        download_dir = Path(data_dir) / "downloads"
-        builder.source = locate_source(name, source_dir, download_dir)
-        builder.download_and_prepare(download_dir=os.fspath(download_dir))
+    if builder.is_prepared():
+        return builder
+    with _build_lock(data_dir, name):
+        builder = BUILDERS[name](data_dir=os.fspath(data_dir))  # another process may have built it meanwhile
+        if not builder.is_prepared():
+            download_dir = Path(data_dir) / "downloads"
+            builder.source = locate_source(name, source_dir, download_dir)
+            builder.download_and_prepare(download_dir=os.fspath(download_dir))
     return builder
 
 
