@@ -210,6 +210,22 @@ def test_auto_takes_the_planar_sums_for_one_input_channel_at_any_size():
         assert _relerr(a, b) <= 1e-5
 
 
+@pytest.mark.parametrize("batch,stride,padding", [(3, 1, 0), (2, 2, 2)])
+def test_one_channel_forward_both_forms_equal_xla(batch, stride, padding):
+    """The undifferentiated forward (one broadcast sum) and the differentiated one (planes stacked per
+    channel) of a one-input-channel convolution: both equal XLA's."""
+    cfg = (batch, 13, 13, 1, 6, 5, stride, padding, 1, 1, 1)
+    x, w = _inputs(cfg, jnp.float32)
+    ours, xla = _conv_fns(cfg)
+    want = jax.jit(xla)(x, w)
+    pads = ((padding, padding), (padding, padding))
+    for stacked in (False, True):
+        got = jax.jit(lambda x, w: fast_conv.thin_input_forward(x, w, (stride, stride), pads, stacked=stacked))(x, w)
+        assert _relerr(got, want) <= 1e-5, stacked
+    with fast_conv.using("matmul"):
+        assert _relerr(jax.jit(ours)(x, w), want) <= 1e-5
+
+
 def test_modes_are_checked():
     from dfkd_jax import config as config_lib, methods
 

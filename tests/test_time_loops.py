@@ -19,3 +19,13 @@ def test_time_loops_prints_a_row_per_loop(capsys):
     for r in rows:
         first, rnd, per_step = (float(v) for v in r[4:7])
         assert first > 0 and rnd > 0 and abs(per_step - rnd / 2) < 1e-3
+
+
+def test_time_loops_times_a_config_files_steps(capsys):
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "fashion_mnist",
+                        "zskd.py")
+    t = time_loops.time_config_steps(path, steps=2, reps=1, synthesis_conv="matmul")
+    assert t["synthesis_ms"] > 0 and t["student_ms"] > 0
+    assert (t["synthesis_steps"], t["student_steps"], t["rounds"]) == (1500, 781, 480)  # the published counts
+    assert abs(t["round_s"] - (1500 * t["synthesis_ms"] + 781 * t["student_ms"]) / 1e3) < 1e-6
+    assert abs(t["run_h"] - 480 * t["round_s"] / 3600) < 1e-9

@@ -11,6 +11,13 @@ teacher, ``--batch`` 64) and prints the first call's seconds (compilation includ
 LeNet-5-half pair of the CPU configs; ``--pair wrn`` the benchmark's WRN-16-2 -> WRN-16-1 on
 Fashion-MNIST-32x3. ``--synthesis_conv`` also times each ``synthesis.conv_impl`` (the synthesis steps'
 convolutions, ``dfkd_jax.models.fast_conv``; the default ``''`` keeps the run's).
+
+    python tools/time_loops.py --config configs/fashion_mnist/zskd.py [--steps 100] [--synthesis_conv ,matmul]
+
+times one config file's steps instead (random teacher of its architecture, the run's loop pieces):
+the median of ``--reps`` blocks of ``--steps`` synthesis steps and of student steps, in ms per step, and
+what they make of the config's round (its steps per round) and of the whole run (its rounds), evaluation
+and checkpoints left out: how long a run at the published counts takes on this machine.
 """
 
 from __future__ import annotations
@@ -41,6 +48,65 @@ def time_round(method: str, steps: int, loop: str, pair: str, reps: int, batch: 
     return first, statistics.median(times)
 
 
+def time_config_steps(path: str, steps: int, reps: int, synthesis_conv: str = "") -> dict:
+    """Median ms per synthesis step and per student step of the config file ``path`` (its round as a
+    Python loop over one jitted step of each kind), and the config's steps per round and rounds."""
+    import importlib.util
+
+    import jax
+
+    from dfkd_jax.bench import harness
+    from dfkd_jax.engine.distiller import Distiller
+    from dfkd_jax.models import fast_conv
+
+    spec = importlib.util.spec_from_file_location("timed_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    cfg = module.get_config()
+    cfg.synthesis.loop = "python"
+    if synthesis_conv:
+        cfg.synthesis.conv_impl = synthesis_conv
+    d = Distiller.from_config(cfg, harness.random_teacher(cfg.teacher.arch, cfg.data.dataset))
+    r, tv = d._round_obj, d.teacher_variables
+    with fast_conv.using(cfg.conv_impl):  # as Distiller.round traces its pieces
+        state = d.init(cfg.seed)
+        state, carry = d._begin(state, tv)
+        acc = d._fresh_sums("synthesis", r.synthesis_step, state, carry, tv)
+
+        def synthesis_block():
+            nonlocal state, carry, acc
+            for _ in range(steps):
+                state, carry, acc = d._synth_step(state, carry, tv, acc)
+            jax.block_until_ready(acc)
+
+        synthesis_block()  # compiles
+        synthesis = _median_block(synthesis_block, reps) / steps
+        state, carry, _ = d._end(state, carry, tv)
+        acc = d._fresh_sums("student", r.student_step, state, carry, tv)
+
+        def student_block():
+            nonlocal state, acc
+            for _ in range(steps):
+                state, acc = d._student_step(state, carry, tv, acc)
+            jax.block_until_ready(acc)
+
+        student_block()
+        student = _median_block(student_block, reps) / steps
+    n_syn, n_stu, rounds = d.spec.synthesis_steps, d.spec.student_steps, int(cfg.train.rounds)
+    round_s = n_syn * synthesis + n_stu * student
+    return {"synthesis_ms": synthesis * 1e3, "student_ms": student * 1e3, "synthesis_steps": n_syn,
+            "student_steps": n_stu, "round_s": round_s, "rounds": rounds, "run_h": rounds * round_s / 3600}
+
+
+def _median_block(block, reps: int) -> float:
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        block()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--methods", default="adi,cmi,fast")
@@ -50,8 +116,22 @@ def main(argv=None) -> int:
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--synthesis_conv", default="", help="synthesis.conv_impl values, comma-separated ('' = the run's)")
+    p.add_argument("--config", default="", help="a config file: time its synthesis and student steps instead")
     args = p.parse_args(argv)
     import jax
+    if args.config:
+        steps = int(args.steps.split(",")[0]) if args.steps != p.get_default("steps") else 100
+        print(f"JAX {jax.__version__} on {jax.devices()[0].platform}, {os.cpu_count()} CPUs; {args.config}, "
+              f"{steps} steps a block, median of {args.reps}")
+        print("| synthesis conv | synthesis step ms | student step ms | steps a round (synthesis + student) "
+              "| round s | rounds | run h |")
+        print("|---|---|---|---|---|---|---|")
+        for conv in args.synthesis_conv.split(","):
+            t = time_config_steps(args.config, steps, args.reps, conv)
+            print(f"| {conv or 'run'} | {t['synthesis_ms']:.2f} | {t['student_ms']:.2f} | "
+                  f"{t['synthesis_steps']} + {t['student_steps']} | {t['round_s']:.1f} | {t['rounds']} | "
+                  f"{t['run_h']:.2f} |", flush=True)
+        return 0
     print(f"JAX {jax.__version__} on {jax.devices()[0].platform}, {os.cpu_count()} CPUs; "
           f"pair {args.pair}, batch {args.batch}")
     print("| method | steps | loop | synthesis conv | first call s (compile + run) | round s (median) | s per step |")

@@ -17,7 +17,8 @@ dilation ``d`` reads the strided slice ``X_ij = x_pad[:, i d::s, j d::s, :]``
   tap's slice, computed as one ``(N, OH, OW)`` plane per output channel and transposed to NHWC
   (``thin_input_forward``). The same sum in NHWC works on vectors of ``C_out`` lanes and made
   ZSKT's and AdaDFKD's rounds 13-20% slower than XLA's; as planes it is several times faster
-  than XLA's (LeNet-5's, batch 100, one core: about 0.6 against 6.6 ms, docs/performance.md);
+  than XLA's (LeNet-5's alone, batch 100, one core: 0.5 ms as one broadcast sum, 4.3 ms stacked
+  per channel under differentiation, against 7.0 ms; docs/performance.md);
 - weight gradient ``dW_ij = X_ij^T dY``: one product per tap (``'shift_x'``: ``kh kw``
   slices of the input are copied), or, when the output has fewer channels than the input,
   ``dY`` placed at each tap's input positions and stacked, ``D`` of
@@ -199,14 +200,20 @@ def matmul_input_gradient(dy, w, x_shape, strides, padding, rhs_dilation=(1, 1))
     return dx[:, pt:pt + x_shape[1], pl:pl + x_shape[2], :].astype(dy.dtype)
 
 
-def thin_input_forward(x, w, strides, padding, rhs_dilation=(1, 1)):
+def thin_input_forward(x, w, strides, padding, rhs_dilation=(1, 1), stacked: bool = False):
     """``conv(x, w)`` for one input channel (NHWC, HWIO ``(kh, kw, 1, C_out)``), in planar layout.
 
     Each output channel is the sum over taps of ``w[i, j, 0, c]`` times the strided slice of the
     padded ``(N, Hp, Wp)`` image that the tap reads, computed as ``(C_out, N, OH, OW)`` planes and
     transposed to NHWC once. With the channel innermost (NHWC) the same sum runs on vectors of
-    ``C_out`` lanes; as planes it runs on image rows, 10-30x faster on CPU (LeNet-5's first
-    convolution, batch 100: 0.6 against 6.2 ms, docs/performance.md). Float32 accumulation.
+    ``C_out`` lanes; as planes it runs on image rows (LeNet-5's first convolution alone, batch 100,
+    one core: 0.5 ms, 4.3 ms stacked, against XLA's 7.0 ms; docs/performance.md). Float32 accumulation.
+
+    ``stacked=False`` sums broadcast ``(C_out, ...)`` products in one elementwise expression, which
+    XLA:CPU fuses into its consumers: the fastest forward where nothing differentiates through it.
+    Under differentiation XLA also fuses that sum into the backward pass's loops that read the
+    output (the ReLU and max-pool masks), recomputing the 25 taps there: ``stacked=True`` builds
+    the planes channel by channel and stacks them, a concatenate that XLA:CPU computes once.
     """
     kh, kw, _, co = w.shape
     oh, ow = _output_hw(x.shape, w.shape, strides, padding, (1, 1), rhs_dilation)
@@ -216,7 +223,10 @@ def thin_input_forward(x, w, strides, padding, rhs_dilation=(1, 1)):
     n = x.shape[0]
     taps = [lax.slice(xp, (0, i * dh, j * dw), (n, i * dh + (oh - 1) * sh + 1, j * dw + (ow - 1) * sw + 1),
                       (1, sh, sw)) for i in range(kh) for j in range(kw)]
-    planes = jnp.stack([sum(wt[t, c] * tap for t, tap in enumerate(taps)) for c in range(co)])
+    if stacked:
+        planes = jnp.stack([sum(wt[t, c] * tap for t, tap in enumerate(taps)) for c in range(co)])
+    else:
+        planes = sum(wt[t][:, None, None, None] * tap[None] for t, tap in enumerate(taps))
     return jnp.transpose(planes, (1, 2, 3, 0)).astype(x.dtype)
 
 
@@ -355,17 +365,23 @@ def _on_cpu(mode: str, cpu_fn, native_fn, *args):
     return lax.platform_dependent(*args, cpu=cpu_fn, default=native_fn)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5, 6, 7, 8))
-def _conv(x, w, strides, padding, lhs_dilation, rhs_dilation, groups, precision, mode):
+def _forward(x, w, strides, padding, lhs_dilation, rhs_dilation, groups, precision, mode, stacked):
     native = functools.partial(_xla_conv, strides=strides, padding=padding, lhs_dilation=lhs_dilation,
                                rhs_dilation=rhs_dilation, groups=groups, precision=precision)
     if not _thin_input(w.shape, lhs_dilation, groups):
         return native(x, w)
-    return _on_cpu(mode, lambda x_, w_: thin_input_forward(x_, w_, strides, padding, rhs_dilation), native, x, w)
+    return _on_cpu(mode, lambda x_, w_: thin_input_forward(x_, w_, strides, padding, rhs_dilation, stacked),
+                   native, x, w)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5, 6, 7, 8))
+def _conv(x, w, strides, padding, lhs_dilation, rhs_dilation, groups, precision, mode):
+    """The convolution where nothing differentiates it (a teacher labelling a batch)."""
+    return _forward(x, w, strides, padding, lhs_dilation, rhs_dilation, groups, precision, mode, stacked=False)
 
 
 def _conv_fwd(x, w, strides, padding, lhs_dilation, rhs_dilation, groups, precision, mode):
-    y = _conv(x, w, strides, padding, lhs_dilation, rhs_dilation, groups, precision, mode)
+    y = _forward(x, w, strides, padding, lhs_dilation, rhs_dilation, groups, precision, mode, stacked=True)
     return y, (x, w)
 
 
