@@ -21,7 +21,7 @@ def test_time_loops_prints_a_row_per_loop(capsys):
         assert first > 0 and rnd > 0 and abs(per_step - rnd / 2) < 1e-3
 
 
-def test_time_loops_times_a_config_files_steps(capsys):
+def test_time_loops_times_a_config_files_steps():
     path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "fashion_mnist",
                         "zskd.py")
     t = time_loops.time_config_steps(path, steps=2, reps=1, synthesis_conv="matmul")

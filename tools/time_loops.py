@@ -51,18 +51,14 @@ def time_round(method: str, steps: int, loop: str, pair: str, reps: int, batch: 
 def time_config_steps(path: str, steps: int, reps: int, synthesis_conv: str = "") -> dict:
     """Median ms per synthesis step and per student step of the config file ``path`` (its round as a
     Python loop over one jitted step of each kind), and the config's steps per round and rounds."""
-    import importlib.util
-
     import jax
 
     from dfkd_jax.bench import harness
+    from dfkd_jax.bench.cpu_speed import _load_config
     from dfkd_jax.engine.distiller import Distiller
     from dfkd_jax.models import fast_conv
 
-    spec = importlib.util.spec_from_file_location("timed_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    cfg = module.get_config()
+    cfg = _load_config(path)
     cfg.synthesis.loop = "python"
     if synthesis_conv:
         cfg.synthesis.conv_impl = synthesis_conv
