@@ -63,27 +63,22 @@ def time_config_steps(path: str, steps: int, reps: int, synthesis_conv: str = ""
     if synthesis_conv:
         cfg.synthesis.conv_impl = synthesis_conv
     d = Distiller.from_config(cfg, harness.random_teacher(cfg.teacher.arch, cfg.data.dataset))
-    r, tv = d._round_obj, d.teacher_variables
+    tv = d.teacher_variables
     with fast_conv.using(cfg.conv_impl):  # as Distiller.round traces its pieces
-        state = d.init(cfg.seed)
-        state, carry = d._begin(state, tv)
-        acc = d._fresh_sums("synthesis", r.synthesis_step, state, carry, tv)
+        state, carry, acc = d.begin_synthesis(d.init(cfg.seed), tv)
 
         def synthesis_block():
             nonlocal state, carry, acc
-            for _ in range(steps):
-                state, carry, acc = d._synth_step(state, carry, tv, acc)
+            state, carry, acc = d.synthesis_steps(state, carry, tv, acc, steps)
             jax.block_until_ready(acc)
 
         synthesis_block()  # compiles
         synthesis = _median_block(synthesis_block, reps) / steps
-        state, carry, _ = d._end(state, carry, tv)
-        acc = d._fresh_sums("student", r.student_step, state, carry, tv)
+        state, carry, _, acc = d.begin_student(state, carry, tv)
 
         def student_block():
             nonlocal state, acc
-            for _ in range(steps):
-                state, acc = d._student_step(state, carry, tv, acc)
+            state, acc = d.student_steps(state, carry, tv, acc, steps)
             jax.block_until_ready(acc)
 
         student_block()

@@ -254,17 +254,13 @@ class Distiller:
         """The round as a Python loop over one jitted step per loop (``loop='python'``). Each step takes and
         returns ``(index, metric sums)`` on the device: one dispatch per step, nothing read back to the host
         (on CPU the host shares the cores: a separate add per metric per step cost 10-20% of a LeNet step)."""
-        r, n_syn, n_stu = self._round_obj, self.spec.synthesis_steps, self.spec.student_steps
-        state, carry = self._begin(state, t_vars)
-        acc = self._fresh_sums("synthesis", r.synthesis_step, state, carry, t_vars)
-        for _ in range(n_syn):
-            state, carry, acc = self._synth_step(state, carry, t_vars, acc)
+        n_syn, n_stu = self.spec.synthesis_steps, self.spec.student_steps
+        state, carry, acc = self.begin_synthesis(state, t_vars)
+        state, carry, acc = self.synthesis_steps(state, carry, t_vars, acc, n_syn)
         parts = [(acc[1], n_syn)]
-        state, carry, m = self._end(state, carry, t_vars)
+        state, carry, m, acc = self.begin_student(state, carry, t_vars)
         parts.append((m, 1))
-        acc = self._fresh_sums("student", r.student_step, state, carry, t_vars)
-        for _ in range(n_stu):
-            state, acc = self._student_step(state, carry, t_vars, acc)
+        state, acc = self.student_steps(state, carry, t_vars, acc, n_stu)
         parts.append((acc[1], n_stu))
         sums: dict = {}
         counts: dict = {}
@@ -273,6 +269,30 @@ class Distiller:
                 sums[k] = v if k not in sums else sums[k] + v
                 counts[k] = counts.get(k, 0) + n
         return self._finish(state), {k: v / counts[k] for k, v in sums.items()}
+
+    # The pieces of a ``loop='python'`` round, in order (also what tools/time_loops.py times). ``acc`` is
+    # ``(step index, metric sums)`` on the device.
+    def begin_synthesis(self, state: DistillState, t_vars):
+        """Start a round: ``(state, carry, acc)`` ready for ``synthesis_steps``."""
+        state, carry = self._begin(state, t_vars)
+        return state, carry, self._fresh_sums("synthesis", self._round_obj.synthesis_step, state, carry, t_vars)
+
+    def synthesis_steps(self, state: DistillState, carry, t_vars, acc, n: int):
+        """``n`` synthesis steps, one dispatch each."""
+        for _ in range(n):
+            state, carry, acc = self._synth_step(state, carry, t_vars, acc)
+        return state, carry, acc
+
+    def begin_student(self, state: DistillState, carry, t_vars):
+        """End the synthesis (the pool write): ``(state, carry, its metrics, acc)`` for ``student_steps``."""
+        state, carry, m = self._end(state, carry, t_vars)
+        return state, carry, m, self._fresh_sums("student", self._round_obj.student_step, state, carry, t_vars)
+
+    def student_steps(self, state: DistillState, carry, t_vars, acc, n: int):
+        """``n`` student steps, one dispatch each."""
+        for _ in range(n):
+            state, acc = self._student_step(state, carry, t_vars, acc)
+        return state, acc
 
     def _fresh_sums(self, name, step, state, carry, t_vars):
         """``(0, zeros)`` shaped like the metrics of ``step`` (traced abstractly once per loop)."""
