@@ -40,12 +40,7 @@ def time_round(method: str, steps: int, loop: str, pair: str, reps: int, batch: 
     archs, dataset = PAIRS[pair]
     run, first = inversion.jax_round(method, steps, batch, pair=archs, data__dataset=dataset, synthesis__loop=loop,
                                      synthesis__conv_impl=synthesis_conv)
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - t0)
-    return first, statistics.median(times)
+    return first, _median_block(run, reps)
 
 
 def time_config_steps(path: str, steps: int, reps: int, synthesis_conv: str = "") -> dict:

@@ -4,7 +4,8 @@ each), the penultimate FC layer (fc1, 84 units) modelled with sigma 1.5 (the pap
 lambda_a 0.05 (LeNet-5), targets at tau 1 (measured; the paper is silent), the student's KD at tau 20
 (dfkd_jax/methods/soft_targeted.py).
 
-At these counts this is 720,000 synthesis steps: a GPU run. ``--config.train.rounds`` and
+At these counts this is 720,000 synthesis steps: about 2.6 h on 2 CPU cores with ``matmul`` (ZSKD's
+run at the same counts, docs/results.md). ``--config.train.rounds`` and
 ``--config.generator.steps`` shrink it; on CPU ``--config.synthesis.conv_impl=matmul`` makes the pixel
 steps 1.3-1.9x faster (docs/performance.md).
 """

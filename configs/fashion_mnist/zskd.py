@@ -3,7 +3,8 @@ widths halved, 120/84 FC kept), 48,000 data impressions (480 batches of 100, 150
 and 0.1 for half each), the student by KD at tau 20 with ZSKD's augmentations, Adam 1e-3, batch 64, 500
 epochs over the impressions spread over the rounds (dfkd_jax/methods/zskd.py).
 
-At the published counts this is 720,000 synthesis steps: a GPU run. ``--config.train.rounds`` and
+At the published counts this is 720,000 synthesis steps: 2.6 h on 2 CPU cores with ``matmul``
+(docs/results.md). ``--config.train.rounds`` and
 ``--config.generator.steps`` shrink it (``student.steps`` is per round; keep epochs by scaling it). On CPU,
 ``--config.synthesis.conv_impl=matmul`` makes the pixel steps 1.3-1.9x faster (docs/performance.md).
 """
