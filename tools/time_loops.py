@@ -49,11 +49,11 @@ def time_config_steps(path: str, steps: int, reps: int, synthesis_conv: str = ""
     import jax
 
     from dfkd_jax.bench import harness
-    from dfkd_jax.bench.cpu_speed import _load_config
+    from dfkd_jax.bench.cpu_speed import load_config
     from dfkd_jax.engine.distiller import Distiller
     from dfkd_jax.models import fast_conv
 
-    cfg = _load_config(path)
+    cfg = load_config(path)
     cfg.synthesis.loop = "python"
     if synthesis_conv:
         cfg.synthesis.conv_impl = synthesis_conv

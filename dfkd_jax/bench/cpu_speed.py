@@ -239,7 +239,8 @@ def method_configs() -> list[str]:
     return [p for p in paths if os.path.basename(p) not in ("default.py", "lenet_pair.py", "__init__.py")]
 
 
-def _load_config(path: str):
+def load_config(path: str):
+    """A config file's ``get_config()`` by path (no ``:arg``), with the progress bar off: the benchmarks' loader."""
     spec = importlib.util.spec_from_file_location(f"bench_config_{os.path.basename(path)[:-3]}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -252,7 +253,7 @@ def method_round_case(path: str, reps: int, warmup: int, log) -> CaseResult:
     """A method config's round with a random teacher, XLA's convolutions against the default."""
     from dfkd_jax.engine.distiller import Distiller
 
-    cfg = _load_config(path)
+    cfg = load_config(path)
     label = f"{cfg.method} round ({os.path.relpath(path, os.path.dirname(CONFIG_DIR))})"
     log(label)
     teacher = harness.random_teacher(cfg.teacher.arch, cfg.data.dataset)

@@ -80,8 +80,8 @@ def config(method: str, steps: int | None = None, batch: int = BATCH, pair: tupl
         c = adi.configure(base_config())
         c.data.dataset = DATASET
     else:
-        from dfkd_jax.bench.cpu_speed import _load_config
-        c = _load_config(os.path.join(CONFIG_DIR, DATASET, f"{method}.py"))
+        from dfkd_jax.bench.cpu_speed import load_config
+        c = load_config(os.path.join(CONFIG_DIR, DATASET, f"{method}.py"))
         c.synthesis.warmup = 0  # Fast: the adversarial term from the first round
     c.teacher.arch, c.student.arch = pair
     c.generator.steps = int(steps or STEPS[method])
