@@ -113,4 +113,13 @@ def zskd(key, x):
     return augment_zskd.zskd(key, x)
 
 
-AUGMENTATIONS = {"none": None, "crop_flip": crop_flip, "zskd": zskd}
+def _zskd_named(name):
+    def aug(key, x):
+        from dfkd_jax import augment_zskd
+        return getattr(augment_zskd, name)(key, x)
+    aug.__doc__ = f"``dfkd_jax.augment_zskd.{name}``"
+    return aug
+
+
+AUGMENTATIONS = {"none": None, "crop_flip": crop_flip, "zskd": zskd,
+                 **{n: _zskd_named(n) for n in ("zskd_all", "zskd_fill0", "zskd_all_fill0")}}

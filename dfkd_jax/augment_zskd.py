@@ -53,6 +53,7 @@ def _variants() -> np.ndarray:
 
 
 VARIANTS = _variants()
+TRANSLATE_FILL = 1.0  # data_augmentation.py l. 178: ``X_translated.fill(1.0)``, white, made for CIFAR-10
 
 
 def _gather(x, ys, xs, fill):
@@ -64,9 +65,10 @@ def _gather(x, ys, xs, fill):
     return jnp.where(inside[..., None], out, jnp.asarray(fill, x.dtype))
 
 
-def apply_variants(x, v):
+def apply_variants(x, v, fill: float = TRANSLATE_FILL):
     """Each image ``x[b]`` (NHWC, pixels) transformed by its row ``v[b] = (scale, direction, angle, flip)``:
-    central scale, then translation (fill 1.0), then rotation (nearest, fill 0), then flip."""
+    central scale, then translation (the uncovered strip filled with ``fill``, the released 1.0 by
+    default), then rotation (nearest, fill 0), then flip."""
     b, h, w, _ = x.shape
     scale, direction, angle, flip = v[:, 0], v[:, 1].astype(jnp.int32), v[:, 2], v[:, 3].astype(jnp.int32)
     x = augment.resize_crops(x, (1.0 - scale) * h / 2, (1.0 - scale) * w / 2, scale * h, scale * w)
@@ -75,7 +77,7 @@ def apply_variants(x, v):
     ny, nx = h - math.ceil(0.8 * h), w - math.ceil(0.8 * w)
     sy = jnp.where(direction == 2, ny, jnp.where(direction == 3, -ny, 0))[:, None, None]
     sx = jnp.where(direction == 0, nx, jnp.where(direction == 1, -nx, 0))[:, None, None]
-    x = _gather(x, i + sy, j + sx, 1.0)
+    x = _gather(x, i + sy, j + sx, fill)
     # rotation about the centre: the output pixel reads the source rotated by -angle (nearest)
     rad = jnp.deg2rad(angle)[:, None, None]
     cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
@@ -88,7 +90,26 @@ def apply_variants(x, v):
     return _gather(x, ys, xs, 0.0)
 
 
-def zskd(key, x):
+def zskd(key, x, fill: float = TRANSLATE_FILL):
     """One of the 103 variants per image, uniformly (see the module docstring)."""
     table = jnp.asarray(VARIANTS)
-    return apply_variants(x, table[jax.random.randint(key, (x.shape[0],), 0, table.shape[0])])
+    return apply_variants(x, table[jax.random.randint(key, (x.shape[0],), 0, table.shape[0])], fill)
+
+
+def zskd_all(key, x, fill: float = TRANSLATE_FILL):
+    """All 103 variants of every image, as the released trainer feeds them (``train.py`` l. 170-176):
+    ``(103 B, H, W, C)``, image-major (the 103 views of ``x[0]`` first, in ``VARIANTS`` order).
+    ``key`` is unused (the expansion is deterministic)."""
+    del key
+    b, n = x.shape[0], VARIANTS.shape[0]
+    table = jnp.tile(jnp.asarray(VARIANTS), (b, 1))
+    return apply_variants(jnp.repeat(x, n, axis=0), table, fill)
+
+
+# the student augmentations of dfkd_jax.augment.AUGMENTATIONS: the released fill (1.0) and a black one (0.0)
+def zskd_fill0(key, x):
+    return zskd(key, x, 0.0)
+
+
+def zskd_all_fill0(key, x):
+    return zskd_all(key, x, 0.0)

@@ -187,6 +187,23 @@ def test_zskd_transforms_by_hand():
     assert rot[0, 0, 0, 0] == 0.0 and rot[0, 5, 5, 0] == pytest.approx(0.3)  # zeros outside, as tf rotate
 
 
+def test_zskd_all_expands_every_image_into_its_103_views_and_the_fill_is_a_switch():
+    x = jax.random.uniform(jax.random.PRNGKey(1), (2, 10, 10, 1))
+    table = jnp.asarray(augment_zskd.VARIANTS)
+    every = np.asarray(jax.jit(augment_zskd.zskd_all)(None, x))
+    assert every.shape == (2 * 103, 10, 10, 1)
+    for b in range(2):  # image-major: the 103 views of x[b], in VARIANTS order
+        one = augment_zskd.apply_variants(jnp.repeat(x[b:b + 1], 103, axis=0), table)
+        np.testing.assert_allclose(every[103 * b: 103 * (b + 1)], one, atol=1e-6)
+    left = jnp.array([[1.0, 0, 0.0, 0]], jnp.float32)  # translation left: the strip on the right is the fill
+    assert np.all(np.asarray(augment_zskd.apply_variants(x[:1], left))[:, :, 8:] == 1.0)
+    assert np.all(np.asarray(augment_zskd.apply_variants(x[:1], left, 0.0))[:, :, 8:] == 0.0)
+    black = np.asarray(augment.AUGMENTATIONS["zskd_all_fill0"](None, x))
+    white = np.asarray(augment.AUGMENTATIONS["zskd_all"](None, x))
+    np.testing.assert_allclose(black[4], np.where(white[4] == 1.0, 0.0, white[4]), atol=1e-6)  # view 4: left
+    assert {"zskd_fill0", "zskd_all"} <= set(augment.AUGMENTATIONS)
+
+
 # -- through the engine -------------------------------------------------------------------------------------
 def test_soft_targeted_synthesis_through_the_engine():
     """Wang's targets, the conv-1 term and ZSKD's augmentation, two rounds at toy size."""
