@@ -196,6 +196,26 @@ def test_reptile_and_fomaml_on_a_quadratic():
     np.testing.assert_allclose(np.asarray(upd["w"]), -0.01 * np.sign(theta0 - c), rtol=1e-4)
 
 
+def test_fast_reset_l0_redraws_the_first_linear_layer_and_the_first_batchnorm():
+    """fast_meta.py l. 30-34: ``l1.0`` and ``conv_blocks.0`` get N(0, 0.02) weights and zero biases, the
+    BatchNorm's scale too (around 0, not 1); nothing else moves, and nothing at all when not ``now``."""
+    from dfkd_jax.models import CMIGenerator
+    from dfkd_jax.models.generators import initialize
+    from dfkd_jax.synthesis.meta import reset_l0
+    params = initialize(CMIGenerator(nz=16, ngf=8, img_size=8, channels=1), jax.random.PRNGKey(0),
+                        jnp.zeros((2, 16)), train=False)["params"]
+    params = jax.tree.map(lambda a: a + 1.0, params)  # away from any init value
+    same = reset_l0(params, jax.random.PRNGKey(1), jnp.asarray(False))
+    jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b), same, params)
+    new = reset_l0(params, jax.random.PRNGKey(1), jnp.asarray(True))
+    for name, weight in (("l1_0", "kernel"), ("conv_blocks_0", "scale")):
+        w = np.asarray(new[name][weight])
+        assert abs(w.mean()) < 0.01 and 0.01 < w.std() < 0.03, (name, w.mean(), w.std())
+        assert np.all(np.asarray(new[name]["bias"]) == 0.0)
+    for name in set(params) - {"l1_0", "conv_blocks_0"}:
+        jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b), new[name], params[name])
+
+
 def test_bn_momentum_blend_and_update():
     stats = ((((jnp.array([1.0]), jnp.array([4.0]), jnp.array([0.0]), jnp.array([1.0]))),),)
     mmt = (((jnp.array([3.0]), jnp.array([2.0])),),)

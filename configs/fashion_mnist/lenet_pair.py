@@ -61,6 +61,9 @@ def apply_inversion(c, rounds: int = 150, teacher: str = "lenet5"):
       leave it near its random init, and with no bn term nothing pulls it towards the data;
     - the student draws crop + flip augmented batches (the reference's transform) from the pool, stored
       as uint8 (its PNG files); Fast's 20 warm-up epochs of 220 become 14 of 150 rounds;
+    - Fast's ``reset_l0`` (published on: the generator's first linear layer and first BatchNorm re-drawn once,
+      at epoch ``120 + warmup``) is off here (``synthesis.reset_l0_round = -1``); at this schedule it would
+      fall at round 133 (``--config.synthesis.reset_l0_round=133`` turns it on);
     - the student's learning rate is 0.01, not the published 0.1 (``INVERSION_STUDENT_LR``). The published
       recipe (SGD 0.1, momentum 0.9, KD at tau 20, whose tau^2 factor makes it a regression of the logits)
       is made for BatchNorm students (WRN, ResNet); the LeNet-5-half has no BatchNorm and diverges under it

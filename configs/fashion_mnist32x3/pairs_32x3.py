@@ -47,7 +47,9 @@ def apply_inversion(c, arg: str = "wrn16_2,wrn16_1"):
 
     ``wrn16_2,wrn16_1`` is sized for 2 CPU cores like the other methods here: batch 64, the CMI generator at
     ngf 16, 10 student steps per round from the pool, 60 rounds; the synthesis steps per round are shortened
-    (ADI 50 instead of 1000-2000, CMI 20 instead of 200, Fast 5) and the pool and bank are smaller.
+    (ADI 50 instead of 1000-2000, CMI 20 instead of 200, Fast 5) and the pool and bank are smaller; Fast's
+    ``reset_l0`` (published on, once at epoch ``120 + warmup``) is off (``synthesis.reset_l0_round = -1``): at
+    60 rounds the published reset round (125) is never reached.
     ``resnet34,resnet18`` keeps the methods' published settings (batch 256, ngf 64, their step counts)."""
     method = c.method
     generator_arch, published_steps = c.generator.arch, c.generator.steps

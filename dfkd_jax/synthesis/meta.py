@@ -21,7 +21,8 @@ Matched to zju-vipa/Fast-Datafree at 0dcecbc, ``datafree/synthesis/fast_meta.py`
   ``meta='reptile'`` (``is_maml=0``, l. 171-175): the gradient is ``67 * (theta - theta')``;
 - l. 152-155: the lowest-loss inner iterate's images go to the pool (pixels, before augmentation);
 - l. 110-111 (``reset_l0``, published 1): at ``ep == 120 + warmup`` (round ``119 + warmup``) the
-  first linear layer of the meta generator is re-drawn from N(0, 0.02) with zero bias;
+  first linear layer and the first BatchNorm of the meta generator are re-drawn from N(0, 0.02) with
+  zero biases (l. 30-34, ``reset_l0`` below);
 - the meta generator's BatchNorm running averages never move (only clones run forward).
 """
 
@@ -72,6 +73,23 @@ def reptile_grad(meta_params, fast_params, scale: float):
     return jax.tree.map(lambda p, q: scale * (p - q), meta_params, fast_params)
 
 
+def reset_l0(params, key, now):
+    """Fast's ``reset_l0`` (``fast_meta.py`` l. 30-34) where ``now``: the modules named ``l1.0`` and
+    ``conv_blocks.0`` of its ``Generator``, the first linear layer **and** the first BatchNorm, get weights
+    from N(0, 0.02) and zero biases (``nn.init.normal_(m.weight, 0.0, 0.02)`` on the BatchNorm too: its
+    scale is re-drawn around 0, not 1; its running statistics are kept). A generator without
+    ``conv_blocks_0`` has only its linear layer re-drawn."""
+    l1 = params["l1_0"]
+    fresh = {**params, "l1_0": {"kernel": 0.02 * jax.random.normal(key, l1["kernel"].shape, l1["kernel"].dtype),
+                                "bias": jnp.zeros_like(l1["bias"])}}
+    if "conv_blocks_0" in params:
+        bn = params["conv_blocks_0"]
+        fresh["conv_blocks_0"] = {"scale": 0.02 * jax.random.normal(jax.random.fold_in(key, 1), bn["scale"].shape,
+                                                                    bn["scale"].dtype),
+                                  "bias": jnp.zeros_like(bn["bias"])}
+    return jax.tree.map(lambda a, b: jnp.where(now, a, b), fresh, params)
+
+
 @dataclasses.dataclass(eq=False)
 class MetaGenerator(InversionBase):
     generator: Any
@@ -97,14 +115,10 @@ class MetaGenerator(InversionBase):
         return MetaState(generator=g, mmt=mmt, has_mmt=jnp.zeros((), bool))
 
     def _reset_l0(self, params, key, round_):
-        """Fast's ``reset_l0``: the first linear layer re-drawn at round ``reset_l0_round``."""
+        """Fast's ``reset_l0`` at round ``reset_l0_round`` (``reset_l0``)."""
         if self.spec.reset_l0_round < 0:
             return params
-        l1 = params["l1_0"]
-        fresh = {"kernel": 0.02 * jax.random.normal(key, l1["kernel"].shape, l1["kernel"].dtype),
-                 "bias": jnp.zeros_like(l1["bias"])}
-        now = round_ == self.spec.reset_l0_round
-        return {**params, "l1_0": jax.tree.map(lambda a, b: jnp.where(now, a, b), fresh, l1)}
+        return reset_l0(params, key, round_ == self.spec.reset_l0_round)
 
     def begin(self, state: MetaState, key, round_):
         spec = self.spec
