@@ -11,7 +11,8 @@ Matched to the reference implementation named by this project, the CMI code base
 ``datafree_kd.py`` l. 248-252 (``tv=0.001, l2=0.0``), ``scripts/deepinv/deepinv_cifar10_wrn402_wrn161.sh``
 and Fast-Datafree's ``scripts/deepinv_cifar.sh`` l. 1-22: ``--g_steps 1000 --lr_g 0.1 --adv 1 --bn 10
 --oh 1 --T 20``, batch 256, ``--kd_steps 400 --ep_steps 400``, student SGD 0.1 (wd 1e-4, momentum 0.9,
-cosine to 2e-4 over 200 epochs; ``datafree_kd.py`` l. 322-323).
+cosine to 0 over 200 epochs; CMI's ``datafree_kd.py`` l. 287-290; Fast-Datafree's ends at 2e-4, l. 324:
+``--config.student.lr_min=2e-4``).
 
 Readings where paper and code differ:
 - the competition term is the code's ``-JS_3(s, t)`` (``adv_js_neg``; l. 91), not the paper's
@@ -42,9 +43,12 @@ def configure(config):
     return config
 
 
-def _student(config, lr: float = 0.1):
+def _student(config, lr: float = 0.1, lr_min: float = 0.0):
     """The inversion family's student (datafree_kd.py): KD at tau 20 from the augmented pool, SGD
-    momentum 0.9, wd 1e-4, cosine to 2e-4, 400 steps per synthesised batch, batch 256."""
+    momentum 0.9, wd 1e-4, cosine to ``lr_min``, 400 steps per synthesised batch, batch 256. ``lr_min``:
+    0 in the CMI code base (zju-vipa/CMI ``datafree_kd.py`` l. 290, ``CosineAnnealingLR(optimizer,
+    T_max=args.epochs)``: eta_min 0), which ADI, CMI and MTCKI follow; 2e-4 in Fast-Datafree's
+    (l. 324, ``eta_min=2e-4``), which Fast follows."""
     config.student.terms = {"kd": 1.0}
     config.student.tau = 20.0
     config.student.steps = 400
@@ -53,7 +57,7 @@ def _student(config, lr: float = 0.1):
     config.student.momentum = 0.9
     config.student.weight_decay = 1e-4
     config.student.schedule = "cosine"
-    config.student.lr_min = 2e-4
+    config.student.lr_min = lr_min
     config.student.augment = "crop_flip"
     config.student.pool_size = 50_000
     config.student.pool_dtype = "uint8"  # the reference's 8-bit PNG files

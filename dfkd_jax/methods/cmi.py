@@ -13,7 +13,8 @@ the bank. Student: KD at tau 20 from the augmented pool.
 Matched to zju-vipa/CMI at 9e79fa9 (every term cited by line in ``synthesis/generator_inversion.py``)
 and ``scripts/cmi/cmi_cifar10.sh`` / Fast-Datafree ``scripts/cmi_cifar.sh`` l. 1-22: ``--g_steps 200
 --lr_g 1e-3 --adv 0.5 --bn 1.0 --oh 1.0 --cr 0.8 --cr_T 0.2 --T 20``, batch 256, 400 KD steps per
-synthesised batch, student SGD 0.1 (wd 1e-4, cosine to 2e-4 over 200 epochs). Generator: the CMI/Fast
+synthesised batch, student SGD 0.1 (wd 1e-4, cosine to 0 over 200 epochs, ``datafree_kd.py`` l. 290; Fast-Datafree's
+copy ends at 2e-4: ``--config.student.lr_min=2e-4``). Generator: the CMI/Fast
 ``Generator`` (``generator.arch='cmi'``, Sigmoid, nz 256, ngf 64).
 
 Readings where paper and code differ: the paper's Eq. 11 anchors on one view of each sample; the

@@ -15,7 +15,7 @@ Matched to zju-vipa/Fast-Datafree at 0dcecbc (``datafree/synthesis/fast_meta.py`
 --bn 10.0 --oh 0.4 (0.5) --T 20 --bn_mmt 0.9 --warmup 20 --epochs 220 --is_maml 1 --reset_l0 1``, and
 per inner-step count: ``--g_steps 2 --lr_g 5e-3 --lr_z 0.015``, ``5: 3e-3, 0.01``, ``10: 2e-3, 0.01``.
 Student SGD 0.2, momentum 0.9, wd 1e-4, cosine to 2e-4 over the 200 epochs after the warm-up
-(``datafree_kd.py`` l. 322-323, 399-400).
+(``datafree_kd.py`` l. 322-324, 399-400).
 
 Not reproduced: the reference keeps training the student from pool images written as PNG files
 (8-bit: ``student.pool_dtype='uint8'`` reproduces the quantisation, not the files).
@@ -50,6 +50,6 @@ def configure(config, steps: int = 10, adv: float = 1.1, oh: float = 0.4):
     config.synthesis.bn_momentum = 0.9
     config.synthesis.warmup = 20
     config.synthesis.reset_l0_round = 119 + 20
-    _student(config, lr=0.2)
+    _student(config, lr=0.2, lr_min=2e-4)
     config.train.rounds = 220
     return config

@@ -44,7 +44,7 @@ synthesis (the teachers still label augmented draws and give ``mt_contrast`` its
 Defaults where the abstract is silent, and where they come from:
 - everything of the synthesis (generator, 200 steps at lr 1e-3, betas (0.5, 0.999), bn 1, oh 1, adv 0.5
   at T 1, cr 0.8, cr_T 0.2, bank 40,960 rows, 4,096 negatives, head 256) and of the student's KD (tau 20,
-  SGD 0.1, wd 1e-4, cosine to 2e-4, 400 steps per batch, batch 256) is CMI's;
+  SGD 0.1, wd 1e-4, cosine to 0, 400 steps per batch, batch 256) is CMI's;
 - ``mt_contrast`` weight 0.1: the weight of the nearest published analogue, AdaDFKD's student-teacher
   in-batch InfoNCE next to KD at tau 20 (``--s_nce 0.1``); its temperature ``hparams.mt_temperature`` 0.2
   is CMI's contrastive temperature (cr_T).

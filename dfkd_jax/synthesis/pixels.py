@@ -1,7 +1,12 @@
 """Pixel inversion: the batch itself is the parameter (DeepInversion / ADI).
 
 Matched to the reference implementation of ADI in the CMI code base (zju-vipa/CMI at 9e79fa9,
-``datafree/synthesis/deepinversion.py``; Fast-Datafree's copy is the same up to whitespace):
+``datafree/synthesis/deepinversion.py``). Fast-Datafree's copy (zju-vipa/Fast-Datafree at 0dcecbc,
+same file) is *not* the same: it also hooks the student's BatchNorms (l. 71-74) and subtracts
+``0.001 x`` the student's BN-statistic term from the teacher's (l. 101: the batch is pushed *away*
+from the student's running statistics); its Adam is the same. ADI here follows CMI's file, with no
+student term; Fast's variant is not offered (it needs the student's BN statistics in the synthesis
+step; docs/fidelity.md):
 
 - l. 74: the batch starts as N(0, 1) *in the normalised input space*; l. 76-77: targets
   ``randint(0, K)``, sorted;
