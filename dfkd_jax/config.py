@@ -92,7 +92,7 @@ def base_config() -> ml_collections.ConfigDict:
     # sample grids: train (batch statistics) | eval (running averages: DFQ, CuDFKD, AdaDFKD)
     c.student.generator_mode = "train"
     c.student.pool_size = 4096
-    c.student.pool_dtype = "float32"  # storage of the pool's pixels: float32 | bfloat16 | uint8 (round(255 p))
+    c.student.pool_dtype = "float32"  # storage of the pool's pixels: float32 | bfloat16 | uint8 (floor(255 p), the references' PNG files)
     c.student.pool_logits = False  # inversion: also store the teachers' logits (exported with a transfer set)
     # the student's draw from the pool, on the device: none | crop_flip (RandomCrop(pad 4) + flip, the inversion
     # code's CIFAR transform); an augmented batch is labelled by the teachers, not by stored logits

@@ -26,8 +26,8 @@ STORAGE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "uint8": jnp
 class Pool:
     """A ring buffer of images in *pixel space* ([0, 1]) and, optionally, the teacher's logits on them.
 
-    Storage dtype float32, bfloat16 or uint8 (``round(255 p)``, clipped: the 8-bit PNG files of the
-    reference code, without the files). ``sample`` returns float32 pixels."""
+    Storage dtype float32, bfloat16 or uint8 (``floor(255 p)``, clipped: the 8-bit PNG files of the
+    reference code, without the files; ``encode``). ``sample`` returns float32 pixels."""
 
     x: jax.Array  # (P, H, W, C) pixels in the storage dtype
     # (P, K) teacher logits on them ((P, H, W, K) for segmentation), or None (logits recomputed when drawn)
@@ -53,9 +53,15 @@ def init_pool(size: int, image_shape, logit_shape, dtype: str = "float32", with_
                 ptr=jnp.zeros((), jnp.int32), count=jnp.zeros((), jnp.int32))
 
 
+UINT8_SLACK = 1e-3  # of a level: k / 255 read back in float32 encodes to k again
+
+
 def encode(pixels: jax.Array, dtype) -> jax.Array:
+    """Pixels in the storage ``dtype``. uint8 truncates, as the references' PNG writer
+    (``(imgs.clamp(0, 1) * 255).astype('uint8')``, zju-vipa/CMI ``datafree/utils/_utils.py``
+    ``save_image_batch``), up to ``UINT8_SLACK`` of a level so that stored levels round-trip."""
     if dtype == jnp.uint8:
-        return jnp.round(jnp.clip(pixels, 0.0, 1.0) * 255.0).astype(jnp.uint8)
+        return jnp.floor(jnp.clip(pixels, 0.0, 1.0) * 255.0 + UINT8_SLACK).astype(jnp.uint8)
     return pixels.astype(dtype)
 
 

@@ -3,7 +3,7 @@
 ``export(directory, images, logits, ...)`` writes a run's pool as a tensorflow-datasets dataset that tfds
 reads without TensorFlow (ArrayRecord files of plain ``tfds.features.Tensor`` features, as
 ``dfkd_jax.data.builders``): one ``train`` split of ``{'image', 'logits', 'label'}`` with the
-images in pixel space (uint8 ``round(255 p)`` when the pool stored uint8, else float32), the
+images in pixel space (uint8 ``floor(255 p)`` when the pool stored uint8, else float32), the
 teachers' logits on them (the pool's, or computed at export when the pool did not keep them) and
 ``label`` = the logits' argmax. Beside it ``transfer.json`` holds the metadata (teachers, method,
 config, counts) and ``classes.png`` shows up to 8 images per class, a labelled row per class the

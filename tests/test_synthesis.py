@@ -39,7 +39,7 @@ def test_pool_ring_order_and_wrap_around(dtype):
         expect[n % 5] = v
     stored = np.asarray(pool_lib.decode(pool.x))[:, 0, 0, 0]
     if dtype == "uint8":
-        expect = np.round(expect * 255) / 255
+        expect = np.floor(expect * 255 + 1e-3) / 255
         assert pool.x.dtype == jnp.uint8
     np.testing.assert_allclose(stored, expect, rtol=0, atol=1e-7 if dtype != "bfloat16" else 2e-3)
     assert (int(pool.ptr), int(pool.count)) == (9 % 5, 5)
@@ -49,6 +49,14 @@ def test_pool_ring_order_and_wrap_around(dtype):
                           jnp.zeros((2, 2)))
     x, _ = pool_lib.sample(small, jax.random.PRNGKey(0), 64)
     np.testing.assert_allclose(np.asarray(x), 1.0, atol=2e-3)
+
+
+def test_uint8_pool_truncates_as_the_references_png_writer_and_round_trips_its_levels():
+    """``(x.clamp(0, 1) * 255).astype('uint8')`` truncates: 0.9 / 255 -> 0, 254.7 / 255 -> 254."""
+    p = jnp.asarray([0.9 / 255, 254.7 / 255, 1.5, -0.2])
+    np.testing.assert_array_equal(np.asarray(pool_lib.encode(p, jnp.uint8)), [0, 254, 255, 0])
+    levels = jnp.arange(256, dtype=jnp.uint8)
+    np.testing.assert_array_equal(np.asarray(pool_lib.encode(pool_lib.decode(levels), jnp.uint8)), np.asarray(levels))
 
 
 def test_an_empty_pool_draws_nan_not_blank_images():

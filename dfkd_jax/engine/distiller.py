@@ -453,7 +453,7 @@ class Distiller:
         return self.ensemble.logits(t_vars, self.ensemble.from_pixels(p)).astype(jnp.float32)
 
     def pixel_logits(self, images: np.ndarray, batch: int = 256) -> np.ndarray:
-        """The teachers' (ensemble) logits, a host float32 array, on pixel-space ``images`` (uint8 ``round(255 p)``
+        """The teachers' (ensemble) logits, a host float32 array, on pixel-space ``images`` (uint8 ``floor(255 p)``
         as a pool stores them, or floats in [0, 1]), in batches of ``batch`` (the last one padded, so one
         compilation). Every process calls it (a computation over the whole mesh)."""
         n_dev = self.mesh.devices.size

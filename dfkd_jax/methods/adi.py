@@ -59,7 +59,7 @@ def _student(config, lr: float = 0.1, lr_min: float = 0.0):
     config.student.schedule = "cosine"
     config.student.lr_min = lr_min
     config.student.augment = "crop_flip"
-    config.student.pool_size = 50_000
+    config.student.pool_size = 51_200  # every image of 200 rounds x 256: the references' ImagePool keeps all its files
     config.student.pool_dtype = "uint8"  # the reference's 8-bit PNG files
     config.train.batch_size = 256
     config.train.rounds = 200

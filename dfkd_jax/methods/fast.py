@@ -52,4 +52,5 @@ def configure(config, steps: int = 10, adv: float = 1.1, oh: float = 0.4):
     config.synthesis.reset_l0_round = 119 + 20
     _student(config, lr=0.2, lr_min=2e-4)
     config.train.rounds = 220
+    config.student.pool_size = 56_320  # every image of the 220 rounds x 256, as the reference's ImagePool
     return config
