@@ -1,9 +1,9 @@
 """ZSKD's student augmentation on the device: scaling, translation, rotation, flips and their pairs.
 
 The released code (vcl-iisc/ZSKD at 54c855f, ``model_training/data_augmentation.py``
-``create_more_samples_using_augmentation``, l. 21-66) expands every student batch of ``n``
+``create_more_samples_using_augmentation``, l. 21-79, the views l. 28-62) expands every student batch of ``n``
 impressions into ``103 n`` images (for a dataset other than CIFAR-10; CIFAR-10 adds salt-and-pepper
-and Gaussian noise) and has the teacher label all of them (l. 69-70, softmax at T = 20):
+and Gaussian noise) and has the teacher label all of them (l. 70-71, softmax at T = 20, l. 83):
 
 | variants | what (l.) |
 |---|---|
@@ -12,9 +12,9 @@ and Gaussian noise) and has the teacher label all of them (l. 69-70, softmax at 
 | 4 | translation by 20% left / right / up / down, the uncovered strip filled with 1.0 (``translate_images``) |
 | 10 | rotation by -90, -70, ..., 90 degrees, nearest neighbour, zeros outside (``rotate_images_with_finer_angles``) |
 | 3 | flips left-right, up-down and the transpose (``flip_images``) |
-| 12 | translation of each scaled image (l. 47) |
-| 40 | rotation of each translated image (l. 52) |
-| 30 | rotation of each scaled image (l. 56) |
+| 12 | translation of each scaled image (l. 53) |
+| 40 | rotation of each translated image (l. 57) |
+| 30 | rotation of each scaled image (l. 61) |
 
 Here each image of the student's pool draw gets one of the 103 variants, uniformly at random:
 the expected loss over a batch is the loss of the released code's expanded batch (a mean over

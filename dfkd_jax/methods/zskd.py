@@ -8,18 +8,18 @@ and ``soft_pixels`` cite the released code, vcl-iisc/ZSKD at 54c855f, line by li
   ``beta`` x row ``k`` min-max normalised + 1e-4, beta in {1.0, 0.1}, half of the impressions each
   (the released code's two ``visualMat`` scales; its row normalisation cancels the 0.1, see
   ``targets.py``: ``synthesis.dirichlet_betas = (1.0, 1.0)`` reproduces it);
-- ``soft_ce`` = CE(y, softmax(T(x) / 20)), batch mean (``noise_cost``, l. 75);
+- ``soft_ce`` = CE(y, softmax(T(x) / 20)), batch mean (``noise_cost``, l. 85);
 - Adam lr 1e-3 (TF's betas 0.9 / 0.999) for 1500 iterations per batch of 100 (the generator script's
-  argparse defaults, l. 23-25); pixels U[0, 1], min-max rescaled each step, the last iterate kept;
+  argparse defaults, l. 24-26); pixels U[0, 1], min-max rescaled each step, the last iterate kept;
 - counts (the paper's experiments, Sec. 4): 24,000 impressions for MNIST, 48,000 for
   Fashion-MNIST, 40,000 for CIFAR-10;
   one round = one batch of one (class, beta) row, the rows cycled (``targets.DirichletTargets``),
   so 480 rounds of 100 give Fashion-MNIST's 48,000 (24 batches per row).
 
 Student (``model_training/train.py``): ``tau^2 * CE(softmax(t / 20), softmax(s / 20))`` with
-``tau = 20`` (l. 105-107; ``kd`` here is the KL, the same gradient), the teacher labelling the
-augmented images (``data_augmentation.py`` l. 69-70); Adam lr 1e-3 (l. 24), batch 64 (l. 21), 500
-epochs (l. 20); the augmentations of ``data_augmentation.py`` (``student.augment = 'zskd'``,
+``tau = 20`` (l. 126-129; ``kd`` here is the KL, the same gradient), the teacher labelling the
+augmented images (``data_augmentation.py`` l. 70-71, softmax at T 20 l. 83); Adam lr 1e-3 (l. 31, 132), batch 64
+(l. 28), 500 epochs (l. 27); the augmentations of ``data_augmentation.py`` (``student.augment = 'zskd'``,
 ``dfkd_jax.augment_zskd``: one of its 103 variants per image instead of all 103 per image).
 Reading: the released code distils after all impressions exist; here the student learns from the
 pool while it fills (``student.steps`` per round), or from an exported transfer set

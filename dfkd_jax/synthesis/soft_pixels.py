@@ -6,22 +6,22 @@ ZSKD's Dirichlet over class similarities, or Wang's normal over a modelled layer
 through the rest of the teacher), and the handling of the pixels, which follows ZSKD's released
 code (vcl-iisc/ZSKD at 54c855f, ``di_generation/cifar_10_impressions_alexnet_Dirch.py``):
 
-- l. 53: the batch is drawn U[0, 1] *in pixel space*, the space of the network's input there
+- l. 61: the batch is drawn U[0, 1] *in pixel space*, the space of the network's input there
   (``config.synthesis.pixel_init='uniform'``; ``'normal'``: N(0, 1) in the normalised space,
   as ADI);
-- l. 57: no augmentation: the rotation and scale placeholders (l. 47-48, l. 121-122) are fed
+- l. 65: no augmentation: the rotation and scale placeholders (l. 57-58, l. 132-133) are fed
   but never used (``noise_image_cropped = noise_image``);
-- l. 81-85: Adam (lr 1e-3, TF's betas 0.9 / 0.999) on the pixels, one optimiser;
-- l. 55, l. 124: after every step the whole batch is min-max rescaled to [0, 1] (one minimum
+- l. 87-90: Adam (lr 1e-3, TF's betas 0.9 / 0.999) on the pixels, one optimiser;
+- l. 63, l. 135: after every step the whole batch is min-max rescaled to [0, 1] (one minimum
   and one maximum over the batch tensor). Reading: TF1 runs the rescale and the Adam update in
   one ``sess.run`` without an order between them; we rescale after each update, the last one
-  included (the code skips it on the last iteration), so the pool receives valid pixels;
-- l. 126-128: the last iterate is kept (no lowest-loss selection);
+  included (the code skips it on the last iteration, l. 138), so the pool receives valid pixels;
+- l. 137-140: the last iterate is kept (no lowest-loss selection);
 - the objective is ``config.generator.terms`` (``objectives``): ``soft_ce`` for ZSKD
-  (``noise_cost``, l. 75), ``soft_kl + lambda_a conv1_activation`` for soft-targeted synthesis.
+  (``noise_cost``, l. 85), ``soft_kl + lambda_a conv1_activation`` for soft-targeted synthesis.
 
-Deviation (not switchable): the released code initialises the batch once per *class* and its Adam
-once per *run*; the 20 batches of a class continue from the previous batch's pixels and moments
+Deviation (not switchable): the released code initialises the batch once per *class* (l. 122) and its
+Adam once per *run* (l. 87-91); the 20 batches of a class continue from the previous batch's pixels and moments
 with new Dirichlet targets. Here every round starts from fresh noise and a fresh Adam, as the
 paper describes ("initialised as random noise").
 """

@@ -9,14 +9,14 @@ released code vcl-iisc/ZSKD at 54c855f):
   ``di_generation/dirichmat.py`` l. 8-9 normalises the columns of the TF ``(in, out)`` weight,
   i.e. the class vectors, and takes ``W^T W``);
 - the concentration of class ``k`` is row ``k`` min-max normalised to ``[0, 1]``, times ``beta``,
-  plus ``1e-4`` (``cifar_10_impressions_alexnet_Dirch.py`` l. 36-37: ``(sim - min) / (max - min)
-  * scale + 0.0001``). ``dirichmat.py`` l. 14 first min-max normalises the whole matrix; an affine
+  plus ``1e-4`` (``cifar_10_impressions_alexnet_Dirch.py`` l. 38-39: ``(sim - min) / (max - min)
+  * scale + 0.0001``). ``dirichmat.py`` l. 15 first min-max normalises the whole matrix; an affine
   map of the matrix does not change a row's min-max normalisation, so it is left out;
 - ``beta``: the paper's two scales, 1.0 and 0.1, half of the impressions each. In the
-  released code the 0.1 scale is applied to the matrix (``dirichmat.py`` l. 17: ``norm1 / 10``)
+  released code the 0.1 scale is applied to the matrix (``dirichmat.py`` l. 18: ``norm1 / 10``)
   *before* the per-row min-max normalisation of the generator script, which undoes it, and
-  ``generateDirch`` is called with ``scale=1`` (l. 104; ``#temp=sim*scale`` is commented out at
-  l. 35): both halves of the released impressions are drawn with beta 1. We follow the paper;
+  ``generateDirch`` is called with ``scale=1`` (l. 129; ``#temp=sim*scale`` is commented out at
+  l. 37): both halves of the released impressions are drawn with beta 1. We follow the paper;
   ``config.synthesis.dirichlet_betas = (1.0, 1.0)`` reproduces the released code.
 
 Soft-targeted transfer set synthesis (Wang, AAAI 2021; no code released; the reading written here):
