@@ -72,10 +72,10 @@ def test_an_empty_pool_draws_nan_not_blank_images():
     np.testing.assert_array_equal(np.asarray(logits), 1.0)
 
 
-def test_uint8_storage_rounds_and_clips():
+def test_uint8_storage_truncates_and_clips():
     pool = pool_lib.push(pool_lib.init_pool(4, (1, 1, 1), 1, dtype="uint8", with_logits=False),
                          jnp.asarray([-0.5, 0.1, 0.5, 1.7]).reshape(4, 1, 1, 1))
-    np.testing.assert_array_equal(np.asarray(pool.x).ravel(), [0, 26, 128, 255])  # 0.1 * 255 = 25.500000x
+    np.testing.assert_array_equal(np.asarray(pool.x).ravel(), [0, 25, 127, 255])  # 0.1 * 255 = 25.5, 0.5 * 255 = 127.5
     assert pool.t_logits is None
 
 
