@@ -3,7 +3,8 @@
 For every variant of ``dfkd_jax.augment_zskd.VARIANTS`` (and each translation fill), applied to the
 test split in pixel space, the teacher's accuracy against the true labels, its agreement with its own
 label on the un-augmented image, and the share of each predicted class; per family and overall.
-Optionally a grid of the 103 views of a few test images (``--grid``).
+Optionally a grid (``--grid``): the 21 single views of a T-shirt and a sneaker of the test split, one row per
+image and fill.
 
     python tools/zskd_views.py --teacher docs/results_runs/teachers/fashion_mnist_lenet5_noise0 \
         [--n 2000] [--fills 1.0,0.0] [--grid views.png] [--json out.json]
@@ -83,15 +84,16 @@ def main(argv=None):
         for f, s in summary["families"].items():
             print(f"  {f:24s} {s['variants']:3d} views  accuracy {s['accuracy']:.4f}  changed {s['flip']:.4f}  "
                   f"top class {s['top_class']} ({s['top_share']:.2f})")
-    if args.grid:
+    if args.grid:  # one row per (image, fill): the 21 single views (identity, 3 scales, 4 translations, 10 rotations, 3 flips)
+        from PIL import Image
+
         from dfkd_jax.engine import outputs
-        picks = [int(np.flatnonzero(labels == c)[0]) for c in (0, 1, 8, 9)]
-        views = []
-        for fill in (float(f) for f in args.fills.split(",")):
-            for p in picks:
-                xx = jnp.broadcast_to(x[p], (len(augment_zskd.VARIANTS), *x.shape[1:]))
-                views.append(np.asarray(augment_zskd.apply_variants(xx, jnp.asarray(augment_zskd.VARIANTS), fill)))
-        outputs.save_grid(args.grid, np.concatenate(views), 0.0, 1.0)
+        single = jnp.asarray(augment_zskd.VARIANTS[:21])
+        rows = [np.asarray(augment_zskd.apply_variants(jnp.broadcast_to(x[p], (21, *x.shape[1:])), single, fill))
+                for p in (int(np.flatnonzero(labels == c)[0]) for c in (0, 7))
+                for fill in (float(f) for f in args.fills.split(","))]
+        grid = outputs.image_grid(np.concatenate(rows), 0.0, 1.0, columns=21, scale=2)
+        grid.save(args.grid) if isinstance(grid, Image.Image) else None
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)
