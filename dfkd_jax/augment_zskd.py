@@ -16,7 +16,12 @@ and Gaussian noise) and has the teacher label all of them (l. 70-71, softmax at 
 | 40 | rotation of each translated image (l. 57) |
 | 30 | rotation of each scaled image (l. 61) |
 
-Here each image of the student's pool draw gets one of the 103 variants, uniformly at random:
+``student.augment``: ``'zskd'`` (below), ``'zskd_all'`` (all 103 views of each image in one step, the
+released trainer's batch, ``zskd_all``), and ``'zskd_fill0'`` / ``'zskd_all_fill0'``: the same with the
+translated strip filled with 0 (black, Fashion-MNIST's background) instead of the released 1.0
+(``TRANSLATE_FILL``, white, made for CIFAR-10).
+
+With ``'zskd'`` each image of the student's pool draw gets one of the 103 variants, uniformly at random:
 the expected loss over a batch is the loss of the released code's expanded batch (a mean over
 the same 103 variants), at the cost of one image per impression. The teacher labels the
 augmented image (the student step's ``t_out = teacher(images)``). Readings: the 20% translation

@@ -20,7 +20,9 @@ Student (``model_training/train.py``): ``tau^2 * CE(softmax(t / 20), softmax(s /
 ``tau = 20`` (l. 126-129; ``kd`` here is the KL, the same gradient), the teacher labelling the
 augmented images (``data_augmentation.py`` l. 70-71, softmax at T 20 l. 83); Adam lr 1e-3 (l. 31, 132), batch 64
 (l. 28), 500 epochs (l. 27); the augmentations of ``data_augmentation.py`` (``student.augment = 'zskd'``,
-``dfkd_jax.augment_zskd``: one of its 103 variants per image instead of all 103 per image).
+``dfkd_jax.augment_zskd``: one of its 103 variants per image instead of all 103 per image;
+``'zskd_all'`` feeds all 103, as the released trainer, at 103 times the cost of a step; ``'zskd_fill0'`` /
+``'zskd_all_fill0'`` fill the translated strip black instead of the released white; docs/fidelity.md).
 Reading: the released code distils after all impressions exist; here the student learns from the
 pool while it fills (``student.steps`` per round), or from an exported transfer set
 (``synthesis.export`` then ``synthesis.transfer_set``) after synthesis, the released order.
