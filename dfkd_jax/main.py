@@ -27,7 +27,7 @@ def _main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     from dfkd_jax.config import validate
-    from dfkd_jax.engine import sharding
+    from dfkd_jax.core import sharding
     from dfkd_jax.engine.loop import train_and_evaluate
     from dfkd_jax.errors import UserError
     from dfkd_jax.obtain import obtain_teachers, teacher_paths

@@ -151,7 +151,7 @@ def load_into_pool(directory: str, pool, distiller):
     if pool.t_logits is not None:
         full = np.zeros(pool.t_logits.shape, np.float32)
         full[:n] = logits
-        if not meta.get("logits_stored", False) and distiller.config.student.augment == "none":
+        if not meta.get("logits_stored", False) and distiller.spec.augment == "none":
             raise ConfigError(f"The transfer set at {directory} has no stored logits; train from it with "
                               "--config.student.augment=crop_flip (the teachers label each drawn batch).")
         new = new.replace(t_logits=full)
@@ -168,6 +168,7 @@ class TransferSetSource:
     augment: str = "crop_flip"
     batch_size: int = 0
     steps = 0
+    nz = 1
     fixed_carry = True
 
     def init(self, key, aux_key):

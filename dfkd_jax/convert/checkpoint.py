@@ -6,7 +6,7 @@ import dataclasses
 import os
 from typing import Any, Mapping
 
-from dfkd_jax.convert.torch_to_flax import (_read_torch_file, convert_with_info, count_parameters,
+from dfkd_jax.convert.torch_to_flax import (read_torch_file, convert_with_info, count_parameters,
                                             detect_architecture, normalize_state_dict)
 from dfkd_jax.data.specs import get_spec
 from dfkd_jax.models import GENERATORS
@@ -36,7 +36,7 @@ def convert_checkpoint(src: str | Mapping[str, Any], out_dir: str, arch: str | N
     scalars stored beside the state_dict (``epoch``, ``arch``, ``best_acc1``).
     """
     if isinstance(src, (str, os.PathLike)):
-        state, extras = _read_torch_file(os.fspath(src), trust_pickle)
+        state, extras = read_torch_file(os.fspath(src), trust_pickle)
         source = os.path.abspath(os.fspath(src))
     else:
         state, extras, source = dict(src), {}, "<state_dict>"

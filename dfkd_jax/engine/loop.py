@@ -27,7 +27,8 @@ import numpy as np
 from dfkd_jax import data
 from dfkd_jax.config import validate
 from dfkd_jax.data.pipeline import preprocess
-from dfkd_jax.engine import outputs, sharding
+from dfkd_jax.core import sharding
+from dfkd_jax.engine import outputs
 from dfkd_jax.engine.checkpoint import Checkpoints
 from dfkd_jax.engine.distiller import Distiller
 from dfkd_jax.errors import ConfigChangedError, ConfigError, UserError
@@ -114,13 +115,13 @@ def save_samples(distiller: Distiller, state, path: str, save: bool = True, n: i
     process calls it (jitted computations over the whole mesh); only where ``save`` is the file written."""
     meta = distiller.teacher.meta
     if distiller.task == "segmentation":
-        images = distiller.sample(state, 16)
-        t_masks, s_masks = distiller.predict(state, images)
+        images = distiller.evaluator.sample(state, 16)
+        t_masks, s_masks = distiller.evaluator.predict(state, images)
         if save:
             outputs.save_segmentation_grid(path, images, t_masks, s_masks, meta.mean, meta.std, meta.num_classes)
         return
-    images = distiller.sample(state, n)
-    labels, _ = distiller.predict(state, images)
+    images = distiller.evaluator.sample(state, n)
+    labels, _ = distiller.evaluator.predict(state, images)
     if save:
         outputs.save_class_grid(path, images, labels, meta.num_classes, meta.mean, meta.std, class_names)
 
@@ -182,8 +183,8 @@ def train_and_evaluate(config, workdir: str, teacher: Teacher | Sequence[Teacher
     if distiller.task != spec.task:
         raise ConfigError(f"The teacher {teacher.meta.arch} is a {distiller.task} model but dataset "
                           f"{config.data.dataset!r} is a {spec.task} dataset.")
-    score, teacher_score = distiller.headline
-    test_set = distiller.eval_set(test_x, test_y)
+    score, teacher_score = distiller.evaluator.headline
+    test_set = distiller.evaluator.eval_set(test_x, test_y)
     if start is not None:
         state, record = ckpts.restore(start, distiller.abstract_state())
         history, elapsed = record["history"], record["elapsed"]
@@ -233,7 +234,7 @@ def train_and_evaluate(config, workdir: str, teacher: Teacher | Sequence[Teacher
             aside_s += time.time() - t0
 
     def evaluate(done):
-        ev = distiller.evaluate(state, test_set)
+        ev = distiller.evaluator.evaluate(state, test_set)
         ev["wall_time_s"] = round(elapsed + time.time() - t_start, 2)
         history.append({"round": done, **ev})
         emit({"round": done, "kind": "eval", **ev})
@@ -283,7 +284,7 @@ def train_and_evaluate(config, workdir: str, teacher: Teacher | Sequence[Teacher
     steady_time = (time.time() - t_steady - aside_s) if t_steady is not None else 0.0
 
     if not history:  # a finished run whose results.json was lost: evaluate its final state
-        history.append({"round": int(state.round), **distiller.evaluate(state, test_set)})
+        history.append({"round": int(state.round), **distiller.evaluator.evaluate(state, test_set)})
     accs = [h[score] for h in history]
     stats = summarise(accs)
     best_i = int(np.argmax(accs))
@@ -310,7 +311,7 @@ def train_and_evaluate(config, workdir: str, teacher: Teacher | Sequence[Teacher
                               "student.batch != pool). Use student.batch=pool or an inversion method.")
         images, logits = transfer.pool_arrays(state.pool)
         if logits is None:  # label the set with the teachers (every process: a computation over the mesh)
-            logits = distiller.pixel_logits(images)
+            logits = distiller.evaluator.pixel_logits(images)
         if is_main:
             path = transfer.export(config.synthesis.export, images, logits, teacher.meta.num_classes, {
                 "method": config.method, "teachers": [{"arch": t.meta.arch, "dataset": t.meta.dataset,
