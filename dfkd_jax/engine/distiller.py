@@ -24,6 +24,7 @@ online synthesiser are the same (per-pixel student terms are averaged per sample
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable, Sequence
 
 import flax.linen as nn
@@ -101,14 +102,14 @@ class DistillSpec:
     augment: str = "none"  # the student's draw from the pool (config.student.augment)
 
     @staticmethod
-    def round_from_config(config) -> RoundSpec:
+    def round_from_config(config, hparams: objectives.HParams) -> RoundSpec:
         loop = str(config.synthesis.loop)
         if loop not in LOOPS:
             raise ConfigError(f"config.synthesis.loop must be one of {', '.join(LOOPS)}, not {loop!r}.")
         return RoundSpec(
             student_steps=int(config.student.steps), batch_size=int(config.train.batch_size),
             student_terms=tuple((k, float(v)) for k, v in config.student.terms.items()),
-            hparams=objectives.HParams.from_config(config), rounds=int(config.train.rounds),
+            hparams=hparams, rounds=int(config.train.rounds),
             student_ramps=tuple((k, tuple(map(float, v))) for k, v in config.student.ramps.items()),
             self_paced=((float(config.hparams.spl_lambda0), float(config.hparams.spl_alpha))
                         if config.student.self_paced else None),
@@ -133,7 +134,7 @@ class DistillSpec:
             pool = PoolSpec(size=int(config.student.pool_size), dtype=str(config.student.pool_dtype),
                             with_logits=bool(config.student.pool_logits) or str(config.synthesis.kind) == "online"
                             or (bool(transfer_set) and config.student.augment == "none"))
-        return cls(round=cls.round_from_config(config), student_arch=str(config.student.arch),
+        return cls(round=cls.round_from_config(config, ctx.hparams), student_arch=str(config.student.arch),
                    student_optimizer=optim.OptimizerSpec.from_section(config.student), synthesis_kind=kind,
                    synthesis=synth_spec, pool=pool, compute_dtype=str(config.compute_dtype),
                    conv_impl=str(config.conv_impl), eval_batch_size=int(config.data.eval_batch_size),
@@ -170,6 +171,13 @@ class Distiller:
     def task(self) -> str:
         """``'classification'`` or ``'segmentation'``: the teachers' (``Ensemble.task``)."""
         return self.ensemble.task
+
+    @functools.cached_property
+    def evaluator(self) -> Evaluator:
+        """Evaluation, prediction and sampling for this run (``dfkd_jax.engine.evaluation``), built when first asked."""
+        return Evaluator(self.student, self.teachers, self.mesh, ensemble=self.ensemble,
+                         eval_batch_size=self.spec.eval_batch_size, synth=self.synth,
+                         teacher_variables=self.teacher_variables)
 
     @property
     def teacher(self) -> Teacher:
@@ -217,7 +225,8 @@ class Distiller:
             projector = nn.Dense(t_dim, use_bias=False, name="projector")
         ctx = BuildContext(teachers=teachers, ensemble=ensemble, student=student, mesh=mesh,
                            shard=batch_constraint(mesh), dtype=dtype, batch_size=int(config.train.batch_size),
-                           rounds=int(config.train.rounds), projector=projector, feature_dims=(t_dim, s_dim))
+                           rounds=int(config.train.rounds), hparams=objectives.HParams.from_config(config),
+                           projector=projector, feature_dims=(t_dim, s_dim))
         spec = DistillSpec.from_config(config, ctx)
         return cls.build(spec, ctx, needs)
 
@@ -249,9 +258,6 @@ class Distiller:
     def __post_init__(self) -> None:
         self.shard = batch_constraint(self.mesh)
         self.teacher_variables = tuple(sharding.replicate_tree(t.variables, self.mesh) for t in self.teachers)
-        self.evaluator = Evaluator(self.student, self.teachers, self.mesh, ensemble=self.ensemble,
-                                   eval_batch_size=self.spec.eval_batch_size, synth=self.synth,
-                                   teacher_variables=self.teacher_variables)
         # the round's pieces (public: tests trace them, tools/time_loops.py times them)
         self.round_fn = r = Round(self.spec.round, self.synth, self.student, self.ensemble, self.tx_s, self.shard,
                                   projector=self.projector, vae=self.vae, tx_m=self.tx_m)

@@ -55,6 +55,7 @@ from dfkd_jax.core.state import ModelState
 from dfkd_jax.ensemble import Ensemble
 from dfkd_jax.errors import ConfigError
 from dfkd_jax.models import build_generator
+from dfkd_jax.objectives import HParams
 
 # the student's draws from the pool (``config.student.augment``), applied on the device per sample
 STUDENT_AUGMENTATIONS: dict[str, Callable | None] = {"none": None, "crop_flip": augment.crop_flip,
@@ -74,7 +75,8 @@ class Context(flax.struct.PyTreeNode):
 class BuildContext:
     """What building a synthesiser may read of the run (static): the teachers, the student's module,
     the mesh and the batch sharding constraint, the compute dtype, the student's batch size and the
-    run's length, the learned projector (AdaDFKD) and the pooled-feature widths (teachers', student's)."""
+    run's length, the terms' hyperparameters (built once from the config), the learned projector
+    (AdaDFKD) and the pooled-feature widths (teachers', student's)."""
 
     teachers: tuple  # dfkd_jax.teacher.Teacher, one or more
     ensemble: Ensemble
@@ -84,6 +86,7 @@ class BuildContext:
     dtype: Any
     batch_size: int  # the student's batch (train.batch_size)
     rounds: int
+    hparams: HParams = HParams()
     projector: nn.Module | None = None
     feature_dims: tuple[int, int] = (0, 0)
 

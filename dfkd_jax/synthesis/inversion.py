@@ -81,7 +81,7 @@ class InversionSpec:
         spec = cls(
             steps=int(config.generator.steps), batch_size=int(s.batch_size or config.train.batch_size),
             terms=tuple((k, float(v)) for k, v in config.generator.terms.items()),
-            hparams=objectives.HParams.from_config(config), num_classes=int(meta.num_classes),
+            hparams=ctx.hparams, num_classes=int(meta.num_classes),
             image_shape=tuple(meta.input_shape), rounds=int(config.train.rounds), lr=float(config.generator.lr),
             b1=float(config.generator.b1), b2=float(config.generator.b2), lr_z=float(s.lr_z),
             nz=int(config.generator.nz), student_mode=str(config.generator.student_mode),

@@ -84,7 +84,7 @@ class OnlineSpec:
             steps=int(config.generator.steps), student_batch=str(config.student.batch),
             batch_size=int(config.train.batch_size), nz=g.nz,
             terms=tuple((k, float(v)) for k, v in config.generator.terms.items()),
-            hparams=objectives.HParams.from_config(config), rounds=int(config.train.rounds),
+            hparams=ctx.hparams, rounds=int(config.train.rounds),
             ramps=tuple((k, tuple(map(float, v))) for k, v in config.generator.ramps.items()),
             output_space=make_generator(g, ctx).output_space, student_mode=str(config.generator.student_mode),
             generator_mode=str(config.student.generator_mode),
