@@ -86,7 +86,7 @@ def export(directory: str, images: np.ndarray, logits: np.ndarray | None, num_cl
            class_names=()) -> str:
     """Write pixel-space ``images`` (a pool's, ``pool_arrays``) and the teachers' ``logits`` on them as a
     transfer set in ``directory``; returns the dataset folder. The run labels a pool that kept no logits
-    with ``Distiller.pixel_logits`` first; ``logits=None`` stores zeros (``logits_stored: false``)."""
+    with ``distiller.evaluator.pixel_logits`` first; ``logits=None`` stores zeros (``logits_stored: false``)."""
     if images.shape[0] == 0:
         raise ConfigError("The pool is empty: nothing to export. Export after at least one round.")
     stored = logits is not None

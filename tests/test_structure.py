@@ -52,8 +52,9 @@ def _imports(name: str, path: str, mods: dict[str, str]):
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                parts = name.split(".")[: len(name.split(".")) - node.level + (1 if path.endswith("__init__.py") else 0)]
-                base = ".".join(parts + ([node.module] if node.module else []))
+                parts = name.split(".")
+                keep = len(parts) - node.level + (1 if path.endswith("__init__.py") else 0)
+                base = ".".join(parts[:keep] + ([node.module] if node.module else []))
             if base.split(".")[0] != PACKAGE:
                 continue
             for a in node.names:
