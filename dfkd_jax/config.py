@@ -211,7 +211,23 @@ def unknown_key_message(key: str, cfg: ml_collections.ConfigDict) -> str:
     keys = list(all_keys(cfg))
     close = difflib.get_close_matches(key, keys, n=5)
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
-    return f"Unknown config key {key!r}.{hint} Valid keys: {', '.join(keys)}."
+    return (f"Unknown config key {key!r}.{hint} The keys and their defaults are in dfkd_jax/config.py "
+            "(base_config); the config file sets them.")
+
+
+# Counts a run cannot take below a minimum (a run of 0 rounds would "finish" and report an untrained student).
+_MINIMUMS = {"train.rounds": 1, "train.batch_size": 1, "train.eval_every": 1, "train.log_every": 1,
+             "train.checkpoint_every": 1, "train.sample_every": 1, "train.keep_checkpoints": 1,
+             "data.eval_batch_size": 1, "teacher.epochs": 1, "teacher.batch_size": 1, "generator.steps": 0,
+             "student.steps": 0, "student.pool_size": 1, "synthesis.batch_size": 0}
+
+
+def _check_counts(cfg: ml_collections.ConfigDict) -> None:
+    for key, least in _MINIMUMS.items():
+        section, field = key.split(".")
+        value = cfg[section][field]
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ConfigError(f"config.{key} must be an integer of at least {least}, not {value!r}.")
 
 
 def validate(cfg: ml_collections.ConfigDict) -> None:
@@ -220,6 +236,7 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     from dfkd_jax.models import GENERATORS, parse_arch
     from dfkd_jax.models.generators import INIT_SCHEMES
 
+    _check_counts(cfg)
     if cfg.method not in methods.METHODS:
         raise ConfigError(f"Unknown method {cfg.method!r}. Valid methods: {', '.join(sorted(methods.METHODS))}.")
     for role, registry in (("generator", objectives.GENERATOR_TERMS), ("student", objectives.STUDENT_TERMS)):
