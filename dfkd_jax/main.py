@@ -66,8 +66,10 @@ def _distil():
     from dfkd_jax.engine import sharding
     from dfkd_jax.engine.loop import train_and_evaluate
     from dfkd_jax.obtain import obtain_teachers, teacher_paths
+    from dfkd_jax.engine.workdir import check_is_run_folder
     config = _CONFIG.value
     validate(config)
+    check_is_run_folder(os.path.abspath(_WORKDIR.value))  # before a teacher is trained, not after
     enable_compilation_cache()
     if config.distributed:
         sharding.initialize_distributed()

@@ -196,7 +196,11 @@ def load_teacher(directory: str, dtype: Any = jnp.float32) -> Teacher:
     except (ValueError, TypeError, AttributeError) as e:  # not JSON, or not the fields of a TeacherMeta
         raise TeacherFolderError(f"{meta_file} is damaged ({type(e).__name__}: {e}). Restore it from where the "
                                  "teacher came from, or convert / train the teacher again.") from None
+    from dfkd_jax.engine.checkpoint import unreadable
     try:
+        damage = unreadable(os.path.join(directory, VARIABLES_DIR))
+        if damage:
+            raise ValueError(damage)
         with ocp.StandardCheckpointer() as ckptr:
             variables = ckptr.restore(os.path.join(directory, VARIABLES_DIR))
     except Exception as e:  # noqa: BLE001 - orbax / tensorstore on a damaged or truncated file

@@ -74,6 +74,9 @@ class Checkpoints:
     def restore(self, step: int, abstract_state) -> tuple[Any, dict[str, Any]]:
         """``(state, record)`` of ``step``; an ``IncompatibleCheckpointError`` if the stored state's
         structure is not ``abstract_state``'s, a ``CorruptCheckpointError`` if it is but cannot be read."""
+        damage = unreadable(os.path.join(self.directory, str(step), "state"))
+        if damage:
+            raise CorruptCheckpointError(damage)
         try:
             tree = self._stored_tree(step)
         except Exception as e:  # noqa: BLE001 - the metadata itself is unreadable
@@ -130,9 +133,27 @@ class Checkpoints:
 
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
-    return text.splitlines()[0][:300] if text else type(e).__name__
+    return text.splitlines()[0][:200] if text else type(e).__name__
 
 
 def _shapes(tree) -> list[tuple[int, ...]]:
     """The sorted shapes of a tree's arrays (ShapeDtypeStructs, orbax ``ArrayMetadata`` or arrays)."""
     return sorted(tuple(leaf.shape) for leaf in jax.tree_util.tree_leaves(tree) if hasattr(leaf, "shape"))
+
+
+def unreadable(path: str) -> str | None:
+    """Why the orbax (OCDBT) checkpoint at ``path`` cannot be read, or None: every stored value is read back
+    through tensorstore, synchronously. It finds missing, truncated and overwritten files before orbax is asked
+    to restore them (orbax's asynchronous restore, failing, leaves 'Event loop is closed' tracebacks behind)."""
+    import tensorstore as ts
+    if not os.path.isdir(path):
+        return f"{path} is missing"
+    if not os.path.isfile(os.path.join(path, "manifest.ocdbt")):
+        return None  # not an OCDBT checkpoint: left to orbax
+    try:
+        store = ts.KvStore.open({"driver": "ocdbt", "base": f"file://{path}"}).result()
+        for key in store.list().result():
+            store.read(key).result()
+    except Exception as e:  # noqa: BLE001 - tensorstore reports damage as ValueError, and other errors
+        return _first_line(e)
+    return None
