@@ -38,7 +38,7 @@ def base_config() -> ml_collections.ConfigDict:
     # several teachers: comma-separated teacher folders (each with its own architecture and normalisation);
     # overrides checkpoint. They must agree on classes and image shape (dfkd_jax.ensemble)
     c.teacher.checkpoints = ""
-    c.teacher.train_if_missing = True  # train it on the real data when the folder does not exist
+    c.teacher.train_if_missing = True  # train it on the real data when the cache has none (never into teacher.checkpoint)
     c.teacher.epochs = 10
     c.teacher.batch_size = 128
     c.teacher.lr = 2e-3  # Adam, cosine decay

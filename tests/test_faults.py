@@ -95,6 +95,10 @@ def test_two_concurrent_runs_on_one_workdir(straight, env, tmp_path):  # noqa: F
     assert "Traceback" not in err
     assert metrics_rounds(workdir) == metrics_rounds(straight)
     _same_final_state(straight, workdir)
+    lines = outs[procs.index(winner)][0].splitlines()  # what it says before the first round
+    order = [next(i for i, x in enumerate(lines) if x.startswith(p)) for p in
+             ("Loading the teacher from", "Loading the fashion_mnist test split", "Compiling the round")]
+    assert order == sorted(order)
 
 
 def test_a_killed_runs_lock_is_taken_over(straight, env, tmp_path):  # noqa: F811
@@ -157,18 +161,21 @@ def test_corrupt_latest_checkpoint_falls_back_and_is_kept_aside(straight, env, t
 
 def test_resume_keeps_each_round_once_and_records_config_changes(straight, env, tmp_path):  # noqa: F811
     """The last checkpoint deleted: rounds N/2+1..N run again; metrics.jsonl holds each once. The rerun changes
-    student.lr under --allow_config_change: config_history.json says from which round it ran with which value."""
+    train.eval_every under --allow_config_change: config_history.json says from which round it ran with which value."""
     workdir = _copy_run(straight, tmp_path / "w")
     (workdir / "results.json").unlink()
     shutil.rmtree(workdir / "checkpoints" / str(ROUNDS))
-    proc = run(env, workdir, "--config.student.lr=0.02", "--allow_config_change")
+    proc = run(env, workdir, "--config.train.eval_every=2", "--allow_config_change")
     assert "recorded in config_history.json" in proc.stdout
-    assert metrics_rounds(workdir) == metrics_rounds(straight)
+    evals = [r for r, kind in metrics_rounds(workdir) if kind == "eval"]
+    assert evals == [4, 6, 8]  # 4 from the first config, 6 and 8 from the new one; each once
+    assert [r for r, kind in metrics_rounds(workdir) if kind == "train"] == [2, 4, 6, 8]
     history = json.loads((workdir / "config_history.json").read_text())
     assert [h["from_round"] for h in history] == [0, ROUNDS // 2]
-    assert history[1]["changed"] == {"student.lr": [0.01, 0.02]} and history[1]["config"]["student"]["lr"] == 0.02
+    assert history[1]["changed"] == {"train.eval_every": [4, 2]} and history[1]["config"]["train"]["eval_every"] == 2
     results = json.loads((workdir / "results.json").read_text())
-    assert results["config_changes"] == [{"from_round": ROUNDS // 2, "changed": {"student.lr": [0.01, 0.02]}}]
+    assert results["config_changes"] == [{"from_round": ROUNDS // 2, "changed": {"train.eval_every": [4, 2]}}]
+    assert [h["round"] for h in results["history"]] == [4, 6, 8]
 
 
 def test_moved_finished_run_and_results_lost_at_the_last_round(straight, env, tmp_path):  # noqa: F811
@@ -248,15 +255,6 @@ def test_ctrl_c_names_the_round_and_the_rerun_resumes(straight, env, tmp_path): 
     assert metrics_rounds(workdir) == metrics_rounds(straight)
 
 
-def test_run_says_what_it_is_doing_before_the_rounds(straight, env, tmp_path):  # noqa: F811
-    proc = run(env, tmp_path / "w", "--config.train.rounds=2", "--config.train.eval_every=2",
-               "--config.train.checkpoint_every=2", "--config.train.sample_every=2")
-    lines = proc.stdout.splitlines()
-    order = [next(i for i, x in enumerate(lines) if x.startswith(p)) for p in
-             ("Loading the teacher from", "Loading the fashion_mnist test split", "Compiling the round")]
-    assert order == sorted(order)
-
-
 def test_compilation_cache_is_on_by_default(monkeypatch, tmp_path):
     from dfkd_jax.main import NO_CACHE_ENV, enable_compilation_cache
     monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "explicit"))
@@ -272,3 +270,35 @@ def test_compilation_cache_is_on_by_default(monkeypatch, tmp_path):
         assert jax.config.jax_compilation_cache_dir == str(tmp_path / "cache" / "xla")
     finally:
         jax.config.update("jax_compilation_cache_dir", before)
+
+
+# --- item 8: the converter on files it must not or cannot load ------------------------------------------------------
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, ("echo this should never run",))
+
+
+@pytest.mark.torch
+def test_converter_names_a_malicious_pickle_and_a_damaged_zip(tmp_path):
+    torch = pytest.importorskip("torch")
+    import zipfile
+
+    from dfkd_jax.convert import convert_checkpoint
+    evil = tmp_path / "evil.pth"
+    torch.save({"state_dict": {"fc.weight": torch.zeros(2, 2)}, "x": _RunsCode()}, evil)
+    with pytest.raises(ValueError) as e:
+        convert_checkpoint(str(evil), str(tmp_path / "out"), arch="lenet5", dataset="fashion_mnist")
+    message = str(e.value)
+    assert message.startswith(f"{evil} was refused: loading it would call posix.system") or "nt.system" in message
+    assert "Nothing was run" in message and "Do not load it with trust_pickle" in message
+    assert "will likely succeed" not in message and message.endswith("torch.save(model.state_dict()).")
+    garbage = tmp_path / "garbage.pth"
+    with zipfile.ZipFile(garbage, "w") as z:
+        z.writestr("archive/data.pkl", b"not a pickle at all")
+        z.writestr("archive/version", b"3\n")
+    with pytest.raises(ValueError) as e:
+        convert_checkpoint(str(garbage), str(tmp_path / "out"), arch="lenet5", dataset="fashion_mnist")
+    assert str(e.value) == (f"{garbage} is damaged or is not a PyTorch checkpoint: its pickle cannot be decoded "
+                            "(Unsupported operand 110). Download or save it again.")
+    assert not (tmp_path / "out").exists()
