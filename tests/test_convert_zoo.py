@@ -31,7 +31,7 @@ import torch_reference as R  # noqa: E402
 import torch_reference_zoo as Z  # noqa: E402
 
 from dfkd_jax.convert import (convert_state_dict, convert_with_info, detect_architecture, generator_config,  # noqa: E402
-                              load_torch_state_dict)
+                              load_torch_state_dict, normalize_state_dict)
 from dfkd_jax.models import build_generator, build_model  # noqa: E402
 
 torch.set_num_threads(2)
@@ -123,7 +123,11 @@ def test_full_width_deeplabv3_keys_are_detected():
         sd = {k: v.numpy() for k, v in Z.build(arch, 11).state_dict().items()}
         assert detect_architecture(sd) == arch
     sd = Z.build("deeplabv3_mobilenetv2_cmi", 11).state_dict()
-    assert "backbone.high_level_features.13.conv.3.running_var" in sd and "classifier.classifier.4.bias" in sd
+    assert "backbone.high_level_features.17.conv.3.running_var" in sd and "classifier.classifier.4.bias" in sd
+    # CMI/Fast slice one Sequential (features[4:-1]), which keeps its indices: 4 ... 17, never 0
+    assert "backbone.high_level_features.4.conv.0.0.weight" in sd
+    assert not any(k.startswith("backbone.high_level_features.0.") for k in sd)
+    assert len(normalize_state_dict(sd)) == 292  # the real class's key count at 13 classes too
     sd = Z.build("deeplabv3_mobilenetv2", 11).state_dict()
     assert "backbone.features.17.conv.7.running_var" in sd and "classifier.0.convs.4.2.weight" in sd
 

@@ -284,8 +284,9 @@ class SegMobileNetV2(nn.Module):
         if dfad:
             self.features = nn.Sequential(*feats)
         else:
-            self.low_level_features = nn.Sequential(*feats[:4])
-            self.high_level_features = nn.Sequential(*feats[4:])
+            # as CMI/Fast: slices of one Sequential, which keep its indices (high_level_features.4 ... 17)
+            features = nn.Sequential(*feats)
+            self.low_level_features, self.high_level_features = features[:4], features[4:]
         self.dfad = dfad
         self.out_channels = cin
 

@@ -10,7 +10,8 @@ two PyTorch layouts the data-free code bases save (torchvision's ``backbone.*`` 
 * ``scheme='cmi'`` (CMI / Fast-Datafree, ``datafree/models/deeplab/``): head keys
   ``classifier.classifier.{0,1,2,4}``, ASPP rates (12, 24, 36); MobileNetV2 from
   DeepLabV3Plus-Pytorch (``backbone.low_level_features.0-3`` and
-  ``backbone.high_level_features.0-13``, nested ``ConvBNReLU`` keys).
+  ``backbone.high_level_features.4-17``: slices of one ``nn.Sequential`` keep its indices;
+  nested ``ConvBNReLU`` keys).
 
 Head (both): ASPP = five 256-wide branches over the backbone map (1x1 conv, three 3x3
 convs at the dilation rates, image pooling -> 1x1 conv -> bilinear back), each conv -
@@ -170,7 +171,8 @@ class MobileNetV2Backbone(nn.Module):
     def _name(self, index: int) -> str:
         if self.scheme == "dfad":
             return f"features_{index}"
-        return f"low_level_features_{index}" if index < 4 else f"high_level_features_{index - 4}"
+        # CMI/Fast slice one nn.Sequential (features[0:4], features[4:-1]): the slices keep its indices
+        return f"low_level_features_{index}" if index < 4 else f"high_level_features_{index}"
 
     @nn.compact
     def __call__(self, x, train: bool = False):
