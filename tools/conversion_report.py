@@ -191,7 +191,7 @@ def reference_report(root: str, torchvision: str | None, commit: str | None = No
     for row in Z.rows(zoo, load, read, models):
         shape = "x".join(map(str, row.shape[1:] + row.shape[:1])) if len(row.shape) == 3 else f"z {row.shape[0]}"
         if row.arch is None:
-            print(f"| {row.name} | - | - | - | - | not listed: {row.note} |", flush=True)
+            print(f"| {row.name} | - | - | - | - | {row.note or 'not listed by dfkd_jax'} |", flush=True)
             continue
         t0 = time.time()
         try:

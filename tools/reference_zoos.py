@@ -62,7 +62,7 @@ def _datafree(load, imagenet34: bool, torchvision_models) -> list[Row]:
         rows.append(Row("mobilenetv2_imagenet (torchvision)", "mobilenetv2",
                         lambda: torchvision_models("mobilenet_v2"), (3, 64, 64), note="1,000 classes, 64x64"))
     else:
-        rows.append(Row("mobilenetv2_imagenet (torchvision)", None, note="needs --torchvision"))
+        rows.append(Row("mobilenetv2_imagenet (torchvision)", None, note="not checked: needs --torchvision"))
     d = "datafree.models.deeplab.modeling"
     rows += [Row("deeplabv3_resnet50", "deeplabv3_resnet50_cmi",
                  lambda: load(d).deeplabv3_resnet50(num_classes=13, output_stride=8, pretrained_backbone=False),
@@ -107,7 +107,7 @@ def rows(zoo: str, load: Callable, read: Callable, torchvision_models=None) -> l
                 Row("gan.GeneratorB", "dfad_b", lambda: load("network.gan").GeneratorB(nz=256, ngf=64, nc=3, img_size=128),
                     (256,), "bare")]
         if torchvision_models is None:
-            out += [Row(n, None, note="needs --torchvision (DFAD's DeepLab imports torchvision)")
+            out += [Row(n, None, note="not checked: needs --torchvision (DFAD's DeepLab imports torchvision)")
                     for n in ("deeplabv3_resnet50", "deeplabv3_mobilenet")]
         else:
             out += [Row("deeplabv3_resnet50", "deeplabv3_resnet50",
@@ -139,8 +139,8 @@ def rows(zoo: str, load: Callable, read: Callable, torchvision_models=None) -> l
                 Row("resnet.ResNet18", "resnet18", lambda: load("networks.resnet").ResNet18(10), fmt="bare"),
                 Row("resnet.ResNet34", "resnet34", lambda: load("networks.resnet").ResNet34(10), fmt="bare"),
                 Row("resnet.ResNet50", "resnet50", lambda: load("networks.resnet").ResNet50(10), fmt="bare"),
-                Row("generator.Generator", None, note="spectral-norm generator: dfkd_jax's dafl_sn has no PyTorch "
-                                                      "key layout (trained in dfkd_jax)"),
+                Row("generator.Generator", None, note="not listed by dfkd_jax: its spectral-norm generator "
+                                                      "(`dafl_sn`) has no PyTorch key layout"),
                 Row("mobilenet, squeezenet", None, note="not listed by dfkd_jax")]
     if zoo == "repdistiller":
         m = "models."
