@@ -155,7 +155,7 @@ def check_reference(row, folder: str) -> dict:
     return {"keys": len(info.state_dict), "rel_err": float(np.abs(out - ref).max() / np.abs(ref).max())}
 
 
-def reference_report(root: str, torchvision: str | None, commit: str | None = None) -> int:
+def reference_report(root: str, torchvision: str | None, commit: str | None = None, only=()) -> int:
     """Prints the markdown table for the zoo checked out at ``root``; returns the number of failures."""
     import subprocess
 
@@ -189,6 +189,8 @@ def reference_report(root: str, torchvision: str | None, commit: str | None = No
     print("|---|---|---|---|---|---|")
     failures = 0
     for row in Z.rows(zoo, load, read, models):
+        if only and row.name not in only:
+            continue
         shape = "x".join(map(str, row.shape[1:] + row.shape[:1])) if len(row.shape) == 3 else f"z {row.shape[0]}"
         if row.arch is None:
             print(f"| {row.name} | - | - | - | - | {row.note or 'not listed by dfkd_jax'} |", flush=True)
@@ -219,13 +221,14 @@ def main(argv=None):
                    help="check the architectures of the zoo checked out in DIR against its own classes")
     p.add_argument("--torchvision", metavar="PATH", help="torchvision wheel (or its unpacked folder), for zoos that "
                    "import torchvision; default $DFKD_JAX_TORCHVISION")
+    p.add_argument("--only", default="", help="with --reference-repo: only these of the zoo's models (comma-separated)")
     p.add_argument("--commit", help="the checkout's commit, where DIR is no git checkout (an unpacked archive)")
     args = p.parse_args(argv)
     import torch
     torch.set_num_threads(2)
     if args.reference_repo:
         sys.exit(1 if reference_report(args.reference_repo, args.torchvision or os.environ.get("DFKD_JAX_TORCHVISION"),
-                                           args.commit) else 0)
+                                           args.commit, [n for n in args.only.split(",") if n]) else 0)
     cases = [(a, 10, 32) for a in args.archs.split(",") if a and a != "none"]
     cases += [(a, 11, int(s)) for a, s in (c.split(":") for c in args.deeplab.split(",") if c and c != "none")]
     print("| arch | input | classes | params (Flax) | params (PyTorch) | 3 formats identical | rel. logit error |")

@@ -27,6 +27,11 @@ class Row:
     generator_kwargs: dict = dataclasses.field(default_factory=dict)  # what a state_dict cannot tell (bn_eps)
 
 
+# DeepLabV3 inputs: at 64x64 the dilated ASPP branches see only the centre tap of the 8x8 map; at 296x296
+# (a 37x37 map) every rate (12, 24, 32 or 36) reaches inside it
+SEG_SIDES = (64, 296)
+SEG_NOTE = {64: "", 296: "; every ASPP rate inside the 37x37 map"}
+
 # zoo -> (a file that identifies its checkout, a description)
 ZOOS = {
     "fast-datafree": ("datafree/synthesis/fast_meta.py", "zju-vipa/Fast-Datafree"),
@@ -64,12 +69,13 @@ def _datafree(load, imagenet34: bool, torchvision_models) -> list[Row]:
     else:
         rows.append(Row("mobilenetv2_imagenet (torchvision)", None, note="not checked: needs --torchvision"))
     d = "datafree.models.deeplab.modeling"
-    rows += [Row("deeplabv3_resnet50", "deeplabv3_resnet50_cmi",
-                 lambda: load(d).deeplabv3_resnet50(num_classes=13, output_stride=8, pretrained_backbone=False),
-                 (3, 64, 64), note="13 classes, 64x64"),
-             Row("deeplabv3_mobilenet", "deeplabv3_mobilenetv2_cmi",
-                 lambda: load(d).deeplabv3_mobilenet(num_classes=13, output_stride=8, pretrained_backbone=False),
-                 (3, 64, 64), note="13 classes, 64x64")]
+    for side in SEG_SIDES:
+        rows += [Row("deeplabv3_resnet50", "deeplabv3_resnet50_cmi",
+                     lambda: load(d).deeplabv3_resnet50(num_classes=13, output_stride=8, pretrained_backbone=False),
+                     (3, side, side), note=f"13 classes{SEG_NOTE[side]}"),
+                 Row("deeplabv3_mobilenet", "deeplabv3_mobilenetv2_cmi",
+                     lambda: load(d).deeplabv3_mobilenet(num_classes=13, output_stride=8, pretrained_backbone=False),
+                     (3, side, side), note=f"13 classes{SEG_NOTE[side]}")]
     g = "datafree.models.generator"
     rows.append(Row("generator.Generator", "cmi", lambda: load(g).Generator(nz=256, ngf=64, img_size=32, nc=3), (256,)))
     if hasattr(load(g), "LargeGenerator"):  # CMI's (DFQ's); not in Fast-Datafree
@@ -110,12 +116,13 @@ def rows(zoo: str, load: Callable, read: Callable, torchvision_models=None) -> l
             out += [Row(n, None, note="not checked: needs --torchvision (DFAD's DeepLab imports torchvision)")
                     for n in ("deeplabv3_resnet50", "deeplabv3_mobilenet")]
         else:
-            out += [Row("deeplabv3_resnet50", "deeplabv3_resnet50",
-                        lambda: load(seg).deeplabv3_resnet50(num_classes=11, pretrained_backbone=False), (3, 64, 64),
-                        "bare", "11 classes, 64x64"),
-                    Row("deeplabv3_mobilenet", "deeplabv3_mobilenetv2",
-                        lambda: load(seg).deeplabv3_mobilenet(num_classes=11, pretrained_backbone=False), (3, 64, 64),
-                        "bare", "11 classes, 64x64")]
+            for side in SEG_SIDES:
+                out += [Row("deeplabv3_resnet50", "deeplabv3_resnet50",
+                            lambda: load(seg).deeplabv3_resnet50(num_classes=11, pretrained_backbone=False),
+                            (3, side, side), "bare", f"11 classes{SEG_NOTE[side]}"),
+                        Row("deeplabv3_mobilenet", "deeplabv3_mobilenetv2",
+                            lambda: load(seg).deeplabv3_mobilenet(num_classes=11, pretrained_backbone=False),
+                            (3, side, side), "bare", f"11 classes{SEG_NOTE[side]}")]
         return out
     if zoo == "dafl":
         base = "Data-Efficient-Model-Compression.DAFL."
