@@ -356,6 +356,22 @@ def test_generator_variants_match_pytorch(variant):
         assert _rel_err(plain, ref) > 1e-2
 
 
+def test_dcgan_cifar10_generator_is_large_under_its_keys():
+    """CuDFKD's/AdaDFKD's DCGAN_Generator_CIFAR10 at d=2 (ljrprocc datafree/models/generator.py): CMI's
+    LargeGenerator's layers as ``project.1`` and ``main.{0,2,3,6,7,9}``: detected as ``large``, converted."""
+    module = R.randomize_(R.CMIGeneratorTorch(nz=40, ngf=16, img_size=32, nc=3, width=4), seed=6).eval()
+    sd = {k.replace("l1.0.", "project.1.").replace("conv_blocks.", "main."): v.numpy()
+          for k, v in module.state_dict().items()}
+    assert detect_architecture(sd) == "large"
+    cfg = generator_config(sd, "large")
+    assert cfg == dict(nz=40, ngf=16, channels=3, img_size=32)
+    z = torch.randn(4, 40, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        ref = module(z).numpy().transpose(0, 2, 3, 1)
+    out = build_generator("large", **cfg).apply(convert_state_dict(sd, "large"), jnp.asarray(z.numpy()), train=False)
+    assert _rel_err(out, ref) <= RTOL
+
+
 def test_zskt_generator_in_its_own_key_layout():
     """ZSKT's generator is one ``nn.Sequential`` ``layers`` (polo5/ZeroShotKnowledgeTransfer models/generator.py:
     Linear 0, BN 2, Conv 4, BN 5, Conv 8, BN 9, Conv 11, affine BN 12): detected as ``zskt``, its dimensions

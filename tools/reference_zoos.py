@@ -45,7 +45,7 @@ ZOOS = {
 }
 
 
-def _datafree(load, imagenet34: bool, torchvision_models) -> list[Row]:
+def _datafree(load, ljrprocc: bool, torchvision_models) -> list[Row]:
     """CMI / Fast-Datafree / ljrprocc: ``registry.py``'s MODEL_DICT, IMAGENET_MODEL_DICT and
     SEGMENTATION_MODEL_DICT, the LeNets and generators of ``datafree/models``."""
     c = "datafree.models.classifiers."
@@ -60,7 +60,7 @@ def _datafree(load, imagenet34: bool, torchvision_models) -> list[Row]:
     rows += [Row("lenet.LeNet5", "lenet5", lambda: load(c + "lenet").LeNet5(nc=1, num_classes=10), (1, 32, 32)),
              Row("lenet.LeNet5Half", "lenet5_half", lambda: load(c + "lenet").LeNet5Half(nc=1, num_classes=10),
                  (1, 32, 32))]
-    names = ("resnet18", "resnet34", "resnet50") if imagenet34 else ("resnet18", "resnet50")
+    names = ("resnet18", "resnet34", "resnet50") if ljrprocc else ("resnet18", "resnet50")
     rows += [Row(f"{n}_imagenet", f"{n}_imagenet", lambda n=n: getattr(load(c + "resnet_in"), n)(), (3, 64, 64),
                  note="1,000 classes, checked on 64x64") for n in names]
     if torchvision_models is not None:
@@ -81,6 +81,12 @@ def _datafree(load, imagenet34: bool, torchvision_models) -> list[Row]:
     if hasattr(load(g), "LargeGenerator"):  # CMI's (DFQ's); not in Fast-Datafree
         rows.append(Row("generator.LargeGenerator", "large",
                         lambda: load(g).LargeGenerator(nz=256, ngf=64, img_size=32, nc=3), (256,)))
+    if ljrprocc:  #  (CuDFKD, AdaDFKD): datafree_kd.py's DCGAN_Generator_CIFAR10(nz, ngf=64, d=depth)
+        rows.append(Row("generator.DCGAN_Generator_CIFAR10 (d=2)", "large",
+                        lambda: load(g).DCGAN_Generator_CIFAR10(nz=512, ngf=64, nc=3, img_size=32, d=2), (512,)))
+        rows += [Row(f"generator.{n}", None, note=f"not listed by dfkd_jax{extra}") for n, extra in (
+            ("DCGAN_Generator_CIFAR10 (d=3)", ""), ("DCGAN_Generator", ""), ("DCGAN_Generator_CIFAR10_more", ""),
+            ("DCGAN_CondGenerator", ""), ("TinyGenerator", " (ljrprocc/DFKD only)"))]
     return rows
 
 

@@ -58,13 +58,19 @@ _LENET_CMI = {"features.0": "conv1", "features.3": "conv2", "features.6": "conv3
 _ZSKT_GENERATOR = {"layers.0": "l1.0", "layers.2": "conv_blocks0.0", "layers.4": "conv_blocks1.0",
                    "layers.5": "conv_blocks1.1", "layers.8": "conv_blocks2.0", "layers.9": "conv_blocks2.1",
                    "layers.11": "conv_blocks2.3", "layers.12": "conv_blocks2.5"}
+# CuDFKD's and AdaDFKD's DCGAN_Generator_CIFAR10 at d=2 (ljrprocc/DataFree, ljrprocc/DFKD
+# datafree/models/generator.py): LargeGenerator's layers, ``project.1`` (after a Flatten) and ``main.N`` with
+# the same indices as ``conv_blocks.N``.
+_DCGAN_CIFAR10 = {"project.1": "l1.0", **{f"main.{i}": f"conv_blocks.{i}" for i in (0, 2, 3, 6, 7, 9)}}
 KEY_SCHEMES: dict[str, dict[str, dict[str, str]]] = {
+    "large": {"dcgan_cifar10": _DCGAN_CIFAR10},
     "lenet5": {"cmi": _LENET_CMI},
     "lenet5_half": {"cmi": _LENET_CMI},
     "lenet5_half_zskd": {"cmi": _LENET_CMI},
     "zskt": {"zskt": _ZSKT_GENERATOR},
 }
-CANONICAL_SCHEME = {"lenet5": "dfad", "lenet5_half": "dfad", "lenet5_half_zskd": "dfad", "zskt": "dafl"}
+CANONICAL_SCHEME = {"lenet5": "dfad", "lenet5_half": "dfad", "lenet5_half_zskd": "dfad", "zskt": "dafl",
+                    "large": "cmi"}
 
 _NUMERIC_SEGMENT = re.compile(r"_(?=\d+(?:_|$))")
 
