@@ -38,12 +38,12 @@ torch.set_num_threads(2)
 RTOL = 1e-4
 FORMATS = ("bare", "wrapped", "module")
 FAST = ["resnet8", "vgg13", "mobilenetv2", "shufflenetv2"]
-SLOW = ["resnet20", "resnet32", "resnet56", "resnet110", "resnet8x4", "resnet32x4", "resnet50"]
-VGG13 = [[64, 64], [128, 128], [256, 256], [512, 512], [512, 512]]
+SLOW = ["resnet14", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet8x4", "resnet32x4", "resnet50",
+        "vgg16", "vgg19"]
 
 
 def _reference(arch: str, num_classes: int):
-    module = R.BlockVGG(VGG13, num_classes) if arch == "vgg13" else Z.build(arch, num_classes)
+    module = R.build(arch, num_classes) if arch in R.VGG_CFG else Z.build(arch, num_classes)
     return R.randomize_(module, seed=len(arch)).eval()
 
 

@@ -41,8 +41,8 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 
-CLASSIFIERS = ("resnet8", "resnet20", "resnet32", "resnet56", "resnet110", "resnet8x4", "resnet32x4", "resnet50",
-               "vgg13", "mobilenetv2", "shufflenetv2")
+CLASSIFIERS = ("resnet8", "resnet14", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet8x4",
+               "resnet32x4", "resnet50", "vgg13", "vgg16", "vgg19", "mobilenetv2", "shufflenetv2")
 # (arch, input side): full width at 64x64, and at 1/8 width on 296x296 inputs, where every ASPP rate
 # reaches inside the output-stride-8 map (37x37)
 DEEPLAB = (("deeplabv3_resnet50", 64), ("deeplabv3_mobilenetv2", 64), ("deeplabv3_resnet50_cmi", 64),
@@ -61,8 +61,7 @@ def check(arch: str, num_classes: int, side: int, folder: str) -> dict:
     from dfkd_jax.convert import convert_with_info, detect_architecture, load_torch_state_dict
     from dfkd_jax.models import build_model
 
-    vgg13 = [[64, 64], [128, 128], [256, 256], [512, 512], [512, 512]]
-    module = R.BlockVGG(vgg13, num_classes) if arch == "vgg13" else Z.build(arch, num_classes)
+    module = R.build(arch, num_classes) if arch in R.VGG_CFG else Z.build(arch, num_classes)
     module = R.randomize_(module, seed=len(arch)).eval()
     sd = module.state_dict()
     x = torch.randn(1, 3, side, side, generator=torch.Generator().manual_seed(3))

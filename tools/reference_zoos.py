@@ -27,6 +27,12 @@ class Row:
     generator_kwargs: dict = dataclasses.field(default_factory=dict)  # what a state_dict cannot tell (bn_eps)
 
 
+# RepDistiller's CIFAR ResNets and VGGs (also in CMI/Fast's resnet_tiny.py and vgg.py; their MODEL_DICT
+# registers all but resnet14, resnet44, vgg16 and vgg19)
+TINY_RESNETS = ("resnet8", "resnet14", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet8x4",
+                "resnet32x4")
+VGGS = ("vgg8", "vgg11", "vgg13", "vgg16", "vgg19")
+
 # DeepLabV3 inputs: at 64x64 the dilated ASPP branches see only the centre tap of the 8x8 map; at 296x296
 # (a 37x37 map) every rate (12, 24, 32 or 36) reaches inside it
 SEG_SIDES = (64, 296)
@@ -52,8 +58,8 @@ def _datafree(load, ljrprocc: bool, torchvision_models) -> list[Row]:
     rows = [Row(f"wrn{d}_{w}", f"wrn{d}_{w}", lambda d=d, w=w: getattr(load(c + "wresnet"), f"wrn_{d}_{w}")(10))
             for d, w in ((16, 1), (16, 2), (40, 1), (40, 2))]
     rows += [Row(n, n, lambda n=n: getattr(load(c + "resnet_tiny"), n)(10))
-             for n in ("resnet8", "resnet20", "resnet32", "resnet56", "resnet110", "resnet8x4", "resnet32x4")]
-    rows += [Row(n, n, lambda n=n: getattr(load(c + "vgg"), f"{n}_bn")(num_classes=10)) for n in ("vgg8", "vgg11", "vgg13")]
+             for n in TINY_RESNETS]
+    rows += [Row(n, n, lambda n=n: getattr(load(c + "vgg"), f"{n}_bn")(num_classes=10)) for n in VGGS]
     rows += [Row("shufflenetv2", "shufflenetv2", lambda: load(c + "shufflenetv2").shuffle_v2(10)),
              Row("mobilenetv2", "mobilenetv2", lambda: load(c + "mobilenetv2").mobilenet_v2(num_classes=10))]
     rows += [Row(n, n, lambda n=n: getattr(load(c + "resnet"), n)(10)) for n in ("resnet18", "resnet34", "resnet50")]
@@ -158,14 +164,14 @@ def rows(zoo: str, load: Callable, read: Callable, torchvision_models=None) -> l
     if zoo == "repdistiller":
         m = "models."
         out = [Row(n, n, lambda n=n: getattr(load(m + "resnet"), n)(num_classes=10), fmt="model")
-               for n in ("resnet8", "resnet20", "resnet32", "resnet56", "resnet110", "resnet8x4", "resnet32x4")]
+               for n in TINY_RESNETS]
         out += [Row(f"wrn_{d}_{w}", f"wrn{d}_{w}", lambda d=d, w=w: getattr(load(m + "wrn"), f"wrn_{d}_{w}")(num_classes=10),
                     fmt="model") for d, w in ((16, 1), (16, 2), (40, 1), (40, 2))]
         out += [Row(n, n, lambda n=n: getattr(load(m + "vgg"), f"{n}_bn")(num_classes=10), fmt="model")
-                for n in ("vgg8", "vgg11", "vgg13")]
+                for n in VGGS]
         out += [Row("ShuffleV2", "shufflenetv2", lambda: load(m + "ShuffleNetv2").ShuffleV2(num_classes=10), fmt="model"),
                 Row("ResNet50", "resnet50", lambda: load(m + "resnetv2").ResNet50(num_classes=10), fmt="model")]
         out += [Row(n, None, note="not listed by dfkd_jax")
-                for n in ("resnet14", "resnet44", "vgg16", "vgg19", "MobileNetV2 (mobile_half)", "ShuffleV1")]
+                for n in ("MobileNetV2 (mobile_half)", "ShuffleV1")]
         return out
     raise KeyError(zoo)
