@@ -199,10 +199,10 @@ def test_zskd_all_expands_every_image_into_its_103_views_and_the_fill_is_a_switc
     left = jnp.array([[1.0, 0, 0.0, 0]], jnp.float32)  # translation left: the strip on the right is the fill
     assert np.all(np.asarray(augment_zskd.apply_variants(x[:1], left))[:, :, 8:] == 1.0)
     assert np.all(np.asarray(augment_zskd.apply_variants(x[:1], left, 0.0))[:, :, 8:] == 0.0)
-    black = np.asarray(augment.AUGMENTATIONS["zskd_all_fill0"](None, x))
-    white = np.asarray(augment.AUGMENTATIONS["zskd_all"](None, x))
+    black = np.asarray(STUDENT_AUGMENTATIONS["zskd_all_fill0"](None, x))
+    white = np.asarray(STUDENT_AUGMENTATIONS["zskd_all"](None, x))
     np.testing.assert_allclose(black[4], np.where(white[4] == 1.0, 0.0, white[4]), atol=1e-6)  # view 4: left
-    assert {"zskd_fill0", "zskd_all"} <= set(augment.AUGMENTATIONS)
+    assert {"zskd_fill0", "zskd_all"} <= set(STUDENT_AUGMENTATIONS)
 
 
 # -- through the engine -------------------------------------------------------------------------------------
