@@ -102,9 +102,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.student.pool_dtype = "float32"  # storage of the pool's pixels: float32 | bfloat16 | uint8 (floor(255 p), the references' PNG files)
     c.student.pool_logits = False  # inversion: also store the teachers' logits (exported with a transfer set)
     # the student's draw from the pool, on the device: none | crop_flip (RandomCrop(pad 4) + flip, the inversion
-    # code's CIFAR transform); an augmented batch is labelled by the teachers, not by stored logits
+    # code's CIFAR transform) | zskd | zskd_all | zskd_fill0 | zskd_all_fill0 (ZSKD's views, dfkd_jax.augment_zskd);
+    # an augmented batch is labelled by the teachers, not by stored logits
     c.student.augment = "none"
-    c.student.lr_min = 0.0  # the cosine schedule's final learning rate (CMI / Fast: eta_min 2e-4)
+    c.student.lr_min = 0.0  # the cosine schedule's final learning rate (CMI: 0; Fast: eta_min 2e-4)
     c.student.terms = ml_collections.ConfigDict()
     c.student.ramps = ml_collections.ConfigDict()
     c.student.tau = 1.0  # temperature of the kd term
