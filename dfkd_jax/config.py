@@ -145,6 +145,7 @@ def base_config() -> ml_collections.ConfigDict:
     # soft targets (synthesis.kind='soft_pixels', dfkd_jax.synthesis.targets): 'dirichlet' (ZSKD) | 'mvn' (Wang)
     c.synthesis.targets = "dirichlet"
     c.synthesis.dirichlet_betas = (1.0, 0.1)  # ZSKD's beta; rounds cycle over (class, beta)
+    c.synthesis.zskd_chain = 0  # ZSKD's chained impressions: n batches per (class, beta) row continue (soft_pixels.py)
     c.synthesis.mvn_layer = "penultimate"  # Wang: the modelled layer, 'penultimate' (the FC before the head) | 'logits'
     c.synthesis.mvn_sigma = 1.5  # Wang: Sigma = D R D with D = sqrt(sigma) I (1.5 MNIST, 2.0 CIFAR-10)
     c.synthesis.pixel_init = "uniform"  # 'uniform': U[0, 1] pixels (ZSKD's code) | 'normal': N(0, 1), normalised

@@ -225,6 +225,20 @@ def test_zskd_through_the_engine_and_its_python_loop():
     np.testing.assert_allclose(np.asarray(s1.pool.x), np.asarray(s2.pool.x), atol=1e-5)
 
 
+def test_zskd_chained_impressions_continue_a_row_and_keep_one_adam():
+    """``synthesis.zskd_chain = 2``: round 1 continues round 0's pixels (at lr 0 the pixels only get the
+    min-max rescale, so round 1 pushes round 0's batch again), round 2 starts a new row from fresh noise,
+    and the one Adam counts every step of the run (off, ``synth`` is None: every round is fresh noise)."""
+    t = random_teacher()
+    still = {"generator.lr": 0.0, "student.steps": 1}
+    _, chained, _ = run_rounds(synthesis_config("zskd", **{"synthesis.zskd_chain": 2, **still}), t, rounds=3)
+    x = np.asarray(chained.pool.x[:24])
+    np.testing.assert_allclose(x[8:16], x[:8], atol=1e-6)
+    assert not np.allclose(x[16:24], x[:8])
+    counts = [np.asarray(leaf) for leaf in jax.tree.leaves(chained.synth["opt"]) if np.asarray(leaf).dtype == np.int32]
+    assert counts and all(int(c) == 3 * 3 for c in counts)  # 3 rounds of 3 steps
+
+
 def test_soft_target_terms_need_the_soft_pixel_synthesiser():
     from dfkd_jax.config import base_config, validate
     from dfkd_jax.errors import ConfigError
