@@ -14,7 +14,8 @@ and ``soft_pixels`` cite the released code, vcl-iisc/ZSKD at 54c855f, line by li
 - counts (the paper's experiments, Sec. 4): 24,000 impressions for MNIST, 48,000 for
   Fashion-MNIST, 40,000 for CIFAR-10;
   one round = one batch of one (class, beta) row, the rows cycled (``targets.DirichletTargets``),
-  so 480 rounds of 100 give Fashion-MNIST's 48,000 (24 batches per row).
+  so 480 rounds of 100 give Fashion-MNIST's 48,000 (24 batches per row); ``synthesis.zskd_chain = 24``
+  goes row by row and chains a row's batches as the released generator (``soft_pixels``).
 
 Student (``model_training/train.py``): ``tau^2 * CE(softmax(t / 20), softmax(s / 20))`` with
 ``tau = 20`` (l. 126-129; ``kd`` here is the KL, the same gradient), the teacher labelling the
