@@ -17,14 +17,14 @@ import reference_zoos  # noqa: E402
 def test_repo_loader_skips_package_init_files(tmp_path):
     """A checkout's packages are registered bare: their __init__ (training code, heavy imports) never runs,
     while relative imports between its model files work."""
-    pkg = tmp_path / "zoo_pkg_c39" / "models"
+    pkg = tmp_path / "zoo_pkg_under_test" / "models"
     pkg.mkdir(parents=True)
-    (tmp_path / "zoo_pkg_c39" / "__init__.py").write_text("raise ImportError('the package __init__ ran')\n")
+    (tmp_path / "zoo_pkg_under_test" / "__init__.py").write_text("raise ImportError('the package __init__ ran')\n")
     (pkg / "__init__.py").write_text("raise ImportError('the package __init__ ran')\n")
     (pkg / "blocks.py").write_text("WIDTH = 7\n")
     (pkg / "net.py").write_text("from .blocks import WIDTH\n\ndef build():\n    return WIDTH * 2\n")
     load = conversion_report._repo_loader(str(tmp_path))
-    assert load("zoo_pkg_c39.models.net").build() == 14
+    assert load("zoo_pkg_under_test.models.net").build() == 14
 
 
 def test_unknown_checkout_names_the_known_zoos(tmp_path):

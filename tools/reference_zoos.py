@@ -38,10 +38,11 @@ VGGS = ("vgg8", "vgg11", "vgg13", "vgg16", "vgg19")
 SEG_SIDES = (64, 296)
 SEG_NOTE = {64: "", 296: "; every ASPP rate inside the 37x37 map"}
 
-# zoo -> (a file that identifies its checkout, a description)
+# zoo -> (a file that identifies its checkout, a description); the first that matches is taken (ljrprocc/DFKD
+# also holds Fast-Datafree's fast_meta.py)
 ZOOS = {
-    "fast-datafree": ("datafree/synthesis/fast_meta.py", "zju-vipa/Fast-Datafree"),
     "ljrprocc": ("datafree/models/score_sde/__init__.py", "ljrprocc/DataFree, ljrprocc/DFKD"),
+    "fast-datafree": ("datafree/synthesis/fast_meta.py", "zju-vipa/Fast-Datafree"),
     "cmi": ("datafree/models/deeplab/modeling.py", "zju-vipa/CMI"),
     "dfad": ("network/resnet_8x.py", "VainF/Data-Free-Adversarial-Distillation"),
     "dafl": ("Data-Efficient-Model-Compression/DAFL/DAFL-train.py", "huawei-noah DAFL (Efficient-Computing)"),
