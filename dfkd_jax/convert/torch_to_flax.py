@@ -344,9 +344,12 @@ def convert_state_dict(state_dict: Mapping[str, Any], arch: str, num_classes: in
 
 
 def generator_config(state_dict: Mapping[str, Any], name: str) -> dict[str, int]:
-    """``{'nz', 'ngf', 'channels', 'img_size'}`` of a DAFL (``'dafl'``), CMI (``'cmi'``) or DFAD GeneratorB
-    (``'dfad_b'``) generator checkpoint."""
-    return L.generator_config(normalize_state_dict(state_dict), name)
+    """``{'nz', 'ngf', 'channels', 'img_size'}`` of a DAFL (``'dafl'``), CMI (``'cmi'``, ``'large'``), ZSKT
+    (``'zskt'``) or DFAD GeneratorB (``'dfad_b'``) generator checkpoint."""
+    sd = normalize_state_dict(state_dict)
+    if name in L.KEY_SCHEMES:  # read the dimensions under the key scheme the checkpoint has (ZSKT's ``layers.N``)
+        return dict(match(sd, name).free_dims)
+    return L.generator_config(sd, name)
 
 
 def count_parameters(variables: Mapping[str, Any]) -> int:

@@ -66,6 +66,13 @@ def load_split(
     spec = get_spec(name)
     if split not in SPLITS:
         raise ValueError(f"Unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
+    if name == "imagenet":  # read from its wnid folders on each call (dfkd_jax.data.imagenet); nothing is built
+        from dfkd_jax.data import imagenet
+
+        if not source_dir:
+            raise DatasetNotFoundError("ImageNet is not downloaded by dfkd_jax: pass its folder as source_dir "
+                                       f"(--config.data.source_dir), holding {imagenet.LAYOUT}.")
+        return imagenet.read_imagenet(os.path.expanduser(source_dir), split)
     from dfkd_jax.data import builders  # imports tensorflow_datasets: only when loading
 
     base = _DERIVED.get(name, name)
