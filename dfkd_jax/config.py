@@ -13,7 +13,14 @@ import os
 
 import ml_collections
 
+from dfkd_jax import methods, objectives, synthesis
+from dfkd_jax.engine.round import LOOPS
 from dfkd_jax.errors import ConfigError
+from dfkd_jax.models import GENERATORS, parse_arch
+from dfkd_jax.models.fast_conv import IMPLEMENTATIONS
+from dfkd_jax.models.generators import INIT_SCHEMES
+from dfkd_jax.pool import STORAGE_DTYPES
+from dfkd_jax.synthesis.base import STUDENT_AUGMENTATIONS
 
 
 def default_cache_dir() -> str:
@@ -232,10 +239,6 @@ def _check_counts(cfg: ml_collections.ConfigDict) -> None:
 
 def validate(cfg: ml_collections.ConfigDict) -> None:
     """Check names a run would otherwise trip over deep inside (method, terms, schedules)."""
-    from dfkd_jax import methods, objectives
-    from dfkd_jax.models import GENERATORS, parse_arch
-    from dfkd_jax.models.generators import INIT_SCHEMES
-
     _check_counts(cfg)
     if cfg.method not in methods.METHODS:
         raise ConfigError(f"Unknown method {cfg.method!r}. Valid methods: {', '.join(sorted(methods.METHODS))}.")
@@ -280,19 +283,16 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
         raise ConfigError(f"config.hparams.r2m_queue_size={cfg.hparams.r2m_queue_size} is smaller than "
                           f"config.train.batch_size={cfg.train.batch_size}: each generator update pushes a whole "
                           "batch of keys into the queue. Use a queue at least as large as the batch.")
-    from dfkd_jax.engine.round import LOOPS
-    from dfkd_jax.pool import STORAGE_DTYPES
-    from dfkd_jax.augment import AUGMENTATIONS
-    from dfkd_jax.synthesis import KINDS
-    for key, valid in (("synthesis.kind", KINDS), ("synthesis.loop", LOOPS), ("student.pool_dtype", tuple(STORAGE_DTYPES)),
-                       ("student.augment", tuple(AUGMENTATIONS)), ("synthesis.meta", ("fomaml", "reptile")),
-                       ("synthesis.targets", ("dirichlet", "mvn")), ("synthesis.mvn_layer", ("penultimate", "logits")),
-                       ("synthesis.pixel_init", ("uniform", "normal")),
-                       ("synthesis.embedding", ("bn_means", "feature")),
-                       ("synthesis.embedding_fusion", ("concat", "mean"))):
+    choices: tuple[tuple[str, tuple[str, ...]], ...] = (
+        ("synthesis.kind", synthesis.kinds()), ("synthesis.loop", LOOPS), ("student.pool_dtype", tuple(STORAGE_DTYPES)),
+        ("student.augment", tuple(STUDENT_AUGMENTATIONS)), ("synthesis.meta", ("fomaml", "reptile")),
+        ("synthesis.targets", ("dirichlet", "mvn")), ("synthesis.mvn_layer", ("penultimate", "logits")),
+        ("synthesis.pixel_init", ("uniform", "normal")), ("synthesis.embedding", ("bn_means", "feature")),
+        ("synthesis.embedding_fusion", ("concat", "mean")))
+    for key, allowed in choices:
         section, field = key.split(".")
-        if cfg[section][field] not in valid:
-            raise ConfigError(f"config.{key} must be one of {', '.join(valid)}, not {cfg[section][field]!r}.")
+        if cfg[section][field] not in allowed:
+            raise ConfigError(f"config.{key} must be one of {', '.join(allowed)}, not {cfg[section][field]!r}.")
     soft_terms = {n for n in ("soft_ce", "soft_kl", "conv1_activation") if cfg.generator.terms.get(n)}
     if cfg.synthesis.kind == "soft_pixels":
         extra = objectives.needs(dict(cfg.generator.terms), objectives.GENERATOR_TERMS) - {"t_feature", "conv1"}
@@ -312,7 +312,6 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
                           "but config.generator.steps is 0: set it to at least 1 or use student.batch=fresh.")
     if cfg.student.batch == "pool" and cfg.student.pool_size < cfg.train.batch_size:
         raise ConfigError("config.student.pool_size must be at least config.train.batch_size.")
-    from dfkd_jax.models.fast_conv import IMPLEMENTATIONS
     if cfg.conv_impl not in IMPLEMENTATIONS:
         raise ConfigError(f"config.conv_impl must be one of {', '.join(IMPLEMENTATIONS)}, not {cfg.conv_impl!r}.")
     if cfg.synthesis.conv_impl not in ("",) + tuple(IMPLEMENTATIONS):

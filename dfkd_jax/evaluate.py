@@ -35,7 +35,7 @@ import numpy as np
 
 from dfkd_jax import data, metrics
 from dfkd_jax.data.pipeline import eval_batches, preprocess
-from dfkd_jax.engine import sharding
+from dfkd_jax.core import sharding
 from dfkd_jax.models import build_model, is_segmentation
 from dfkd_jax.teacher import Teacher, TeacherMeta, is_teacher_dir, load_teacher
 

@@ -63,7 +63,7 @@ def _main(argv):
 
 def _distil():
     from dfkd_jax.config import validate
-    from dfkd_jax.engine import sharding
+    from dfkd_jax.core import sharding
     from dfkd_jax.engine.loop import train_and_evaluate
     from dfkd_jax.obtain import obtain_teachers, teacher_paths
     from dfkd_jax.engine.workdir import check_is_run_folder

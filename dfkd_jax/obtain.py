@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from dfkd_jax.config import default_cache_dir
-from dfkd_jax.engine import sharding
+from dfkd_jax.core import sharding
 from dfkd_jax.errors import ConfigError, TeacherNotFoundError
 from dfkd_jax.teacher import Teacher, describe_folder, is_teacher_dir, load_teacher, save_teacher
 

@@ -87,7 +87,7 @@ def export(directory: str, images: np.ndarray, logits: np.ndarray | None, num_cl
            class_names=()) -> str:
     """Write pixel-space ``images`` (a pool's, ``pool_arrays``) and the teachers' ``logits`` on them as a
     transfer set in ``directory``; returns the dataset folder. The run labels a pool that kept no logits
-    with ``Distiller.pixel_logits`` first; ``logits=None`` stores zeros (``logits_stored: false``)."""
+    with ``distiller.evaluator.pixel_logits`` first; ``logits=None`` stores zeros (``logits_stored: false``)."""
     if images.shape[0] == 0:
         raise ConfigError("The pool is empty: nothing to export. Export after at least one round.")
     stored = logits is not None
@@ -181,7 +181,7 @@ def load_into_pool(directory: str, pool, distiller):
     if pool.t_logits is not None:
         full = np.zeros(pool.t_logits.shape, np.float32)
         full[:n] = logits
-        if not meta.get("logits_stored", False) and distiller.config.student.augment == "none":
+        if not meta.get("logits_stored", False) and distiller.spec.augment == "none":
             raise ConfigError(f"The transfer set at {directory} has no stored logits; train from it with "
                               "--config.student.augment=crop_flip (the teachers label each drawn batch).")
         new = new.replace(t_logits=full)
@@ -198,6 +198,7 @@ class TransferSetSource:
     augment: str = "crop_flip"
     batch_size: int = 0
     steps = 0
+    nz = 1
     fixed_carry = True
 
     def init(self, key, aux_key):

@@ -13,7 +13,7 @@ import os
 import re
 from typing import Any, Mapping
 
-from dfkd_jax.convert.torch_to_flax import (_read_torch_file, convert_with_info, count_parameters,
+from dfkd_jax.convert.torch_to_flax import (read_torch_file, convert_with_info, count_parameters,
                                             detect_architecture, normalize_state_dict)
 from dfkd_jax.data.specs import get_spec
 from dfkd_jax.models import GENERATORS
@@ -69,7 +69,7 @@ def convert_checkpoint(src: str | Mapping[str, Any], out_dir: str, arch: str | N
     """
     if isinstance(src, (str, os.PathLike)):
         try:
-            state, extras = _read_torch_file(os.fspath(src), trust_pickle)
+            state, extras = read_torch_file(os.fspath(src), trust_pickle)
         except ValueError as e:
             if e.__cause__ is None:  # our own message (not a torch checkpoint, no tensors): already clear
                 raise

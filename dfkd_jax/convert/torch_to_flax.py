@@ -56,7 +56,7 @@ def _to_numpy(value) -> np.ndarray:
     return t.numpy().copy()
 
 
-def _read_torch_file(path: str, trust_pickle: bool = False) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+def read_torch_file(path: str, trust_pickle: bool = False) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """(state_dict as numpy, scalar metadata of the wrapper such as ``epoch``/``arch``/``best_acc1``)."""
     try:
         import torch
@@ -115,7 +115,7 @@ def load_torch_state_dict(path: str, trust_pickle: bool = False) -> dict[str, np
     ``weights_only=True`` unless ``trust_pickle`` (only for files from a trusted source).
     Raises ``ValueError`` for a file that is not a PyTorch checkpoint.
     """
-    return _read_torch_file(path, trust_pickle)[0]
+    return read_torch_file(path, trust_pickle)[0]
 
 
 def normalize_state_dict(state_dict: Mapping[str, Any]) -> dict[str, np.ndarray]:

@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 
-from dfkd_jax.errors import UserError
+from dfkd_jax.errors import DatasetNotFoundError
 from dfkd_jax.data.pipeline import eval_batches, fit_shape, preprocess, train_batches
 from dfkd_jax.data.specs import SPECS, DatasetSpec, get_spec
 
@@ -32,10 +32,6 @@ __all__ = [
 ]
 
 DATA_DIR_ENV = "DFKD_JAX_DATA_DIR"
-
-
-class DatasetNotFoundError(UserError, FileNotFoundError):
-    """The raw files of a dataset are nowhere to be found; the message says how to provide them."""
 
 SPLITS = ("train", "test")
 

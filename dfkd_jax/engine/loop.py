@@ -34,7 +34,8 @@ import numpy as np
 from dfkd_jax import data
 from dfkd_jax.config import validate
 from dfkd_jax.data.pipeline import preprocess
-from dfkd_jax.engine import outputs, sharding, workdir as workdir_lib
+from dfkd_jax.core import sharding
+from dfkd_jax.engine import outputs, workdir as workdir_lib
 from dfkd_jax.engine.checkpoint import Checkpoints
 from dfkd_jax.engine.distiller import Distiller
 from dfkd_jax.errors import ConfigChangedError, ConfigError, UserError
@@ -190,13 +191,14 @@ SYNTHETIC_SCORE = "agree"
 
 
 def score_student(distiller: Distiller, state, test_set) -> dict[str, float]:
-    """``distiller.evaluate`` on the real test set; without one (``test_set`` None), Agree@1 and probability
+    """``distiller.evaluator.evaluate`` on the real test set; without one (``test_set`` None), Agree@1 and probability
     loyalty against the teacher on ``SYNTHETIC_EVAL`` synthetic samples labelled by the teacher."""
+    evaluator = distiller.evaluator
     if test_set is not None:
-        return distiller.evaluate(state, test_set)
-    images = distiller.sample(state, SYNTHETIC_EVAL, seed=SYNTHETIC_SEED)
-    t_labels, _ = distiller.predict(state, images)
-    ev = distiller.evaluate(state, images, np.asarray(t_labels, np.int32))
+        return evaluator.evaluate(state, test_set)
+    images = evaluator.sample(state, SYNTHETIC_EVAL, seed=SYNTHETIC_SEED)
+    t_labels, _ = evaluator.predict(state, images)
+    ev = evaluator.evaluate(state, images, np.asarray(t_labels, np.int32))
     return {"agree": ev["agree"], "loyalty": ev["loyalty"], "synthetic_samples": int(len(images))}
 
 
@@ -206,13 +208,13 @@ def save_samples(distiller: Distiller, state, path: str, save: bool = True, n: i
     process calls it (jitted computations over the whole mesh); only where ``save`` is the file written."""
     meta = distiller.teacher.meta
     if distiller.task == "segmentation":
-        images = distiller.sample(state, 16)
-        t_masks, s_masks = distiller.predict(state, images)
+        images = distiller.evaluator.sample(state, 16)
+        t_masks, s_masks = distiller.evaluator.predict(state, images)
         if save:
             outputs.save_segmentation_grid(path, images, t_masks, s_masks, meta.mean, meta.std, meta.num_classes)
         return
-    images = distiller.sample(state, n)
-    labels, _ = distiller.predict(state, images)
+    images = distiller.evaluator.sample(state, n)
+    labels, _ = distiller.evaluator.predict(state, images)
     if save:
         outputs.save_class_grid(path, images, labels, meta.num_classes, meta.mean, meta.std, class_names)
 
@@ -298,8 +300,8 @@ def _run(config, workdir: str, teacher, log, allow_config_change: bool, teacher_
     if test_x is not None:
         # segmentation label maps stay uint8 on the host (the confusion matrix casts them on the device)
         test_x, test_y = preprocess(test_x, norm_spec), test_y if spec.is_segmentation else test_y.astype(np.int32)
-        score, teacher_score = distiller.headline
-        test_set = distiller.eval_set(test_x, test_y)
+        score, teacher_score = distiller.evaluator.headline
+        test_set = distiller.evaluator.eval_set(test_x, test_y)
     else:
         score, teacher_score, test_set = SYNTHETIC_SCORE, None, None
     restored = ckpts.restore_latest(distiller.abstract_state(), log, move_aside=is_main) if latest is not None else None
@@ -473,7 +475,7 @@ def _run(config, workdir: str, teacher, log, allow_config_change: bool, teacher_
                               "student.batch != pool). Use student.batch=pool or an inversion method.")
         images, logits = transfer.pool_arrays(state.pool)
         if logits is None:  # label the set with the teachers (every process: a computation over the mesh)
-            logits = distiller.pixel_logits(images)
+            logits = distiller.evaluator.pixel_logits(images)
         if is_main:
             path = transfer.export(config.synthesis.export, images, logits, teacher.meta.num_classes, {
                 "method": config.method, "teachers": [{"arch": t.meta.arch, "dataset": t.meta.dataset,

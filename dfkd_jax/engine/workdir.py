@@ -65,7 +65,7 @@ class WorkdirLock:
     def __init__(self, workdir: str, log: Callable[[str], None] = print):
         self.path = os.path.join(workdir, LOCK_FILE)
         try:
-            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            self.fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
             raise WorkdirError(f"Cannot write into --workdir {workdir} ({e.strerror}). Choose a folder you can "
                                "write to.") from None
@@ -95,6 +95,7 @@ class WorkdirLock:
         os.fsync(self.fd)
 
     def _read(self) -> dict:
+        assert self.fd is not None, "read while the lock is held"
         try:
             text = os.pread(self.fd, 4096, 0).decode(errors="replace").strip()
             return json.loads(text) if text else {}
