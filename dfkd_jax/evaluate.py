@@ -1,6 +1,13 @@
-"""Evaluate checkpoints on a dataset's real test split.
+"""Evaluate checkpoints on a dataset's real test split, or on labelled images in a folder.
 
-    python -m dfkd_jax.evaluate CKPT [--against CKPT2] [--dataset NAME] [--json PATH]
+    python -m dfkd_jax.evaluate CKPT [--against CKPT2] [--dataset NAME] [--images DIR] [--json PATH]
+
+``--images DIR`` scores on whatever labelled images the user has, one sub-folder per class
+(``dfkd_jax.data.image_folder``): sub-folders named ``0``, ``1``, ... are those class indices;
+sub-folders named as the dataset's classes (``--dataset``'s ``class_names``) are those classes;
+otherwise the sorted sub-folder names are classes 0, 1, ... (torchvision's ``ImageFolder``). This is
+how a run made without evaluation data (it reported only its agreement with the teacher on
+synthetic samples) is scored later.
 
 CKPT is a teacher folder (``teacher.json`` + ``variables/``: trained by
 tools/train_teacher.py or converted by tools/convert_torch_checkpoint.py) or a run's
@@ -48,11 +55,19 @@ def load_classifier(path: str) -> Teacher:
                                 "workdir (config.json + checkpoints/).")
     with open(config_file) as f:
         config = json.load(f)
-    from dfkd_jax.engine.checkpoint import Checkpoints
+    from dfkd_jax.engine.checkpoint import Checkpoints, unreadable
     ckpts = Checkpoints(os.path.join(path, "checkpoints"))
-    step = ckpts.latest()
+    step = None
+    for candidate in sorted(ckpts.manager.all_steps(), reverse=True):  # the newest step that can be read
+        damage = unreadable(os.path.join(ckpts.directory, str(candidate), "state"))
+        if not damage:
+            step = candidate
+            break
+        print(f"The checkpoint of round {candidate} in {ckpts.directory} cannot be read ({damage}); using the one "
+              "before.", file=sys.stderr)
     if step is None:
-        raise FileNotFoundError(f"The run in {path} has no checkpoint yet.")
+        ckpts.close()
+        raise FileNotFoundError(f"The run in {path} has no readable checkpoint.")
     import orbax.checkpoint as ocp
     with ocp.StandardCheckpointer() as ckptr:
         state = ckptr.restore(os.path.join(ckpts.directory, str(step), "state"))
@@ -75,10 +90,27 @@ def load_classifier(path: str) -> Teacher:
     return Teacher(build_model(arch, spec.num_classes), variables, meta)
 
 
+def read_labelled_images(root: str, spec) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 images (the dataset's raw shape) and int32 labels of the image folder ``root`` (module docstring)."""
+    from dfkd_jax.data.image_folder import find_classes, read_image_folder
+    folders = find_classes(root)
+    if all(name.isdigit() for name in folders):
+        classes = [str(i) for i in range(max(spec.num_classes, 1 + max(int(n) for n in folders)))]
+    elif spec.class_names and set(folders) <= set(spec.class_names):
+        classes = list(spec.class_names)
+    else:
+        classes = None  # sorted folder names
+    images, labels, names = read_image_folder(root, spec.raw_shape, classes=classes)
+    if int(labels.max()) >= spec.num_classes:
+        raise ValueError(f"{root} has {len(names)} class folders; the model has {spec.num_classes} classes.")
+    return images, labels
+
+
 def evaluate(model: Teacher, dataset: str | None = None, against: Teacher | None = None, *,
-             batch_size: int = 1000, data_dir: str | None = None, source_dir: str | None = None) -> dict:
-    """Accuracy of ``model`` (and of ``against``, with Agree@1 and loyalty) on the test split; for a
-    segmentation dataset mIoU and pixel accuracy (and per-pixel Agree@1)."""
+             batch_size: int = 1000, data_dir: str | None = None, source_dir: str | None = None,
+             images_dir: str | None = None) -> dict:
+    """Accuracy of ``model`` (and of ``against``, with Agree@1 and loyalty) on the test split, or on the labelled
+    images of ``images_dir``; for a segmentation dataset mIoU and pixel accuracy (and per-pixel Agree@1)."""
     dataset = dataset or model.meta.dataset
     spec = data.get_spec(dataset)
     for m in [model] + ([against] if against is not None else []):
@@ -87,7 +119,12 @@ def evaluate(model: Teacher, dataset: str | None = None, against: Teacher | None
                              f" model but {dataset!r} is a {spec.task} dataset; pass the dataset it was trained on.")
     if spec.is_segmentation:
         batch_size = min(batch_size, 100)  # per-pixel logits: smaller batches
-    images, labels = data.load_split(dataset, "test", data_dir=data_dir, source_dir=source_dir)
+    if images_dir:
+        if spec.is_segmentation:
+            raise ValueError("--images scores classifiers; a segmentation model needs its dataset's label maps.")
+        images, labels = read_labelled_images(images_dir, spec)
+    else:
+        images, labels = data.load_split(dataset, "test", data_dir=data_dir, source_dir=source_dir)
     mesh = sharding.make_mesh()
     batch_size = max(mesh.devices.size, batch_size - batch_size % mesh.devices.size)
 
@@ -130,7 +167,8 @@ def evaluate(model: Teacher, dataset: str | None = None, against: Teacher | None
         return result
     totals = {k: float(v) for k, v in totals.items()}
     n = totals.pop("count")
-    result = {"dataset": dataset, "examples": int(n), "arch": model.meta.arch, "accuracy": totals["correct"] / n}
+    result = {"dataset": dataset, "examples": int(n), "arch": model.meta.arch, "accuracy": totals["correct"] / n,
+              **({"images": os.path.abspath(images_dir)} if images_dir else {})}
     if against is not None:
         result.update(reference_arch=against.meta.arch, reference_accuracy=totals["reference_correct"] / n,
                       agree=totals["agree"] / n, loyalty=totals["loyalty"] / n)
@@ -145,6 +183,8 @@ def main(argv=None):
     p.add_argument("--batch_size", type=int, default=1000)
     p.add_argument("--data_dir", default=None)
     p.add_argument("--source_dir", default=None)
+    p.add_argument("--images", default=None, help="score on the labelled images of this folder (one sub-folder per "
+                   "class) instead of the dataset's test split")
     p.add_argument("--json", help="also write the result to this file")
     args = p.parse_args(argv)
     from dfkd_jax.errors import UserError
@@ -154,7 +194,7 @@ def main(argv=None):
         model = load_classifier(args.checkpoint)
         against = load_classifier(args.against) if args.against else None
         result = evaluate(model, args.dataset, against, batch_size=args.batch_size, data_dir=args.data_dir,
-                          source_dir=args.source_dir)
+                          source_dir=args.source_dir, images_dir=args.images)
     except (UserError, FileNotFoundError, ValueError) as e:
         sys.exit(f"error: {e}")
     if result.get("task") == "segmentation":
@@ -164,8 +204,8 @@ def main(argv=None):
             print(f"{result['reference_arch']} (reference): mIoU {100 * result['reference_miou']:.2f}%, pixel accuracy "
                   f"{100 * result['reference_pixel_accuracy']:.2f}%; per-pixel agreement {100 * result['agree']:.2f}%")
     else:
-        print(f"{result['arch']} on {result['dataset']} test ({result['examples']} images): "
-              f"accuracy {100 * result['accuracy']:.2f}%")
+        where = f"the images in {args.images}" if args.images else f"{result['dataset']} test"
+        print(f"{result['arch']} on {where} ({result['examples']} images): accuracy {100 * result['accuracy']:.2f}%")
     if against is not None and result.get("task") != "segmentation":
         print(f"{result['reference_arch']} (reference): accuracy {100 * result['reference_accuracy']:.2f}%; "
               f"Agree@1 {100 * result['agree']:.2f}%; probability loyalty {result['loyalty']:.4f}")

@@ -230,9 +230,11 @@ def test_finished_run_with_a_changed_config_is_refused(straight, env):
 
 
 def test_missing_dataset_names_the_fix(env, tmp_path):
+    """No teacher in the cache and no dataset to train one on (a run with a teacher folder and no dataset distils
+    without evaluation data: tests/test_no_data.py)."""
     empty = tmp_path / "empty"
     empty.mkdir()
-    e = dict(env, env=dict(env["env"], DFKD_JAX_DATA_DIR=str(tmp_path / "tfds")))
+    e = dict(env, env=dict(env["env"], DFKD_JAX_DATA_DIR=str(tmp_path / "tfds"), DFKD_JAX_CACHE=str(tmp_path / "c")))
     proc = run(e, tmp_path / "w", f"--config.data.source_dir={empty}", check=False)
     assert proc.returncode == 1
     assert "apt-get install dataset-fashion-mnist" in proc.stderr and "source_dir" in proc.stderr

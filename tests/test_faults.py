@@ -12,7 +12,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import jax
 import numpy as np
@@ -240,19 +239,25 @@ def test_ctrl_c_names_the_round_and_the_rerun_resumes(straight, env, tmp_path): 
     workdir = tmp_path / "w"
     proc = subprocess.Popen(args_for(env, workdir, "--config.train.progress=False"), env=env["env"], text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    for line in proc.stdout:  # what it prints before the rounds (item 9), then Ctrl-C in the first rounds
+    for line in proc.stdout:  # Ctrl-C as the rounds start
         if line.startswith("Compiling the round"):
             break
-    time.sleep(1.0)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 130, err[-3000:]
-    assert "Traceback" not in err
+    assert "Traceback" not in err and "Ctrl-C: stopping after this round" in out
     (line,) = [x for x in err.splitlines() if x.startswith("interrupted at round ")]
-    assert line.endswith("rerun the same command to resume.")
+    n = int(line.split()[3])
+    assert line == f"interrupted at round {n} (the checkpoint of round {n} is kept); rerun the same command to resume."
     assert (workdir / "dfkd_jax.lock").read_text() == ""  # released
-    run(env, workdir)
-    assert metrics_rounds(workdir) == metrics_rounds(straight)
+    proc = run(env, workdir)
+    assert f"Resuming from the checkpoint of round {n}" in proc.stdout
+    # the losses of the rounds before the interrupt were written as one record at round n: each round counted once
+    records = metrics_rounds(workdir)
+    train = [r for r, kind in records if kind == "train"]
+    assert train == sorted(set(train)) and train[-1] == ROUNDS and n in train
+    assert [x for x in records if x[1] == "eval"] == [x for x in metrics_rounds(straight) if x[1] == "eval"]
+    _same_final_state(straight, workdir)
 
 
 def test_compilation_cache_is_on_by_default(monkeypatch, tmp_path):

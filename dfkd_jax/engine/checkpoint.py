@@ -68,8 +68,8 @@ class Checkpoints:
             f"The checkpoint of round {step} in {self.directory} does not fit the state this version of dfkd_jax "
             f"keeps ({detail}). It was written by another version of dfkd_jax (before the synthesis redesign the "
             "state had 'generator' and 'queue' fields where it now has 'synth'), or by a run with another "
-            "config. Start the run again in a new --workdir, or continue this one with the dfkd_jax version and "
-            "config that wrote it; the results and metrics already in the workdir stay readable.")
+            "config. Start the run again in a new --workdir, or continue this one with the dfkd_jax version that "
+            "wrote it (and its config); the results and metrics already in the workdir stay readable.")
 
     def restore(self, step: int, abstract_state) -> tuple[Any, dict[str, Any]]:
         """``(state, record)`` of ``step``; an ``IncompatibleCheckpointError`` if the stored state's

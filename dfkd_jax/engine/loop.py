@@ -65,6 +65,30 @@ class RunInterrupted(KeyboardInterrupt):
 HISTORY_FILE = "config_history.json"
 
 
+class _DeferredInterrupt:
+    """While the rounds run, the first Ctrl-C (SIGINT) only sets ``requested``: the loop finishes the round,
+    checkpoints it (one process) and stops with ``RunInterrupted``; a second Ctrl-C interrupts at once. A
+    KeyboardInterrupt raised inside JAX, orbax or tensorstore could be swallowed or leave a save half done."""
+
+    def __init__(self, log: Callable[[str], None]):
+        self.requested, self.log, self.previous = False, log, None
+        try:
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread: Ctrl-C keeps its usual meaning
+            pass
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        self.log("Ctrl-C: stopping after this round, with a checkpoint (Ctrl-C again to stop at once) ...")
+
+    def restore(self) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+            self.previous = None
+
+
 def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     out = {}
     for k, v in d.items():
@@ -158,6 +182,26 @@ def _main_process_first(name: str, fn: Callable[[], Any]) -> Any:
     return fn()
 
 
+# Without evaluation data: the student's agreement with the teacher on this many synthetic samples, drawn with a
+# seed no round uses (``Distiller.sample``): fresh latents through the generator, held out from training; for the
+# inversion methods the pool's newest samples, which the student may have drawn in the last round.
+SYNTHETIC_EVAL = 512
+SYNTHETIC_SEED = 20_011
+SYNTHETIC_SCORE = "agree"
+
+
+def score_student(distiller: Distiller, state, test_set) -> dict[str, float]:
+    """``distiller.evaluator.evaluate`` on the real test set; without one (``test_set`` None), Agree@1 and probability
+    loyalty against the teacher on ``SYNTHETIC_EVAL`` synthetic samples labelled by the teacher."""
+    evaluator = distiller.evaluator
+    if test_set is not None:
+        return evaluator.evaluate(state, test_set)
+    images = evaluator.sample(state, SYNTHETIC_EVAL, seed=SYNTHETIC_SEED)
+    t_labels, _ = evaluator.predict(state, images)
+    ev = evaluator.evaluate(state, images, np.asarray(t_labels, np.int32))
+    return {"agree": ev["agree"], "loyalty": ev["loyalty"], "synthetic_samples": int(len(images))}
+
+
 def save_samples(distiller: Distiller, state, path: str, save: bool = True, n: int = 256, class_names=()) -> None:
     """``n`` synthetic samples as a grid with a labelled row per class the teachers predict (up to 8 images
     each); for segmentation, 16 of them each beside the teacher's and the student's predicted masks. Every
@@ -237,17 +281,29 @@ def _run(config, workdir: str, teacher, log, allow_config_change: bool, teacher_
 
     log(f"Loading the {config.data.dataset} test split ...")
     norm_spec = dataclasses.replace(spec, mean=teacher.meta.mean, std=teacher.meta.std)
-    test_x, test_y = _main_process_first("dfkd_jax_test_split", lambda: data.load_split(
-        config.data.dataset, "test", data_dir=config.data.data_dir or None, source_dir=config.data.source_dir or None))
-    # segmentation label maps stay uint8 on the host (the confusion matrix casts them on the device)
-    test_x, test_y = preprocess(test_x, norm_spec), test_y if spec.is_segmentation else test_y.astype(np.int32)
-
+    try:
+        test_x, test_y = _main_process_first("dfkd_jax_test_split", lambda: data.load_split(
+            config.data.dataset, "test", data_dir=config.data.data_dir or None,
+            source_dir=config.data.source_dir or None))
+    except data.DatasetNotFoundError as e:
+        if spec.is_segmentation:
+            raise
+        test_x = test_y = None  # data-free: the student is scored against the teacher on synthetic samples
+        log(f"No {config.data.dataset} test split on this machine ({str(e).split('. ')[0]}). Distilling without "
+            f"evaluation data: the student is scored by its agreement with the teacher on {SYNTHETIC_EVAL} "
+            "synthetic samples; no accuracy is measured. Score it later on labelled images (one folder per class): "
+            f"python -m dfkd_jax.evaluate {workdir} --images DIR")
     distiller = Distiller.from_config(config, teachers)
     if distiller.task != spec.task:
         raise ConfigError(f"The teacher {teacher.meta.arch} is a {distiller.task} model but dataset "
                           f"{config.data.dataset!r} is a {spec.task} dataset.")
-    score, teacher_score = distiller.evaluator.headline
-    test_set = distiller.evaluator.eval_set(test_x, test_y)
+    if test_x is not None:
+        # segmentation label maps stay uint8 on the host (the confusion matrix casts them on the device)
+        test_x, test_y = preprocess(test_x, norm_spec), test_y if spec.is_segmentation else test_y.astype(np.int32)
+        score, teacher_score = distiller.evaluator.headline
+        test_set = distiller.evaluator.eval_set(test_x, test_y)
+    else:
+        score, teacher_score, test_set = SYNTHETIC_SCORE, None, None
     restored = ckpts.restore_latest(distiller.abstract_state(), log, move_aside=is_main) if latest is not None else None
     if restored is not None:
         start, state, record = restored
@@ -305,7 +361,7 @@ def _run(config, workdir: str, teacher, log, allow_config_change: bool, teacher_
 
     def evaluate(done):
         flush()  # never evaluate (nor record) a state whose losses were not all finite
-        ev = distiller.evaluator.evaluate(state, test_set)
+        ev = score_student(distiller, state, test_set)
         _check_finite([{k: v for k, v in ev.items() if isinstance(v, float)}], done, ckpts.directory, last_good,
                       what="evaluation")
         ev["wall_time_s"] = round(elapsed + time.time() - t_start, 2)
@@ -321,6 +377,7 @@ def _run(config, workdir: str, teacher, log, allow_config_change: bool, teacher_
         ckpts.save(done, state, {"history": history, "elapsed": elapsed + time.time() - t_start})
 
     t_start = time.time()
+    stop = _DeferredInterrupt(log)  # Ctrl-C: finish the round, checkpoint it, stop
     if start < rounds:
         log(f"Compiling the round ({config.method}; the first round waits for it, a rerun reads it from the "
             "compilation cache) ...")
@@ -350,13 +407,15 @@ def _run(config, workdir: str, teacher, log, allow_config_change: bool, teacher_
                 aside(lambda: evaluate(done))
             if done % tcfg.sample_every == 0 or done == rounds:
                 aside(lambda: sample(done))
-            if done % tcfg.checkpoint_every == 0 or done == rounds:
+            if done % tcfg.checkpoint_every == 0 or done == rounds or (stop.requested and jax.process_count() == 1):
                 flush()
                 aside(lambda: checkpoint(done))
                 last_good = done
                 if done == kill_at:
                     ckpts.wait()
                     os.kill(os.getpid(), signal.SIGKILL)
+            if stop.requested:
+                raise KeyboardInterrupt
         if in_flight is not None:
             jax.block_until_ready(in_flight)
             bar.update(1)
@@ -368,6 +427,7 @@ def _run(config, workdir: str, teacher, log, allow_config_change: bool, teacher_
         kept = f"the checkpoint of round {last_good} is kept" if last_good else "no checkpoint was written yet"
         raise RunInterrupted(f"interrupted at round {done} ({kept}); rerun the same command to resume.") from None
     finally:
+        stop.restore()
         ckpts.close()  # finish in-flight saves, also when a NaN, an error or Ctrl-C stops the run
         board.close()
     wall = elapsed + time.time() - t_start
@@ -375,7 +435,7 @@ def _run(config, workdir: str, teacher, log, allow_config_change: bool, teacher_
     steady_time = (time.time() - t_steady - aside_s) if t_steady is not None else 0.0
 
     if not history:  # a finished run whose results.json was lost: evaluate its final state
-        history.append({"round": int(state.round), **distiller.evaluator.evaluate(state, test_set)})
+        history.append({"round": int(state.round), **score_student(distiller, state, test_set)})
     accs = [h[score] for h in history]
     stats = summarise(accs)
     best_i = int(np.argmax(accs))
@@ -388,13 +448,13 @@ def _run(config, workdir: str, teacher, log, allow_config_change: bool, teacher_
     results = {
         "method": config.method, "dataset": config.data.dataset, "rounds": rounds,
         "batch_size": int(config.train.batch_size), "devices": jax.device_count(), "metric": score,
-        "teacher": {"arch": ",".join(t.meta.arch for t in teachers), score: test_set.teacher[teacher_score],
-                    "checkpoint": teacher_dir, "count": len(teachers)},
+        "teacher": {"arch": ",".join(t.meta.arch for t in teachers), "checkpoint": teacher_dir, "count": len(teachers),
+                    **({score: test_set.teacher[teacher_score]} if test_set is not None else {})},
         "student": {"arch": config.student.arch, "best": stats["best"], "last": stats["last"],
                     "mean": stats["mean"], "best_round": history[best_i]["round"]},
         "agree": history[-1]["agree"],
-        **({"loyalty": history[-1]["loyalty"]} if score == "accuracy" else
-           {"pixel_accuracy": history[-1]["pixel_accuracy"]}),
+        **({"pixel_accuracy": history[-1]["pixel_accuracy"]} if score == "miou" else
+           {"loyalty": history[-1]["loyalty"]}),
         "wall_time_s": wall, "compile_s": compile_s,
         "images_per_s": images_per_round * steady_rounds / steady_time if not speed_note and steady_time else 0.0,
         **({"images_per_s_note": speed_note} if speed_note else {}),
@@ -403,6 +463,9 @@ def _run(config, workdir: str, teacher, log, allow_config_change: bool, teacher_
     if len(config_history) > 1:
         results["config_changes"] = [{"from_round": h["from_round"], "changed": h["changed"]}
                                      for h in config_history[1:]]
+    if test_set is None:
+        results["accuracy_measured"] = False
+        results["synthetic_eval_samples"] = SYNTHETIC_EVAL
     if score == "miou":
         results["teacher"]["pixel_accuracy"] = test_set.teacher["teacher_pixel_accuracy"]
     if config.synthesis.export:

@@ -238,15 +238,21 @@ def summary_text(results: dict[str, Any]) -> str:
     else:
         agreement = (f"  agreement with teacher (Agree@1) {100 * results['agree']:6.2f}%   probability loyalty "
                      f"{results['loyalty']:.4f}")
-    label = {"accuracy": "accuracy", "miou": "mIoU"}[metric]
+    if results.get("accuracy_measured", True):
+        label = {"accuracy": "accuracy", "miou": "mIoU"}[metric]
+        scores = [f"  teacher  {t['arch']:<18} test {label} {100 * t[metric]:6.2f}%",
+                  f"  student  {s['arch']:<18} {'mIoU ' if metric == 'miou' else ''}best {100 * s['best']:6.2f}% "
+                  f"(round {s['best_round']})   last {100 * s['last']:6.2f}%   mean {100 * s['mean']:6.2f}%", agreement]
+    else:  # a run without evaluation data (engine.loop.score_student)
+        scores = [f"  teacher  {t['arch']:<18} no evaluation data: no accuracy was measured",
+                  f"  student  {s['arch']:<18} Agree@1 with the teacher on {results['synthetic_eval_samples']} "
+                  f"synthetic samples: best {100 * s['best']:6.2f}% (round {s['best_round']})   "
+                  f"last {100 * s['last']:6.2f}%", f"  probability loyalty {results['loyalty']:.4f}   score it on "
+                  f"labelled images: python -m dfkd_jax.evaluate {results['workdir']} --images DIR"]
     lines = [
         f"dfkd_jax  {results['method']}  on {results['dataset']}  ({results['rounds']} rounds, "
         f"batch {results['batch_size']}, {results['devices']} device(s))",
-        f"  teacher  {t['arch']:<18} test {label} {100 * t[metric]:6.2f}%",
-        f"  student  {s['arch']:<18} {'mIoU ' if metric == 'miou' else ''}best {100 * s['best']:6.2f}% "
-        f"(round {s['best_round']})   "
-        f"last {100 * s['last']:6.2f}%   mean {100 * s['mean']:6.2f}%",
-        agreement,
+        *scores,
         f"  wall time {results['wall_time_s']:.1f} s (compile {results['compile_s']:.1f} s)   "
         + (results.get("images_per_s_note") or f"{results['images_per_s']:.0f} synthetic images/s"),
         f"  outputs in {results['workdir']}: results.json, metrics.jsonl, accuracy.png, samples/, checkpoints/",
