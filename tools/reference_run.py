@@ -133,6 +133,7 @@ class Recipe:
     round_of: Callable[[Any, int], int]  # (config, epoch) -> round
     check: Callable[[Any], None]  # refuse a config the script cannot express
     percent: bool = True
+    stubs: tuple[str, ...] = ()  # modules the script imports but never uses in this run, stubbed when missing
 
 
 def _require(config, wanted: dict[str, Any], why: str) -> None:
@@ -184,7 +185,7 @@ RECIPES: dict[str, Recipe] = {
         script="DFAD_mnist.py", zoo="dfad", data_format="mnist_idx", flags=_dfad_flags, patches=_dfad_patches,
         evaluation=re.compile(r"Epoch (?P<epoch>\d+) Test set: .*Accuracy: \d+/\d+ \((?P<accuracy>[\d.]+)%\)"),
         start=re.compile(r"^Teacher restored from"), round_of=lambda c, e: e * int(c.train.eval_every),
-        check=_dfad_check),
+        check=_dfad_check, stubs=("visdom",)),  # utils/visualizer.py imports visdom (a live-plot server) at import
 }
 
 
@@ -227,26 +228,55 @@ class _PatchedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
 
 def install_torchvision(folder: str) -> None:
-    """Register ``torchvision``, ``torchvision.datasets`` and ``torchvision.transforms`` as bare packages
-    over an unpacked wheel, with the names the scripts use (``datasets.MNIST``, ``transforms.Compose``...)."""
+    """Register ``torchvision`` and its ``datasets``, ``transforms``, ``models`` and ``models.segmentation``
+    as bare packages over an unpacked wheel, with the names the scripts use (``datasets.MNIST``,
+    ``transforms.Compose``...), and ``torchvision.models.utils.load_state_dict_from_url`` (the name
+    torchvision had before 0.13: ``torch.hub``'s function) for scripts written against it."""
+    import importlib
     import types
+
+    import torch.hub
 
     root = os.path.join(folder, "torchvision")
     if not os.path.isdir(root):
         raise ConfigError(f"--torchvision {folder}: no torchvision/ package folder in it (unzip the wheel there).")
-    for name in ("torchvision", "torchvision.datasets", "torchvision.transforms"):
+    for name in ("torchvision", "torchvision.datasets", "torchvision.transforms", "torchvision.models",
+                 "torchvision.models.segmentation"):
         module = types.ModuleType(name)
         module.__path__ = [os.path.join(root, *name.split(".")[1:])]
         sys.modules[name] = module
-    import importlib
-
+        parent, _, child_name = name.rpartition(".")
+        if parent:
+            setattr(sys.modules[parent], child_name, module)
+    utils = types.ModuleType("torchvision.models.utils")
+    utils.load_state_dict_from_url = torch.hub.load_state_dict_from_url
+    sys.modules["torchvision.models.utils"] = utils
     tv = sys.modules["torchvision"]
-    tv.datasets, tv.transforms = sys.modules["torchvision.datasets"], sys.modules["torchvision.transforms"]
     for package, modules in (("datasets", ("mnist", "cifar")), ("transforms", ("transforms",))):
         for m in modules:
             loaded = importlib.import_module(f"torchvision.{package}.{m}")
             for attr in getattr(loaded, "__all__", [a for a in dir(loaded) if a[:1].isupper()]):
                 setattr(getattr(tv, package), attr, getattr(loaded, attr))
+
+
+def install_stub(name: str) -> None:
+    """An importable ``name`` whose every attribute is a class that refuses to be built (the run never uses it)."""
+    import importlib.util
+    import types
+
+    if importlib.util.find_spec(name) is not None:
+        return
+
+    class Stub(types.ModuleType):
+        def __getattr__(self, attr):
+            if attr.startswith("__"):
+                raise AttributeError(attr)
+
+            def refuse(*args, **kwargs):
+                raise RuntimeError(f"{name}.{attr} is a stub of tools/reference_run.py: install {name} to use it.")
+            return type(attr, (), {"__init__": refuse})
+
+    sys.modules[name] = Stub(name)
 
 
 def child(spec_path: str) -> None:
@@ -255,6 +285,8 @@ def child(spec_path: str) -> None:
     checkout, script = spec["checkout"], spec["script"]
     if spec.get("torchvision"):
         install_torchvision(spec["torchvision"])
+    for name in spec.get("stubs", ()):
+        install_stub(name)
     import torch
 
     torch.cuda.is_available = lambda: False  # a CPU run: scripts that pick CUDA when it is there pick the CPU
@@ -335,7 +367,8 @@ def prepare(recipe: Recipe, config, args) -> dict:
             apply_patches(f.read(), patches[rel], rel)
     return {"checkout": checkout, "script": recipe.script, "workdir": workdir,
             "argv": recipe.flags(config, args.seed, paths) + list(args.extra), "patches": patches,
-            "torchvision": os.path.abspath(args.torchvision) if args.torchvision else "", "threads": args.threads}
+            "torchvision": os.path.abspath(args.torchvision) if args.torchvision else "", "threads": args.threads,
+            "stubs": list(recipe.stubs)}
 
 
 def run(recipe_name: str, config, args) -> int:

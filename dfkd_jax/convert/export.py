@@ -29,6 +29,7 @@ import dataclasses
 import glob
 import json
 import os
+import warnings
 from typing import Any, Mapping
 
 import jax
@@ -160,8 +161,9 @@ def run_student(workdir: str, step: int | None = None) -> tuple[dict[str, Any], 
     if not os.path.isdir(path):
         raise ExportError(f"No checkpoint{'' if step is None else f' of round {step}'} in {checkpoints}: "
                           "the run has not saved one yet (train.checkpoint_every).")
-    with ocp.PyTreeCheckpointer() as ckptr:  # no target: the stored tree as nested dicts of numpy arrays
-        student = ckptr.restore(path)["student"]
+    with ocp.PyTreeCheckpointer() as ckptr, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sharding info not provided")  # restored to the host: no sharding
+        student = ckptr.restore(path)["student"]  # no target: the stored tree as nested dicts of numpy arrays
     return {c: jax.tree.map(np.asarray, student[c]) for c in ("params", "batch_stats") if student.get(c)}, arch, step
 
 
