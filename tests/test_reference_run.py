@@ -174,4 +174,7 @@ def test_dfad_patches_apply_to_the_real_checkout():
                                                                   (0.286,), (0.353,)))
     for rel, items in patches.items():
         with open(os.path.join(checkout, rel)) as f:
-            rr.apply_patches(f.read(), items, rel)
+            source = rr.apply_patches(f.read(), items, rel)
+        for rel2, extra in rr.RECIPES["dfad_mnist"].variants["generator_first"](config).items():
+            if rel2 == rel:
+                assert "for k in range(5 if (epoch, i) != (1, 0) else 0):" in rr.apply_patches(source, extra, rel)

@@ -134,6 +134,8 @@ class Recipe:
     check: Callable[[Any], None]  # refuse a config the script cannot express
     percent: bool = True
     stubs: tuple[str, ...] = ()  # modules the script imports but never uses in this run, stubbed when missing
+    # diagnostic variants (--variant NAME): further patches that change the algorithm, to find the cause of a gap
+    variants: dict[str, Callable[[Any], dict[str, list[Patch]]]] = dataclasses.field(default_factory=dict)
 
 
 def _require(config, wanted: dict[str, Any], why: str) -> None:
@@ -180,12 +182,21 @@ def _dfad_patches(c, meta) -> dict[str, list[Patch]]:
     }
 
 
+def _dfad_generator_first(c) -> dict[str, list[Patch]]:
+    """dfkd_jax's order inside an iteration (the generator's update, then the student's): the script's
+    order (student's, then generator's) with the first iteration's student updates skipped; at every
+    evaluation the two orders have made the same updates but the last iteration's student updates."""
+    steps = int(c.student.steps)
+    return {"DFAD_mnist.py": [(f"for k in range({steps}):", f"for k in range({steps} if (epoch, i) != (1, 0) else 0):", 1)]}
+
+
 RECIPES: dict[str, Recipe] = {
     "dfad_mnist": Recipe(
         script="DFAD_mnist.py", zoo="dfad", data_format="mnist_idx", flags=_dfad_flags, patches=_dfad_patches,
         evaluation=re.compile(r"Epoch (?P<epoch>\d+) Test set: .*Accuracy: \d+/\d+ \((?P<accuracy>[\d.]+)%\)"),
         start=re.compile(r"^Teacher restored from"), round_of=lambda c, e: e * int(c.train.eval_every),
-        check=_dfad_check, stubs=("visdom",)),  # utils/visualizer.py imports visdom (a live-plot server) at import
+        # utils/visualizer.py imports visdom (a live-plot server) at import time; the MNIST run never plots
+        check=_dfad_check, stubs=("visdom",), variants={"generator_first": _dfad_generator_first}),
 }
 
 
@@ -361,6 +372,11 @@ def prepare(recipe: Recipe, config, args) -> dict:
     export_checkpoint(args.teacher, teacher_file, zoo=recipe.zoo)
     paths = {"data": data, "teacher": teacher_file, "workdir": workdir}
     patches = recipe.patches(config, meta)
+    for name in args.variant:
+        if name not in recipe.variants:
+            raise ConfigError(f"--variant {name}: the recipe has {', '.join(sorted(recipe.variants)) or 'no variants'}.")
+        for rel, items in recipe.variants[name](config).items():  # applied after the recipe's own patches
+            patches[rel] = patches.get(rel, []) + items
     checkout = os.path.abspath(args.checkout)
     for rel in patches:  # fail before the run, with the file named, if the checkout is another version
         with open(os.path.join(checkout, rel)) as f:
@@ -379,8 +395,9 @@ def run(recipe_name: str, config, args) -> int:
         if os.path.exists(os.path.join(workdir, name)):
             os.remove(os.path.join(workdir, name))
     spec_path = os.path.join(workdir, "reference.json")
-    record = {**spec, "recipe": recipe_name, "commit": args.commit, "seed": args.seed, "config": args.config,
-              "set": args.set, "dataset": config.data.dataset, "teacher_dir": os.path.abspath(args.teacher)}
+    record = {**spec, "recipe": recipe_name, "variants": args.variant, "commit": args.commit, "seed": args.seed,
+              "config": args.config, "set": args.set, "dataset": config.data.dataset,
+              "teacher_dir": os.path.abspath(args.teacher)}
     with open(spec_path, "w") as f:
         json.dump(record, f, indent=2)
     cmd = [sys.executable, "-u", os.path.abspath(__file__), "--child", spec_path]
@@ -429,6 +446,8 @@ def main(argv=None) -> int:
     p.add_argument("--data", help="where to write the dataset files (default WORKDIR/data; reused when present)")
     p.add_argument("--torchvision", help="an unpacked torchvision wheel, where torchvision itself does not import")
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
+    p.add_argument("--variant", action="append", default=[],
+                   help="a diagnostic variant of the recipe (changes the algorithm; recorded in reference.json)")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("extra", nargs="*", help="more flags for the script, after --")
     args = p.parse_args(argv)
