@@ -102,15 +102,5 @@ def jitter_flip(key, x, lim: float = 1.0 / 8.0):
     ky, kx, kf = jax.random.split(key, 3)
     dy = jax.random.randint(ky, (), -ly, ly + 1)
     dx = jax.random.randint(kx, (), -lx, lx + 1)
-    x = jnp.roll(x, (dy, dx), axis=(1, 2))
+    x = jnp.roll(x, (dy, dx), axis=(1, 2))  # type: ignore[arg-type]  # traced shifts: jnp.roll takes them
     return jnp.where(jax.random.bernoulli(kf, 0.5), x[:, :, ::-1, :], x)
-
-
-def zskd(key, x):
-    """ZSKD's student augmentation (``dfkd_jax.augment_zskd``): one of its 103 scale / translation /
-    rotation / flip variants per image."""
-    from dfkd_jax import augment_zskd
-    return augment_zskd.zskd(key, x)
-
-
-AUGMENTATIONS = {"none": None, "crop_flip": crop_flip, "zskd": zskd}

@@ -40,7 +40,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-BNStats = tuple[jax.Array, jax.Array, jax.Array, jax.Array]
+BNStats = tuple[jax.Array, ...]  # (batch mean, batch var, running mean, running var[, per-sample means])
 
 __all__ = ["apply_with_bn_stats", "input_moments"]
 

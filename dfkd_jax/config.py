@@ -13,7 +13,14 @@ import os
 
 import ml_collections
 
+from dfkd_jax import methods, objectives, synthesis
+from dfkd_jax.engine.round import LOOPS
 from dfkd_jax.errors import ConfigError
+from dfkd_jax.models import GENERATORS, parse_arch
+from dfkd_jax.models.fast_conv import IMPLEMENTATIONS
+from dfkd_jax.models.generators import INIT_SCHEMES
+from dfkd_jax.pool import STORAGE_DTYPES
+from dfkd_jax.synthesis.base import STUDENT_AUGMENTATIONS
 
 
 def default_cache_dir() -> str:
@@ -38,7 +45,7 @@ def base_config() -> ml_collections.ConfigDict:
     # several teachers: comma-separated teacher folders (each with its own architecture and normalisation);
     # overrides checkpoint. They must agree on classes and image shape (dfkd_jax.ensemble)
     c.teacher.checkpoints = ""
-    c.teacher.train_if_missing = True  # train it on the real data when the folder does not exist
+    c.teacher.train_if_missing = True  # train it on the real data when the cache has none (never into teacher.checkpoint)
     c.teacher.epochs = 10
     c.teacher.batch_size = 128
     c.teacher.lr = 2e-3  # Adam, cosine decay
@@ -211,15 +218,28 @@ def unknown_key_message(key: str, cfg: ml_collections.ConfigDict) -> str:
     keys = list(all_keys(cfg))
     close = difflib.get_close_matches(key, keys, n=5)
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
-    return f"Unknown config key {key!r}.{hint} Valid keys: {', '.join(keys)}."
+    return (f"Unknown config key {key!r}.{hint} The keys and their defaults are in dfkd_jax/config.py "
+            "(base_config); the config file sets them.")
+
+
+# Counts a run cannot take below a minimum (a run of 0 rounds would "finish" and report an untrained student).
+_MINIMUMS = {"train.rounds": 1, "train.batch_size": 1, "train.eval_every": 1, "train.log_every": 1,
+             "train.checkpoint_every": 1, "train.sample_every": 1, "train.keep_checkpoints": 1,
+             "data.eval_batch_size": 1, "teacher.epochs": 1, "teacher.batch_size": 1, "generator.steps": 0,
+             "student.steps": 0, "student.pool_size": 1, "synthesis.batch_size": 0}
+
+
+def _check_counts(cfg: ml_collections.ConfigDict) -> None:
+    for key, least in _MINIMUMS.items():
+        section, field = key.split(".")
+        value = cfg[section][field]
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ConfigError(f"config.{key} must be an integer of at least {least}, not {value!r}.")
 
 
 def validate(cfg: ml_collections.ConfigDict) -> None:
     """Check names a run would otherwise trip over deep inside (method, terms, schedules)."""
-    from dfkd_jax import methods, objectives
-    from dfkd_jax.models import GENERATORS, parse_arch
-    from dfkd_jax.models.generators import INIT_SCHEMES
-
+    _check_counts(cfg)
     if cfg.method not in methods.METHODS:
         raise ConfigError(f"Unknown method {cfg.method!r}. Valid methods: {', '.join(sorted(methods.METHODS))}.")
     for role, registry in (("generator", objectives.GENERATOR_TERMS), ("student", objectives.STUDENT_TERMS)):
@@ -263,19 +283,16 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
         raise ConfigError(f"config.hparams.r2m_queue_size={cfg.hparams.r2m_queue_size} is smaller than "
                           f"config.train.batch_size={cfg.train.batch_size}: each generator update pushes a whole "
                           "batch of keys into the queue. Use a queue at least as large as the batch.")
-    from dfkd_jax.engine.round import LOOPS
-    from dfkd_jax.pool import STORAGE_DTYPES
-    from dfkd_jax.augment import AUGMENTATIONS
-    from dfkd_jax.synthesis import KINDS
-    for key, valid in (("synthesis.kind", KINDS), ("synthesis.loop", LOOPS), ("student.pool_dtype", tuple(STORAGE_DTYPES)),
-                       ("student.augment", tuple(AUGMENTATIONS)), ("synthesis.meta", ("fomaml", "reptile")),
-                       ("synthesis.targets", ("dirichlet", "mvn")), ("synthesis.mvn_layer", ("penultimate", "logits")),
-                       ("synthesis.pixel_init", ("uniform", "normal")),
-                       ("synthesis.embedding", ("bn_means", "feature")),
-                       ("synthesis.embedding_fusion", ("concat", "mean"))):
+    choices: tuple[tuple[str, tuple[str, ...]], ...] = (
+        ("synthesis.kind", synthesis.kinds()), ("synthesis.loop", LOOPS), ("student.pool_dtype", tuple(STORAGE_DTYPES)),
+        ("student.augment", tuple(STUDENT_AUGMENTATIONS)), ("synthesis.meta", ("fomaml", "reptile")),
+        ("synthesis.targets", ("dirichlet", "mvn")), ("synthesis.mvn_layer", ("penultimate", "logits")),
+        ("synthesis.pixel_init", ("uniform", "normal")), ("synthesis.embedding", ("bn_means", "feature")),
+        ("synthesis.embedding_fusion", ("concat", "mean")))
+    for key, allowed in choices:
         section, field = key.split(".")
-        if cfg[section][field] not in valid:
-            raise ConfigError(f"config.{key} must be one of {', '.join(valid)}, not {cfg[section][field]!r}.")
+        if cfg[section][field] not in allowed:
+            raise ConfigError(f"config.{key} must be one of {', '.join(allowed)}, not {cfg[section][field]!r}.")
     soft_terms = {n for n in ("soft_ce", "soft_kl", "conv1_activation") if cfg.generator.terms.get(n)}
     if cfg.synthesis.kind == "soft_pixels":
         extra = objectives.needs(dict(cfg.generator.terms), objectives.GENERATOR_TERMS) - {"t_feature", "conv1"}
@@ -295,7 +312,6 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
                           "but config.generator.steps is 0: set it to at least 1 or use student.batch=fresh.")
     if cfg.student.batch == "pool" and cfg.student.pool_size < cfg.train.batch_size:
         raise ConfigError("config.student.pool_size must be at least config.train.batch_size.")
-    from dfkd_jax.models.fast_conv import IMPLEMENTATIONS
     if cfg.conv_impl not in IMPLEMENTATIONS:
         raise ConfigError(f"config.conv_impl must be one of {', '.join(IMPLEMENTATIONS)}, not {cfg.conv_impl!r}.")
     if cfg.synthesis.conv_impl not in ("",) + tuple(IMPLEMENTATIONS):

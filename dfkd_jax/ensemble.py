@@ -35,10 +35,21 @@ import jax.numpy as jnp
 
 from dfkd_jax.bn_capture import apply_with_bn_stats
 from dfkd_jax.errors import ConfigError
+from dfkd_jax.models import SEGMENTATION
 
 
-@flax.struct.dataclass
-class TeacherView:
+def feature_width(models, input_shape) -> int:
+    """Width of the pooled feature (``aux['feature']``) of a classifier, or of several side by side."""
+    total = 0
+    for model in (models if isinstance(models, (tuple, list)) else (models,)):
+        x = jnp.zeros((2, *input_shape))
+        variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x, train=False))
+        (_, aux) = jax.eval_shape(lambda v: model.apply(v, x, train=False), variables)
+        total += int(aux["feature"].shape[-1])
+    return total
+
+
+class TeacherView(flax.struct.PyTreeNode):
     logits: jax.Array
     per_logits: tuple
     feature: Any = None
@@ -52,7 +63,6 @@ class TeacherView:
 def task_of(arch: str) -> str:
     """``'segmentation'`` for architectures with per-pixel logits, else ``'classification'`` (also for
     names outside the registry: teachers built in code)."""
-    from dfkd_jax.models import SEGMENTATION
     return "segmentation" if str(arch).partition("@")[0] in SEGMENTATION else "classification"
 
 

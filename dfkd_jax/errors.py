@@ -24,5 +24,9 @@ class TeacherNotFoundError(UserError, FileNotFoundError):
     """No teacher checkpoint where the config points, and training one was not allowed."""
 
 
+class DatasetNotFoundError(UserError, FileNotFoundError):
+    """The raw files of a dataset are nowhere to be found; the message says how to provide them."""
+
+
 class IncompatibleCheckpointError(UserError, ValueError):
     """A workdir's checkpoint holds a state of another structure than this version of dfkd_jax keeps."""

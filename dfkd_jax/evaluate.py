@@ -28,7 +28,7 @@ import numpy as np
 
 from dfkd_jax import data, metrics
 from dfkd_jax.data.pipeline import eval_batches, preprocess
-from dfkd_jax.engine import sharding
+from dfkd_jax.core import sharding
 from dfkd_jax.models import build_model, is_segmentation
 from dfkd_jax.teacher import Teacher, TeacherMeta, is_teacher_dir, load_teacher
 
@@ -147,12 +147,15 @@ def main(argv=None):
     p.add_argument("--source_dir", default=None)
     p.add_argument("--json", help="also write the result to this file")
     args = p.parse_args(argv)
+    from dfkd_jax.errors import UserError
+    from dfkd_jax.main import enable_compilation_cache
+    enable_compilation_cache()
     try:
         model = load_classifier(args.checkpoint)
         against = load_classifier(args.against) if args.against else None
         result = evaluate(model, args.dataset, against, batch_size=args.batch_size, data_dir=args.data_dir,
                           source_dir=args.source_dir)
-    except (FileNotFoundError, ValueError) as e:
+    except (UserError, FileNotFoundError, ValueError) as e:
         sys.exit(f"error: {e}")
     if result.get("task") == "segmentation":
         print(f"{result['arch']} on {result['dataset']} test ({result['examples']} images): "

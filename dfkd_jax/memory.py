@@ -112,7 +112,8 @@ def latent_moment_penalty(z: Array) -> Array:
 def _decode(vae: nn.Module, variables: dict, z: Array, train: bool = True) -> Array:
     """``vae.decode(z)`` with train-mode BatchNorm (updated running statistics dropped), or eval mode."""
     if not train:
-        return vae.apply(variables, z, train=False, method="decode")
+        images: Array = vae.apply(variables, z, train=False, method="decode")  # type: ignore[assignment]
+        return images
     images, _ = vae.apply(variables, z, train=True, method="decode", mutable=["batch_stats"])
     return images
 

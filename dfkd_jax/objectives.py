@@ -48,8 +48,7 @@ import jax.numpy as jnp
 from dfkd_jax import terms
 
 
-@flax.struct.dataclass
-class View:
+class View(flax.struct.PyTreeNode):
     """What one step sees of a synthetic batch (fields a term does not need are None)."""
 
     x: jax.Array  # the synthetic images, as the networks consume them
@@ -252,16 +251,21 @@ def r2m(view: View, h: HParams) -> jax.Array:
 
 STUDENT = frozenset({"student"})
 
+def _first_line(f: Callable) -> str:
+    """The first line of ``f``'s docstring (a term's description)."""
+    return (f.__doc__ or "").splitlines()[0]
+
+
 GENERATOR_TERMS: dict[str, Term] = {
     "adv_l1": Term(lambda v, h: -jnp.mean(terms.l1(v.s_logits, _adv_t(v, h))), STUDENT,
                    "DFAD Eq. 5: maximise the student-teacher L1 discrepancy (classification)."),
     "adv_log_l1": Term(lambda v, h: terms.adv_log_l1(v.s_logits, _adv_t(v, h)), STUDENT,
                        "DFAD Eq. 6: -log(L1 + 1), the segmentation form; bounded gradient as L1 grows."),
-    "adv_kl": Term(adv_kl, STUDENT, adv_kl.__doc__),
+    "adv_kl": Term(adv_kl, STUDENT, adv_kl.__doc__ or ""),
     "adv_kd": Term(lambda v, h: -jnp.mean(terms.kd(v.s_logits, _adv_t(v, h), h.adv_tau)), STUDENT,
                    "AdaDFKD (current script: adv 1.0, unmasked) / CuDFKD unmasked: maximise tau^2 KL_tau(t || s) "
                    "at tau = hparams.adv_tau (3: KL_3 x 9)."),
-    "adv_js": Term(adv_js, STUDENT, adv_js.__doc__.splitlines()[0]),
+    "adv_js": Term(adv_js, STUDENT, _first_line(adv_js)),
     "adv_kd_masked": Term(lambda v, h: jnp.mean(terms.cmi_adversarial(v.s_logits, _adv_t(v, h), h.adv_tau)),
                           STUDENT, "CMI's masked form at tau = hparams.adv_tau: only samples on which s and t "
                           "agree (the CuDFKD released code, adv_type 'kl', tau 3)."),
@@ -269,7 +273,7 @@ GENERATOR_TERMS: dict[str, Term] = {
                     "DAFL Eq. 2: cross-entropy of the teacher against its own argmax; the inversion "
                     "family's CE(t, y) against the round's sampled targets y (several teachers: "
                     "hparams.teacher_reduction)."),
-    "adv_js_neg": Term(adv_js_neg, STUDENT, adv_js_neg.__doc__.splitlines()[0]),
+    "adv_js_neg": Term(adv_js_neg, STUDENT, _first_line(adv_js_neg)),
     "tv": Term(lambda v, h: terms.total_variation(_clean(v)), frozenset(),
                "DeepInversion R_prior: L1 total variation of the un-augmented batch (get_image_prior_losses)."),
     "l2": Term(lambda v, h: terms._safe_norm(terms._f32(_clean(v))), frozenset(),
@@ -281,7 +285,7 @@ GENERATOR_TERMS: dict[str, Term] = {
     "bn": Term(bn_term, frozenset({"bn"}),
                "DeepInversion Eq. 4 (DFQ's BNS loss): teacher BN input statistics against the running ones "
                "(mean over teachers)."),
-    "r2m": Term(r2m, frozenset({"student", "key", "queue"}), r2m.__doc__.splitlines()[0]),
+    "r2m": Term(r2m, frozenset({"student", "key", "queue"}), _first_line(r2m)),
     "soft_ce": Term(lambda v, h: jnp.mean(terms.one_hot(v.t_logits / h.target_tau, v.targets)), frozenset(),
                     "ZSKD (Nayak et al. 2019): CE(y, softmax(t / 20)) against the round's sampled "
                     "Dirichlet soft targets y, batch mean (the released code's softmax_cross_entropy mean)."),
@@ -295,12 +299,12 @@ STUDENT_TERMS: dict[str, Term] = {
     "l1": Term(lambda v, h: terms.l1(v.s_logits, v.t_logits), STUDENT, "DFAD Eq. 4: mean |s - t| over classes."),
     "kd": Term(lambda v, h: terms.kd(v.s_logits, v.t_logits, h.tau), STUDENT,
                "Hinton KD: tau^2 KL(softmax(t/tau) || softmax(s/tau))."),
-    "kl": Term(kl_term, STUDENT, kl_term.__doc__),
+    "kl": Term(kl_term, STUDENT, kl_term.__doc__ or ""),
     "attention": Term(lambda v, h: terms.attention(v.s_blocks, v.t_blocks), frozenset({"student", "t_blocks",
                                                                                            "s_blocks"}),
                       "ZSKT: attention transfer over block groups (weight beta = 250; code convention)."),
-    "relation": Term(relation, frozenset({"student", "key", "t_feature"}), relation.__doc__.splitlines()[0]),
-    "mt_contrast": Term(mt_contrast, frozenset({"student", "key", "t_features"}), mt_contrast.__doc__.splitlines()[0]),
+    "relation": Term(relation, frozenset({"student", "key", "t_feature"}), _first_line(relation)),
+    "mt_contrast": Term(mt_contrast, frozenset({"student", "key", "t_features"}), _first_line(mt_contrast)),
 }
 
 
@@ -354,7 +358,7 @@ def combine(weights: dict[str, float], registry: dict[str, Term], view: View, h:
     parts = {name: registry[name].fn(view, h) for name, w in weights.items() if w}
     if reduce is not None:
         parts = {name: reduce(v) for name, v in parts.items()}
-    total = 0.0
+    total: Any = 0.0
     for name, value in parts.items():
         w = float(weights[name])
         if name in ramps:

@@ -4,6 +4,11 @@
 (``dfkd_jax.engine.loop.train_and_evaluate`` receives the teacher and never trains one).
 In a multi-process run, process 0 trains and saves a missing teacher while the others wait
 at a barrier; then every process loads the same folder.
+
+Only the project's cache is written to: ``teacher.train_if_missing`` trains a missing teacher into the
+cache's folder for its recipe (``teacher.checkpoint`` left empty, or naming that very folder). A
+``teacher.checkpoint`` elsewhere names a teacher the user has: when it is missing (a typo) or incomplete
+(a ``teacher.json`` lost), the run stops and says so, and nothing is written there.
 """
 
 from __future__ import annotations
@@ -15,9 +20,9 @@ import jax
 import jax.numpy as jnp
 
 from dfkd_jax.config import default_cache_dir
-from dfkd_jax.engine import sharding
+from dfkd_jax.core import sharding
 from dfkd_jax.errors import ConfigError, TeacherNotFoundError
-from dfkd_jax.teacher import Teacher, is_teacher_dir, load_teacher, save_teacher
+from dfkd_jax.teacher import Teacher, describe_folder, is_teacher_dir, load_teacher, save_teacher
 
 
 def teacher_path(config) -> str:
@@ -25,6 +30,11 @@ def teacher_path(config) -> str:
     (dataset, architecture, epochs, label noise, training subset; ``_check_recipe`` checks the rest)."""
     if config.teacher.checkpoint:
         return os.path.abspath(os.path.expanduser(config.teacher.checkpoint))
+    return cache_path(config)
+
+
+def cache_path(config) -> str:
+    """The cache's folder for ``config``'s teacher recipe (whatever ``teacher.checkpoint`` says)."""
     name = f"{config.data.dataset}_{config.teacher.arch}_e{config.teacher.epochs}"
     if config.teacher.label_noise:
         name += f"_noise{config.teacher.label_noise:g}"
@@ -34,6 +44,14 @@ def teacher_path(config) -> str:
 
 
 def _train_and_save(config, path: str, log: Callable[[str], None]) -> None:
+    if path != cache_path(config):  # the user's own folder: never trained into
+        state = (f"{path} is not a complete teacher folder ({describe_folder(path)})" if os.path.isdir(path)
+                 and os.listdir(path) else f"No teacher at {path}")
+        raise TeacherNotFoundError(
+            f"{state} (config.teacher.checkpoint). Nothing was written there. Check the path; to make a teacher "
+            "there, run `python tools/train_teacher.py --dataset NAME --arch NAME --out DIR` or "
+            "`python tools/convert_torch_checkpoint.py`; or leave teacher.checkpoint empty to train one into the "
+            f"cache ({cache_path(config)}).")
     if not config.teacher.train_if_missing:
         raise TeacherNotFoundError(
             f"No teacher checkpoint at {path}. Point --config.teacher.checkpoint at one (convert a PyTorch "
@@ -48,6 +66,9 @@ def _train_and_save(config, path: str, log: Callable[[str], None]) -> None:
         batch_size=config.teacher.batch_size, lr=config.teacher.lr, label_noise=config.teacher.label_noise,
         train_examples=config.teacher.train_examples, seed=config.seed, data_dir=config.data.data_dir,
         source_dir=config.data.source_dir, mesh=local, show_progress=config.train.progress, log=log)
+    if os.path.isdir(path) and not is_teacher_dir(path):  # the cache's own leftover (a save cut short before)
+        import shutil
+        shutil.rmtree(path)
     save_teacher(path, variables, meta)
     score = (f"test mIoU {100 * meta.extra['test_miou']:.2f}%" if "test_miou" in meta.extra
              else f"test accuracy {100 * meta.test_accuracy:.2f}%")
@@ -76,6 +97,7 @@ def obtain_teacher(config, log: Callable[[str], None] | None = None) -> Teacher:
     path = teacher_path(config)
     if jax.process_index() == 0 and not is_teacher_dir(path):
         _train_and_save(config, path, log)
+    log(f"Loading the teacher from {path} ...")
     sharding.barrier("dfkd_jax_teacher_ready")
     if not is_teacher_dir(path):  # another process could not see process 0's folder
         raise TeacherNotFoundError(f"No teacher at {path} on process {jax.process_index()}: the processes of a "

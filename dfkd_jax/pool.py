@@ -22,8 +22,7 @@ import jax.numpy as jnp
 STORAGE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "uint8": jnp.uint8}
 
 
-@flax.struct.dataclass
-class Pool:
+class Pool(flax.struct.PyTreeNode):
     """A ring buffer of images in *pixel space* ([0, 1]) and, optionally, the teacher's logits on them.
 
     Storage dtype float32, bfloat16 or uint8 (``round(255 p)``, clipped: the 8-bit PNG files of the
@@ -73,6 +72,7 @@ def push(pool: Pool, pixels: jax.Array, t_logits: jax.Array | None = None) -> Po
     idx = (pool.ptr + jnp.arange(b, dtype=jnp.int32)) % pool.size
     logits = pool.t_logits
     if logits is not None:
+        assert t_logits is not None, "a pool that keeps logits is pushed logits"
         logits = logits.at[idx].set(t_logits[-pool.size:].astype(jnp.float32))
     return Pool(x=pool.x.at[idx].set(encode(pixels, pool.x.dtype)), t_logits=logits,
                 ptr=(pool.ptr + b) % pool.size, count=jnp.minimum(pool.count + b, pool.size))
@@ -99,8 +99,7 @@ def pool_bytes(size: int, image_shape, logit_shape, dtype: str, with_logits: boo
     return size * per
 
 
-@flax.struct.dataclass
-class FeatureBank:
+class FeatureBank(flax.struct.PyTreeNode):
     """CMI's memory bank of past instance embeddings (``contrastive.py`` l. 136-166), a pytree.
 
     Starts with N(0, 1) rows (as the reference's ``torch.randn``) that are never drawn before they
@@ -138,8 +137,7 @@ def bank_draw(bank: FeatureBank, key: jax.Array, k: int) -> tuple[jax.Array, jax
     return bank.rows[idx], jnp.isfinite(top)
 
 
-@flax.struct.dataclass
-class KeyQueue:
+class KeyQueue(flax.struct.PyTreeNode):
     """AdaDFKD's FIFO queue of past student keys (MoCo-style), part of the state.
 
     Starts filled with random unit vectors (as MoCo's queue), so every slot is a

@@ -28,9 +28,9 @@ from dfkd_jax.progress import progress
 
 from dfkd_jax import data, metrics, terms
 from dfkd_jax.data.pipeline import eval_batches, preprocess, train_batches
-from dfkd_jax.engine import sharding
+from dfkd_jax.core import sharding
 from dfkd_jax.engine.checkpoint import Checkpoints
-from dfkd_jax.engine.state import ModelState
+from dfkd_jax.core.state import ModelState
 from dfkd_jax.models import build_model, is_segmentation
 from dfkd_jax.teacher import Teacher, TeacherMeta
 
@@ -94,7 +94,7 @@ def make_train_step(model, tx, augment_data: bool = False, batch_sharding=None, 
 
     def step(state: ModelState, x, y, key, t_vars=None):
         if augment_data:
-            x, y = augment(key, x, y, ignore_label) if segmentation else (augment(key, x), y)
+            x, y = augment(key, x, y, ignore_label) if ignore_label is not None else (augment(key, x), y)
             if batch_sharding is not None:
                 x = jax.lax.with_sharding_constraint(x, batch_sharding)
         t_logits = None
@@ -202,7 +202,7 @@ def train_teacher(arch: str, dataset: str, *, epochs: int = 10, batch_size: int 
 
     def test_scores(state) -> dict[str, float]:
         """{'accuracy'} or {'accuracy' (pixel accuracy), 'miou'}; the sums stay on the device until the end."""
-        total = None
+        total: Any = None
         labels = test_y if segmentation else test_y.astype(np.int32)
         bs = (256 if segmentation else 1000) // mesh.devices.size * mesh.devices.size
         for x, y, mask in eval_batches(test_x, labels, max(bs, mesh.devices.size), sharding=batch_sh):
@@ -229,7 +229,7 @@ def train_teacher(arch: str, dataset: str, *, epochs: int = 10, batch_size: int 
                 "kd_alpha": kd_alpha}
     ckpts = Checkpoints(checkpoint_dir, keep=1) if checkpoint_dir else None
     if ckpts is not None and ckpts.latest() is not None:
-        first = ckpts.latest()
+        first = int(ckpts.latest() or 0)
         state, record = ckpts.restore(first, state)
         changed = {k: (record["settings"].get(k), v) for k, v in settings.items() if record["settings"].get(k) != v}
         if changed:

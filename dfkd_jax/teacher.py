@@ -117,22 +117,62 @@ def check_variables(arch: str, num_classes: int, input_shape, variables) -> None
     raise CheckpointMismatchError("\n".join(lines))
 
 
+class TeacherFolderError(UserError, OSError):
+    """A teacher folder that is damaged, incomplete, or a folder of something else."""
+
+
+def check_writable_teacher_folder(directory: str) -> None:
+    """Refuse to write a teacher into ``directory`` when it exists, holds files, and is not a complete teacher
+    folder (a teacher folder is replaced as a whole; anything else is someone's data)."""
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise TeacherFolderError(f"{directory} is a file, not a teacher folder. Choose a new folder.")
+    if os.path.isdir(directory) and os.listdir(directory) and not is_teacher_dir(directory):
+        raise TeacherFolderError(
+            f"{directory} already holds files but is not a complete teacher folder ({describe_folder(directory)}). "
+            "Nothing was written there. Choose a new folder, or restore the missing files.")
+
+
+def describe_folder(directory: str) -> str:
+    """What a teacher folder has and lacks, for messages."""
+    has_meta = os.path.isfile(os.path.join(directory, META_FILE))
+    has_vars = os.path.isdir(os.path.join(directory, VARIABLES_DIR))
+    if has_vars and not has_meta:
+        return f"it has {VARIABLES_DIR}/ but no {META_FILE}"
+    if has_meta and not has_vars:
+        return f"it has {META_FILE} but no {VARIABLES_DIR}/"
+    names = sorted(os.listdir(directory))
+    return "it holds " + ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+
+
 def save_teacher(directory: str, variables, meta: TeacherMeta) -> str:
     """Write ``variables`` (``{'params': ..., 'batch_stats': ...}``) and ``meta`` to ``directory``.
 
+    The folder appears whole or not at all: it is written beside the target and renamed into place (a
+    teacher folder already there is replaced; a folder of anything else is refused, ``check_writable_teacher_folder``).
     The calling process writes alone, with no barrier: in a multi-process run only process 0 saves a teacher it
     trained while the others wait at ``obtain_teacher``'s barrier (orbax's default save would wait for them).
     """
+    import shutil
     directory = os.path.abspath(directory)
-    os.makedirs(directory, exist_ok=True)
+    check_writable_teacher_folder(directory)
+    parent = os.path.dirname(directory)
+    os.makedirs(parent, exist_ok=True)
+    staging = os.path.join(parent, f".{os.path.basename(directory)}.writing-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
     variables = jax.tree.map(lambda a: np.asarray(jax.device_get(a)), dict(variables))
-    path = os.path.join(directory, VARIABLES_DIR)
     alone = ocp.options.MultiprocessingOptions(primary_host=jax.process_index(), active_processes={jax.process_index()})
     with ocp.StandardCheckpointer(multiprocessing_options=alone) as ckptr:
-        ckptr.save(path, variables, force=True)
+        ckptr.save(os.path.join(staging, VARIABLES_DIR), variables, force=True)
         ckptr.wait_until_finished()
-    with open(os.path.join(directory, META_FILE), "w") as f:
+    with open(os.path.join(staging, META_FILE), "w") as f:
         json.dump(meta.to_json(), f, indent=2)
+    old = None
+    if os.path.isdir(directory):  # an existing teacher (checked above) or an empty folder
+        old = os.path.join(parent, f".{os.path.basename(directory)}.replaced-{os.getpid()}")
+        os.replace(directory, old)
+    os.replace(staging, directory)
+    if old:
+        shutil.rmtree(old, ignore_errors=True)
     return directory
 
 
@@ -144,14 +184,30 @@ def load_teacher(directory: str, dtype: Any = jnp.float32) -> Teacher:
     """Read a teacher written by ``save_teacher``; verify its variables fit its architecture."""
     directory = os.path.abspath(directory)
     if not is_teacher_dir(directory):
+        found = f": {describe_folder(directory)}" if os.path.isdir(directory) and os.listdir(directory) else ""
         raise TeacherNotFoundError(
-            f"No teacher checkpoint at {directory} (expected {META_FILE} and {VARIABLES_DIR}/). "
+            f"No teacher checkpoint at {directory} (expected {META_FILE} and {VARIABLES_DIR}/{found}). "
             "Train one with `python tools/train_teacher.py --dataset NAME --arch NAME --out DIR`, or convert a "
             "PyTorch checkpoint with `python tools/convert_torch_checkpoint.py SRC --arch NAME --dataset NAME --out DIR`.")
-    with open(os.path.join(directory, META_FILE)) as f:
-        meta = TeacherMeta.from_json(json.load(f))
-    with ocp.StandardCheckpointer() as ckptr:
-        variables = ckptr.restore(os.path.join(directory, VARIABLES_DIR))
+    meta_file = os.path.join(directory, META_FILE)
+    try:
+        with open(meta_file) as f:
+            meta = TeacherMeta.from_json(json.load(f))
+    except (ValueError, TypeError, AttributeError) as e:  # not JSON, or not the fields of a TeacherMeta
+        raise TeacherFolderError(f"{meta_file} is damaged ({type(e).__name__}: {e}). Restore it from where the "
+                                 "teacher came from, or convert / train the teacher again.") from None
+    from dfkd_jax.engine.checkpoint import unreadable
+    try:
+        damage = unreadable(os.path.join(directory, VARIABLES_DIR))
+        if damage:
+            raise ValueError(damage)
+        with ocp.StandardCheckpointer() as ckptr:
+            variables = ckptr.restore(os.path.join(directory, VARIABLES_DIR))
+    except Exception as e:  # noqa: BLE001 - orbax / tensorstore on a damaged or truncated file
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise TeacherFolderError(f"The teacher variables in {os.path.join(directory, VARIABLES_DIR)} cannot be read "
+                                 f"({first}). The folder is damaged: copy it again, or convert / train the teacher "
+                                 "again.") from None
     variables = jax.tree.map(np.asarray, variables)
     check_variables(meta.arch, meta.num_classes, meta.input_shape, variables)
     return Teacher(build_model(meta.arch, meta.num_classes, dtype=dtype), variables, meta)

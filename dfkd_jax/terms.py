@@ -317,13 +317,13 @@ def total_variation(x: Array) -> Array:
     cancels and is omitted. Computed on whatever space ``x`` is in (the
     references use the normalised image).
     """
-    return sum(jnp.mean(jnp.abs(d)) for d in _tv_diffs(x))
+    return jnp.asarray(sum(jnp.mean(jnp.abs(d)) for d in _tv_diffs(x)))
 
 
 def total_variation_l2(x: Array) -> Array:
     """DeepInversion's L2 variant (``loss_var_l2``): sum of the Frobenius norms of the
     four difference tensors of ``total_variation`` (whole batch, not per sample). Scalar."""
-    return sum(_safe_norm(d) for d in _tv_diffs(x))
+    return jnp.asarray(sum(_safe_norm(d) for d in _tv_diffs(x)))
 
 
 def attention_map(a: Array, eps: float = 1e-12) -> Array:

@@ -18,6 +18,7 @@ teachers; ``student.augment='none'`` with stored logits needs no teacher forward
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -86,7 +87,7 @@ def export(directory: str, images: np.ndarray, logits: np.ndarray | None, num_cl
            class_names=()) -> str:
     """Write pixel-space ``images`` (a pool's, ``pool_arrays``) and the teachers' ``logits`` on them as a
     transfer set in ``directory``; returns the dataset folder. The run labels a pool that kept no logits
-    with ``Distiller.pixel_logits`` first; ``logits=None`` stores zeros (``logits_stored: false``)."""
+    with ``distiller.evaluator.pixel_logits`` first; ``logits=None`` stores zeros (``logits_stored: false``)."""
     if images.shape[0] == 0:
         raise ConfigError("The pool is empty: nothing to export. Export after at least one round.")
     stored = logits is not None
@@ -97,7 +98,8 @@ def export(directory: str, images: np.ndarray, logits: np.ndarray | None, num_cl
     os.makedirs(directory, exist_ok=True)
     builder = TransferSetBuilder(images=images, logits=logits, data_dir=directory,
                                  description=f"dfkd_jax transfer set: {metadata.get('method', '')}")
-    builder.download_and_prepare(download_dir=os.path.join(directory, "downloads"))
+    with _quiet_tfds():  # no "Downloading and preparing dataset Unknown size" for a set made from memory
+        builder.download_and_prepare(download_dir=os.path.join(directory, "downloads"))
     meta = {**metadata, "count": int(images.shape[0]), "image_shape": list(images.shape[1:]),
             "image_dtype": str(images.dtype), "num_classes": int(num_classes),
             "logits_stored": bool(stored), "tfds_dir": os.path.relpath(dataset_dir(directory), directory)}
@@ -112,6 +114,18 @@ def export(directory: str, images: np.ndarray, logits: np.ndarray | None, num_cl
     return dataset_dir(directory)
 
 
+@contextlib.contextmanager
+def _quiet_tfds():
+    """tfds' progress bars and its printed lines (to stdout) off for the duration."""
+    import io
+    tfds.display_progress_bar(False)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        tfds.display_progress_bar(True)
+
+
 def dataset_dir(directory: str) -> str:
     return os.path.join(os.path.abspath(directory), NAME, VERSION)
 
@@ -122,13 +136,29 @@ def read(directory: str) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     if not os.path.isfile(meta_path):
         raise ConfigError(f"No transfer set at {directory} (expected {META_FILE}). Export one with "
                           "--config.synthesis.export=DIR in the run that synthesises it.")
-    with open(meta_path) as f:
-        meta = json.load(f)
-    source = tfds.builder_from_directory(dataset_dir(directory)).as_data_source(split="train")
-    items = [source[i] for i in range(len(source))]
-    images = np.stack([np.asarray(it["image"]) for it in items])
-    logits = np.stack([np.asarray(it["logits"], np.float32) for it in items])
+    try:
+        with open(meta_path) as f:
+            meta = json.load(f)
+        source = tfds.builder_from_directory(dataset_dir(directory)).as_data_source(split="train")
+        items = [source[i] for i in range(len(source))]
+        images = np.stack([np.asarray(it["image"]) for it in items])
+        logits = np.stack([np.asarray(it["logits"], np.float32) for it in items])
+    except Exception as e:  # noqa: BLE001 - a damaged file (json, tfds metadata, ArrayRecord): one line
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise ConfigError(f"The transfer set at {directory} cannot be read ({type(e).__name__}: {first}). "
+                          "It is damaged or incomplete: copy it again, or export it again with "
+                          "--config.synthesis.export=DIR.") from None
     return images, logits, meta
+
+
+def check_export_folder(directory: str) -> None:
+    """Refuse to export into a folder that holds files but is not a transfer set (checked before a run)."""
+    directory = os.path.abspath(directory)
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise ConfigError(f"config.synthesis.export: {directory} is a file. Choose a new folder for the transfer set.")
+    if os.path.isdir(directory) and os.listdir(directory) and not os.path.isfile(os.path.join(directory, META_FILE)):
+        raise ConfigError(f"config.synthesis.export: {directory} already holds files that are not a transfer set. "
+                          "Choose a new or empty folder (an existing transfer set there is replaced).")
 
 
 def load_into_pool(directory: str, pool, distiller):
@@ -151,7 +181,7 @@ def load_into_pool(directory: str, pool, distiller):
     if pool.t_logits is not None:
         full = np.zeros(pool.t_logits.shape, np.float32)
         full[:n] = logits
-        if not meta.get("logits_stored", False) and distiller.config.student.augment == "none":
+        if not meta.get("logits_stored", False) and distiller.spec.augment == "none":
             raise ConfigError(f"The transfer set at {directory} has no stored logits; train from it with "
                               "--config.student.augment=crop_flip (the teachers label each drawn batch).")
         new = new.replace(t_logits=full)
@@ -168,6 +198,7 @@ class TransferSetSource:
     augment: str = "crop_flip"
     batch_size: int = 0
     steps = 0
+    nz = 1
     fixed_carry = True
 
     def init(self, key, aux_key):

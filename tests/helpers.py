@@ -85,7 +85,7 @@ def synthesis_config(method, **changes):
 def run_rounds(config, teachers, rounds=2):
     """A one-device Distiller of ``config`` run for ``rounds`` rounds: (distiller, state, last metrics)."""
     from dfkd_jax.engine.distiller import Distiller
-    from dfkd_jax.engine.sharding import make_mesh
+    from dfkd_jax.core.sharding import make_mesh
     d = Distiller.from_config(config, teachers, make_mesh(jax.devices()[:1]))
     state = d.init(0)
     for _ in range(rounds):

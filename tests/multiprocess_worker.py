@@ -35,7 +35,7 @@ def main():
         state, metrics = d.round(state)
     params = multihost_utils.process_allgather(state.student.params, tiled=True)
     x = np.arange(16 * 32 * 32, dtype=np.float32).reshape(16, 32, 32, 1) / 1e4
-    ev = d.evaluate(state, x, np.arange(16) % 10, batch_size=8)
+    ev = d.evaluator.evaluate(state, x, np.arange(16) % 10, batch_size=8)
     if jax.process_index() == 0:
         flat = {"/".join(str(getattr(k, "key", k)) for k in path): np.asarray(v)
                 for path, v in jax.tree_util.tree_flatten_with_path(params)[0]}

@@ -20,7 +20,7 @@ from dfkd_jax import augment  # noqa: E402
 from dfkd_jax.bench import harness, inversion  # noqa: E402
 from dfkd_jax.convert import convert_state_dict  # noqa: E402
 from dfkd_jax.engine.distiller import Distiller  # noqa: E402
-from dfkd_jax.engine.state import ModelState  # noqa: E402
+from dfkd_jax.core.state import ModelState  # noqa: E402
 from dfkd_jax.models import build_model  # noqa: E402
 from dfkd_jax.synthesis.base import Context  # noqa: E402
 from dfkd_jax.teacher import Teacher  # noqa: E402

@@ -26,9 +26,10 @@ from dfkd_jax import bench  # noqa: E402
 from dfkd_jax.bench import bench_config, format_report, random_teacher, run_benchmark, torch_round  # noqa: E402
 from dfkd_jax.bench import peak as peak_lib  # noqa: E402
 from dfkd_jax.convert import convert_state_dict  # noqa: E402
-from dfkd_jax.engine import sharding  # noqa: E402
+from dfkd_jax.core import sharding  # noqa: E402
 from dfkd_jax.engine.distiller import Distiller  # noqa: E402
-from dfkd_jax.engine.state import DistillState, ModelState  # noqa: E402
+from dfkd_jax.core.state import ModelState  # noqa: E402
+from dfkd_jax.engine.state import DistillState  # noqa: E402
 from dfkd_jax.models import build_model  # noqa: E402
 from dfkd_jax.teacher import Teacher  # noqa: E402
 

@@ -34,14 +34,14 @@ def env(tmp_path_factory):
     })
     e.pop("DFKD_JAX_KILL_AT_ROUND", None)
     e.pop("DFKD_JAX_SOURCE_DIR", None)
-    return {"base": base, "env": e}
+    # the teacher: trained into the project's cache on first use (the folder of its recipe)
+    return {"base": base, "env": e, "teacher": base / "cache" / "teachers" / "fashion_mnist_lenet5_e1"}
 
 
 def args_for(env, workdir, *extra):
     return [sys.executable, "-m", "dfkd_jax.main", "--config", os.path.join(ROOT, "configs/fashion_mnist/dfad.py"),
             "--workdir", str(workdir),
             f"--config.data.source_dir={env['base'] / 'idx'}",
-            f"--config.teacher.checkpoint={env['base'] / 'teacher'}",
             "--config.teacher.epochs=1", "--config.teacher.batch_size=64",
             "--config.generator.ngf=4", "--config.generator.nz=8",
             "--config.train.batch_size=16", f"--config.train.rounds={ROUNDS}",
@@ -106,10 +106,10 @@ def test_cli_end_to_end(straight, env):
         for key in ("accuracy", "agree", "teacher_accuracy"):
             assert h[key] * 48 == pytest.approx(round(h[key] * 48), abs=1e-6), (key, h[key])
     # the teacher's accuracy is the one its training measured on the same test split, once for the run
-    teacher_meta = json.loads((env["base"] / "teacher" / "teacher.json").read_text())
+    teacher_meta = json.loads((env["teacher"] / "teacher.json").read_text())
     assert results["teacher"]["accuracy"] == pytest.approx(teacher_meta["test_accuracy"], abs=1e-9)
     assert {h["teacher_accuracy"] for h in history} == {results["teacher"]["accuracy"]}
-    assert results["teacher"]["checkpoint"] == str(env["base"] / "teacher")
+    assert results["teacher"]["checkpoint"] == str(env["teacher"])
     assert results["images_per_s"] > 0 and results["compile_s"] > 0
     from PIL import Image
     with Image.open(workdir / "accuracy.png") as plot:  # the accuracy-against-round plot
@@ -131,7 +131,7 @@ def test_cli_end_to_end(straight, env):
     assert all(np.isfinite(x["student/l1"]) for x in lines if x["kind"] == "train")
     assert (workdir / "samples" / "round_000008.png").exists()
     assert json.loads((workdir / "config.json").read_text())["method"] == "dfad"
-    assert (env["base"] / "teacher" / "teacher.json").exists()  # trained and cached on first use
+    assert (env["teacher"] / "teacher.json").exists()  # trained and cached on first use
 
 
 @pytest.mark.slow  # moved out of the default suite to keep it under 10 minutes on 2 cores
@@ -155,12 +155,16 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(straight, env):
     workdir = env["base"] / "nan"
     # the student's learning rate jumps to 1e28 after half the run: its loss must blow up
     proc = run(env, workdir, "--config.student.schedule=step", "--config.student.milestones=(0.5,)",
-               "--config.student.decay=1e30", "--config.train.checkpoint_every=2", check=False)
+               "--config.student.decay=1e30", "--config.train.checkpoint_every=2", "--config.train.log_every=8",
+               "--config.train.eval_every=1", check=False)  # evaluations before the losses are pulled
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert "Non-finite loss" in proc.stderr and "student/" in proc.stderr
     steps = sorted(int(p) for p in os.listdir(workdir / "checkpoints") if p.isdigit())
     assert steps and steps[-1] <= ROUNDS // 2
     assert f"last good checkpoint is round {steps[-1]}" in proc.stderr
+    assert "--allow_config_change" in proc.stderr  # the advice is a config change: it names the flag
+    records = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(v) for r in records for v in r.values() if isinstance(v, float))  # no NaN recorded
     state = final_state(workdir, steps[-1])
     assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(state))
 
@@ -251,7 +255,7 @@ def test_teacher_that_does_not_fit_lists_keys(straight, env, tmp_path):
 def test_evaluate_command_reports_accuracy_agreement_and_loyalty(straight, env, tmp_path):
     workdir, _ = straight
     out = tmp_path / "eval.json"
-    cmd = [sys.executable, "-m", "dfkd_jax.evaluate", str(workdir), "--against", str(env["base"] / "teacher"),
+    cmd = [sys.executable, "-m", "dfkd_jax.evaluate", str(workdir), "--against", str(env["teacher"]),
            "--source_dir", str(env["base"] / "idx"), "--batch_size", "32", "--json", str(out)]
     proc = subprocess.run(cmd, env=env["env"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -355,9 +359,10 @@ def test_two_process_run_killed_and_resumed_matches_one_device(straight, env):
 def test_two_processes_train_a_missing_teacher_once_and_both_load_it(env):
     """No teacher yet: process 0 trains and saves it while process 1 waits at a barrier, then both load it (without
     the barrier process 1 finds no teacher and stops with TeacherNotFoundError)."""
-    teacher, workdir = env["base"] / "teacher_two_procs", env["base"] / "two_procs_teacher"
-    runs = _run_two_processes(env, workdir, extra=(
-        f"--config.teacher.checkpoint={teacher}", "--config.train.rounds=2", "--config.train.eval_every=2",
+    cache, workdir = env["base"] / "cache_two_procs", env["base"] / "two_procs_teacher"
+    teacher = cache / "teachers" / "fashion_mnist_lenet5_e1"
+    runs = _run_two_processes(env, workdir, {"DFKD_JAX_CACHE": str(cache)}, extra=(
+        "--config.train.rounds=2", "--config.train.eval_every=2",
         "--config.train.checkpoint_every=2", "--config.train.sample_every=2"))
     assert [rc for rc, _, _ in runs] == [0, 0], [err[-3000:] for _, _, err in runs]
     (_, out0, _), (_, out1, err1) = runs

@@ -191,7 +191,7 @@ def test_published_dafl_student_schedule_by_epoch():
     0.01 before epoch 1600, 0.001 after (l. 145-151, 168). Our run counts one student update per round, so the
     schedule built the way the Distiller builds it must switch at updates 800 * 120 and 1600 * 120, not a round
     earlier or later."""
-    from dfkd_jax.engine.optim import schedule
+    from dfkd_jax.core.optim import schedule
 
     c = load(os.path.join(ROOT, "configs", "cifar", "dafl.py"), "cifar10,r34_r18")
     assert (c.student.steps, c.synthesis.warmup) == (1, 0)
@@ -230,7 +230,7 @@ def test_lenet_pair_inversion_student_stays_bounded(method):
     state = state.replace(pool=pool_lib.push(state.pool, jnp.round(pixels)))  # clipped to 0 / 1 like ADI's
     logits = d.ensemble.logits(d.teacher_variables, d.ensemble.from_pixels(jnp.round(pixels)))
     assert 3.0 < float(jnp.std(logits)) < 10.0
-    carry, step = None, jax.jit(d._round_obj.student_step)
+    carry, step = None, jax.jit(d.round_fn.student_step)
     for j in range(c.student.steps):
         state, m = step(state, carry, d.teacher_variables, jnp.asarray(j, jnp.int32))
         assert np.isfinite(float(m["student/loss"]))

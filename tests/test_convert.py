@@ -356,6 +356,41 @@ def test_generator_variants_match_pytorch(variant):
         assert _rel_err(plain, ref) > 1e-2
 
 
+def test_dcgan_cifar10_generator_is_large_under_its_keys():
+    """CuDFKD's/AdaDFKD's DCGAN_Generator_CIFAR10 at d=2 (ljrprocc datafree/models/generator.py): CMI's
+    LargeGenerator's layers as ``project.1`` and ``main.{0,2,3,6,7,9}``: detected as ``large``, converted."""
+    module = R.randomize_(R.CMIGeneratorTorch(nz=40, ngf=16, img_size=32, nc=3, width=4), seed=6).eval()
+    sd = {k.replace("l1.0.", "project.1.").replace("conv_blocks.", "main."): v.numpy()
+          for k, v in module.state_dict().items()}
+    assert detect_architecture(sd) == "large"
+    cfg = generator_config(sd, "large")
+    assert cfg == dict(nz=40, ngf=16, channels=3, img_size=32)
+    z = torch.randn(4, 40, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        ref = module(z).numpy().transpose(0, 2, 3, 1)
+    out = build_generator("large", **cfg).apply(convert_state_dict(sd, "large"), jnp.asarray(z.numpy()), train=False)
+    assert _rel_err(out, ref) <= RTOL
+
+
+def test_zskt_generator_in_its_own_key_layout():
+    """ZSKT's generator is one ``nn.Sequential`` ``layers`` (polo5/ZeroShotKnowledgeTransfer models/generator.py:
+    Linear 0, BN 2, Conv 4, BN 5, Conv 8, BN 9, Conv 11, affine BN 12): detected as ``zskt``, its dimensions
+    read under that layout, and converted."""
+    module = R.randomize_(R.DAFLGeneratorTorch(48, 16, 3, 32, zskt=True), seed=4).eval()
+    to_zskt = {"l1.0": "layers.0", "conv_blocks0.0": "layers.2", "conv_blocks1.0": "layers.4",
+               "conv_blocks1.1": "layers.5", "conv_blocks2.0": "layers.8", "conv_blocks2.1": "layers.9",
+               "conv_blocks2.3": "layers.11", "conv_blocks2.5": "layers.12"}
+    sd = {f"{to_zskt[k.rpartition('.')[0]]}.{k.rpartition('.')[2]}": v.numpy() for k, v in module.state_dict().items()}
+    assert detect_architecture(sd) == "zskt"
+    cfg = generator_config(sd, "zskt")
+    assert cfg == dict(nz=48, ngf=16, channels=3, img_size=32)
+    z = torch.randn(4, 48, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        ref = module(z).numpy().transpose(0, 2, 3, 1)
+    out = build_generator("zskt", **cfg).apply(convert_state_dict(sd, "zskt"), jnp.asarray(z.numpy()), train=False)
+    assert _rel_err(out, ref) <= RTOL
+
+
 @pytest.mark.parametrize("variant", ["dafl_sn", "vae_decoder"])
 def test_predfkd_generators_with_eps_08_match_pytorch(variant):
     """PRE-DFKD's two generators (kuluhan/PRE-DFKD networks/generator.py) with BatchNorm2d(c, 0.8)

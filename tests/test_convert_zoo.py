@@ -31,19 +31,19 @@ import torch_reference as R  # noqa: E402
 import torch_reference_zoo as Z  # noqa: E402
 
 from dfkd_jax.convert import (convert_state_dict, convert_with_info, detect_architecture, generator_config,  # noqa: E402
-                              load_torch_state_dict)
+                              load_torch_state_dict, normalize_state_dict)
 from dfkd_jax.models import build_generator, build_model  # noqa: E402
 
 torch.set_num_threads(2)
 RTOL = 1e-4
 FORMATS = ("bare", "wrapped", "module")
 FAST = ["resnet8", "vgg13", "mobilenetv2", "shufflenetv2"]
-SLOW = ["resnet20", "resnet32", "resnet56", "resnet110", "resnet8x4", "resnet32x4", "resnet50"]
-VGG13 = [[64, 64], [128, 128], [256, 256], [512, 512], [512, 512]]
+SLOW = ["resnet14", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet8x4", "resnet32x4", "resnet50",
+        "vgg16", "vgg19"]
 
 
 def _reference(arch: str, num_classes: int):
-    module = R.BlockVGG(VGG13, num_classes) if arch == "vgg13" else Z.build(arch, num_classes)
+    module = R.build(arch, num_classes) if arch in R.VGG_CFG else Z.build(arch, num_classes)
     return R.randomize_(module, seed=len(arch)).eval()
 
 
@@ -123,7 +123,11 @@ def test_full_width_deeplabv3_keys_are_detected():
         sd = {k: v.numpy() for k, v in Z.build(arch, 11).state_dict().items()}
         assert detect_architecture(sd) == arch
     sd = Z.build("deeplabv3_mobilenetv2_cmi", 11).state_dict()
-    assert "backbone.high_level_features.13.conv.3.running_var" in sd and "classifier.classifier.4.bias" in sd
+    assert "backbone.high_level_features.17.conv.3.running_var" in sd and "classifier.classifier.4.bias" in sd
+    # CMI/Fast slice one Sequential (features[4:-1]), which keeps its indices: 4 ... 17, never 0
+    assert "backbone.high_level_features.4.conv.0.0.weight" in sd
+    assert not any(k.startswith("backbone.high_level_features.0.") for k in sd)
+    assert len(normalize_state_dict(sd)) == 292  # the real class's key count at 13 classes too
     sd = Z.build("deeplabv3_mobilenetv2", 11).state_dict()
     assert "backbone.features.17.conv.7.running_var" in sd and "classifier.0.convs.4.2.weight" in sd
 

@@ -50,7 +50,7 @@ def test_converted_wrn_teacher_runs_dfad_rounds(tmp_path):
     assert d.teacher_variables[0] is engine_teacher
     assert not any(leaf.is_deleted() for leaf in jax.tree.leaves(engine_teacher))
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(engine_teacher), before_teacher)
-    x = d.sample(state, 8)
+    x = d.evaluator.sample(state, 8)
     with torch.no_grad():
         ref = net(torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))).numpy()
     ours = np.asarray(teacher.model.apply(engine_teacher, x, train=False)[0])

@@ -98,7 +98,7 @@ def test_cifar_unpickler_reads_python2_pickles_and_refuses_code():
 
 def test_specs():
     assert set(data.SPECS) == {"fashion_mnist", "mnist", "cifar10", "cifar100", "fashion_mnist32x3",
-                               "fashion_mnist_scenes", "camvid", "nyuv2"}
+                               "fashion_mnist_scenes", "camvid", "nyuv2", "imagenet"}
     fm, fm3 = data.get_spec("fashion_mnist"), data.get_spec("fashion_mnist32x3")
     assert (fm.raw_shape, fm.image_shape, fm.mean, fm.std) == ((28, 28, 1), (32, 32, 1), (0.2860,), (0.3530,))
     assert fm3.image_shape == (32, 32, 3) and fm3.mean == (0.2860,) * 3 and fm3.std == (0.3530,) * 3
@@ -106,7 +106,7 @@ def test_specs():
     for spec in data.SPECS.values():
         assert len(spec.mean) == len(spec.std) == spec.image_shape[-1]
     with pytest.raises(ValueError, match="cifar10, cifar100, fashion_mnist"):
-        data.get_spec("imagenet")
+        data.get_spec("tiny_imagenet")
 
 
 # ------------------------------------------------------------------------------- load_split

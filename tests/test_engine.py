@@ -10,7 +10,7 @@ import pytest
 
 from dfkd_jax.engine.checkpoint import Checkpoints
 from dfkd_jax.engine.distiller import Distiller
-from dfkd_jax.engine.sharding import make_mesh
+from dfkd_jax.core.sharding import make_mesh
 from tests.helpers import random_teacher, tiny_config
 
 
@@ -53,7 +53,7 @@ def test_one_and_four_devices_agree(teacher, method):
 def test_round_traces_once_and_survives_restore(teacher, tmp_path):
     config = tiny_config("dfad")
     d = Distiller.from_config(config, teacher)
-    counted = jax.jit(chex.assert_max_traces(d._round_raw, n=1), donate_argnums=(0,))
+    counted = jax.jit(chex.assert_max_traces(d.round_fn.unrolled, n=1), donate_argnums=(0,))
     state = d.init(0)
     for _ in range(3):
         state, metrics = counted(state, d.teacher_variables)
@@ -200,7 +200,7 @@ def test_round_batches_and_batchnorm_modes_by_hand(tiny_bn_student, batch):
     chex.assert_trees_all_close(s1.batch_stats, s_stats, rtol=2e-5, atol=1e-5)  # measured: 1.5e-6 apart
     # the sample grids come from the same generator the student sees (eval mode, normalised)
     z = jax.random.normal(jax.random.PRNGKey(1234), (8, nz))
-    np.testing.assert_allclose(d.sample(state1, 8), jax.jit(gen, static_argnums=3)(g1.params, g1.batch_stats, z, False)[0],
+    np.testing.assert_allclose(d.evaluator.sample(state1, 8), jax.jit(gen, static_argnums=3)(g1.params, g1.batch_stats, z, False)[0],
                                rtol=1e-5, atol=1e-5)
 
 
@@ -245,7 +245,7 @@ def test_batchnorm_switches_act_each_on_its_own(modes):
     import optax
 
     from dfkd_jax import objectives
-    from dfkd_jax.engine.state import ModelState
+    from dfkd_jax.core.state import ModelState
     from dfkd_jax.ensemble import Ensemble
     from dfkd_jax.synthesis.base import Context
     from dfkd_jax.synthesis.online import OnlineGenerator, OnlineSpec, OnlineState
@@ -423,7 +423,7 @@ def test_config_validation_of_batches_queues_and_modes():
 
 
 def test_step_schedule_milestones_that_meet_multiply():
-    from dfkd_jax.engine.optim import schedule
+    from dfkd_jax.core.optim import schedule
     section = tiny_config("dfad").student
     section.lr, section.schedule, section.decay = 1.0, "step", 0.1
     section.milestones = (0.5, 0.52)  # both round to step 5 of 10
@@ -505,19 +505,21 @@ def test_bfloat16_round_and_donated_state(teacher):
 
 def test_evaluation_reuses_the_teachers_outputs(monkeypatch):
     """The teachers never change: eval_set runs them once over the test set, and every later evaluate on that
-    EvalSet scores the student against the stored outputs without running a teacher again."""
+    EvalSet scores the student against the stored outputs without running a teacher again. An Evaluator built
+    for the student's architecture alone (any checkpoint's student) gives the same scores."""
     from dfkd_jax.engine.distiller import Distiller
+    from dfkd_jax.engine.evaluation import Evaluator
     from tests.helpers import random_teacher, tiny_config
     d = Distiller.from_config(tiny_config("dfad"), random_teacher())
     state = d.init(0)
     x = np.random.default_rng(0).uniform(size=(12, 32, 32, 1)).astype(np.float32)
     labels = np.arange(12) % 10
-    test_set = d.eval_set(x, labels, batch_size=4)
-    first = d.evaluate(state, test_set)
+    test_set = d.evaluator.eval_set(x, labels, batch_size=4)
+    first = d.evaluator.evaluate(state, test_set)
     calls = []
-    monkeypatch.setattr(d, "_teacher_eval", lambda *a: calls.append(a))  # a teacher run would now return None
+    monkeypatch.setattr(d.evaluator, "_teacher_eval", lambda *a: calls.append(a))  # a teacher run would now return None
     state, _ = d.round(state)
-    again = d.evaluate(state, test_set)
+    again = d.evaluator.evaluate(state, test_set)
     assert calls == [] and again["teacher_accuracy"] == first["teacher_accuracy"]
-    fresh = Distiller.from_config(tiny_config("dfad"), random_teacher()).evaluate(state, x, labels, batch_size=4)
+    fresh = Evaluator.of(d.spec.student_arch, random_teacher()).evaluate(state.student, x, labels, batch_size=4)
     assert again == pytest.approx(fresh)  # the same scores as evaluating from scratch (teachers run anew)

@@ -15,7 +15,7 @@ from dfkd_jax.config import base_config
 from dfkd_jax.engine.checkpoint import Checkpoints
 from dfkd_jax.engine.distiller import Distiller
 from dfkd_jax.engine.round import RoundSpec, self_paced_lambda, student_objective
-from dfkd_jax.engine.sharding import make_mesh
+from dfkd_jax.core.sharding import make_mesh
 from tests.helpers import bn_teacher, tiny_config
 
 B, K, D = 6, 5, 4
@@ -217,7 +217,7 @@ def test_curriculum_strengths_follow_the_run_length(rounds):
     for r in (0, int(0.25 * rounds), int(0.5 * rounds), rounds):
         by_hand = 0.5 * min(max(r - 0.25 * rounds, 0.0), 0.5 * rounds) / 40
         assert w * float(objectives.ramp_factor(r / rounds, ramp, rounds)) == pytest.approx(by_hand, abs=1e-4)
-    spec = RoundSpec(1, c.student.steps, B, (("l1", 1.0),), objectives.HParams(), rounds=rounds,
+    spec = RoundSpec(c.student.steps, B, (("l1", 1.0),), objectives.HParams(), rounds=rounds,
                      self_paced=(c.hparams.spl_lambda0, c.hparams.spl_alpha))
     for rnd, step in ((0, 0), (3, 7), (rounds - 1, c.student.steps - 1)):
         k = rnd * c.student.steps + step  # the reference's global_iter before this update
@@ -258,14 +258,14 @@ def test_fashion_mnist_curricula_follow_the_run_length(rounds):
     import types
     for method, lam0 in (("cudfkd", 2.0), ("adadfkd", 2.2)):
         d = _fashion_mnist_distiller(method, rounds)
-        steps = d.spec.student_steps
-        assert (d.spec.rounds, d.synth.spec.rounds) == (rounds, rounds)
+        steps = d.spec.round.student_steps
+        assert (d.spec.round.rounds, d.synth.spec.rounds) == (rounds, rounds)
 
         def progress(rnd, step, n):  # the engine's progress at step `step` of `n` in round `rnd`
-            return float(d._round_obj._progress(types.SimpleNamespace(round=jnp.asarray(rnd, jnp.int32)), step, n))
+            return float(d.round_fn._progress(types.SimpleNamespace(round=jnp.asarray(rnd, jnp.int32)), step, n))
 
         for rnd, step in ((0, 0), (rounds // 2, 3), (rounds - 1, steps - 1)):
-            lam = float(self_paced_lambda(d.spec, progress(rnd, step, steps)))
+            lam = float(self_paced_lambda(d.spec.round, progress(rnd, step, steps)))
             assert lam == pytest.approx(lam0 + 1e-4 * (rnd * steps + step), rel=1e-6), (method, rnd, step)
         terms_g, ramps = dict(d.synth.spec.terms), dict(d.synth.spec.ramps)
         if method == "cudfkd":
@@ -320,7 +320,7 @@ def test_ramp_factor():
 def test_self_paced_student_objective():
     """loss = mean_i v_i * l_i, v_i = (1 + e^-lam) / (1 + e^(l_i - lam)), lam = 2 + 10 * progress."""
     v = _view()
-    spec = RoundSpec(1, 1, B, (("kd", 1.0),), objectives.HParams(tau=4.0), self_paced=(2.0, 10.0))
+    spec = RoundSpec(1, B, (("kd", 1.0),), objectives.HParams(tau=4.0), self_paced=(2.0, 10.0))
     loss, parts, extra = student_objective(spec, v.replace(progress=0.1))
     l = np.asarray(terms.kd(v.s_logits, v.t_logits, 4.0), np.float64)
     lam = 2.0 + 10.0 * 0.1
@@ -328,7 +328,7 @@ def test_self_paced_student_objective():
     assert float(loss) == pytest.approx(np.mean(w * l), rel=1e-5)
     assert float(extra["student/self_paced_weight"]) == pytest.approx(w.mean(), rel=1e-5)
     # v has no gradient: d loss / d s equals mean_i v_i * d l_i / d s
-    spec_off = RoundSpec(1, 1, B, (("kd", 1.0),), objectives.HParams(tau=4.0))
+    spec_off = RoundSpec(1, B, (("kd", 1.0),), objectives.HParams(tau=4.0))
     g = jax.grad(lambda s: student_objective(spec, v.replace(s_logits=s, progress=0.1))[0])(v.s_logits)
     g_l = jax.jacrev(lambda s: terms.kd(s, v.t_logits, 4.0))(v.s_logits)  # (B, B, K)
     np.testing.assert_allclose(g, np.einsum("i,ibk->bk", w, g_l) / B, rtol=1e-4, atol=1e-7)

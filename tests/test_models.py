@@ -30,6 +30,10 @@ PARAMS_10 = {
     "vgg11": 9_231_114,
     # the rest of the CMI/Fast registry (counts of the reference modules, tests/torch_reference_zoo.py)
     "resnet8": 78_042,
+    "resnet14": 175_258,
+    "resnet44": 661_338,
+    "vgg16": 14_728_266,
+    "vgg19": 20_040_522,
     "resnet20": 272_474,
     "resnet32": 466_906,
     "resnet56": 855_770,
@@ -40,11 +44,16 @@ PARAMS_10 = {
     "mobilenetv2": 2_236_682,
     "shufflenetv2": 1_263_278,
     "resnet50": 23_520_842,
+    # torchvision's ImageNet ResNets: 11,689,512 / 21,797,672 / 25,557,032 at 1,000 classes (torchvision's figures)
+    "resnet18_imagenet": 11_181_642,
+    "resnet34_imagenet": 21_289_802,
+    "resnet50_imagenet": 23_528_522,
 }
 HEAD_WIDTH = {"lenet5": 84, "lenet5_half": 42, "lenet5_half_zskd": 84, "lenet5_bn": 84, "lenet5_half_bn": 42, "resnet18": 512, "resnet34": 512,
               "wrn16_1": 64, "wrn16_2": 128, "wrn40_1": 64, "wrn40_2": 128, "vgg8": 512, "vgg11": 512,
               "resnet8": 64, "resnet20": 64, "resnet32": 64, "resnet56": 64, "resnet110": 64, "resnet8x4": 256,
-              "resnet32x4": 256, "vgg13": 512, "mobilenetv2": 1280, "shufflenetv2": 1024, "resnet50": 2048}
+              "resnet32x4": 256, "vgg13": 512, "mobilenetv2": 1280, "shufflenetv2": 1024, "resnet50": 2048,
+              "resnet14": 64, "resnet44": 64, "vgg16": 512, "vgg19": 512, "resnet18_imagenet": 512, "resnet34_imagenet": 512, "resnet50_imagenet": 2048}
 # DeepLabV3 at 11 classes (torchvision's deeplabv3_resnet50 without the auxiliary head has 39,638,869 at 21
 # classes: 10 x 257 more); at full width and at the 1/4 width the tests and CPU runs use.
 SEG_PARAMS_11 = {

@@ -8,7 +8,7 @@ import pytest
 
 from dfkd_jax import objectives, terms
 from dfkd_jax.engine.distiller import Distiller
-from dfkd_jax.engine.sharding import batch_sharding, make_mesh
+from dfkd_jax.core.sharding import batch_sharding, make_mesh
 from dfkd_jax.ensemble import TeacherView
 from dfkd_jax.errors import ConfigError
 from dfkd_jax.models import build_model
@@ -149,7 +149,7 @@ def test_mtcki_transfer_set_reads_back_and_trains_another_student(two_teacher_ru
     d2 = Distiller.from_config(c2, teachers, make_mesh(jax.devices()[:1]))
     s2 = d2.init(0)
     s2, m2 = d2.round(s2)
-    assert d2.spec.synthesis_steps == 0 and int(s2.pool.count) == 16
+    assert d2.synth.steps == 0 and int(s2.pool.count) == 16
     assert np.isfinite(float(m2["student/mt_contrast"])) and "synthesis/loss" not in m2
 
 

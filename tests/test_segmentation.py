@@ -94,7 +94,7 @@ def test_adv_log_l1_and_per_pixel_student_l1_by_hand():
     g = objectives.GENERATOR_TERMS["adv_log_l1"].fn(view, objectives.HParams())
     assert float(g) == pytest.approx(-np.log(l1 + 1.0), rel=1e-6)
     # the student's L1: one value per sample (the mean over its pixels and classes), then the batch mean
-    spec = RoundSpec(synthesis_steps=1, student_steps=1, batch_size=2, student_terms=(("l1", 1.0),),
+    spec = RoundSpec(student_steps=1, batch_size=2, student_terms=(("l1", 1.0),),
                      hparams=objectives.HParams())
     loss, parts, _ = student_objective(spec, view)
     assert float(loss) == pytest.approx(l1, rel=1e-6)

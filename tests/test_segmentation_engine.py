@@ -23,7 +23,7 @@ from dfkd_jax import metrics, methods
 from dfkd_jax.config import base_config
 from dfkd_jax.engine.distiller import Distiller
 from dfkd_jax.engine.loop import save_samples
-from dfkd_jax.engine.sharding import make_mesh
+from dfkd_jax.core.sharding import make_mesh
 from dfkd_jax.models import build_model
 from dfkd_jax.teacher import Teacher, TeacherMeta
 
@@ -58,14 +58,14 @@ def seg_config(batch: str = "fresh"):
 @pytest.mark.slow
 def test_segmentation_evaluation_is_miou(seg_teacher):
     d = Distiller.from_config(seg_config(), seg_teacher)
-    assert d.task == "segmentation" and d.headline == ("miou", "teacher_miou")
+    assert d.task == "segmentation" and d.evaluator.headline == ("miou", "teacher_miou")
     assert d.synth.spec.output_space == "tanh"  # GeneratorB; with mean = std = 0.5 its output is the input
     state = d.init(0)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(10, 32, 32, 1)).astype(np.float32)
     y = rng.integers(0, 11, (10, 32, 32)).astype(np.uint8)
     y[:, :4] = 255
-    ev = d.evaluate(state, x, y, batch_size=4)  # 3 batches, the last one padded
+    ev = d.evaluator.evaluate(state, x, y, batch_size=4)  # 3 batches, the last one padded
     assert set(ev) == {"miou", "pixel_accuracy", "teacher_miou", "teacher_pixel_accuracy", "agree"}
     t_logits, _ = seg_teacher.model.apply(seg_teacher.variables, x, train=False)
     cm = metrics.confusion_matrix(t_logits, y, np.ones(10), 11)
@@ -151,8 +151,8 @@ def test_segmentation_pool_round_and_sample_grid(seg_teacher, tmp_path):
     assert state.pool.t_logits.shape == (16, 32, 32, 11)
     state, m = d.round(state)
     assert int(state.pool.count) == 8 and np.isfinite(float(m["student/loss"]))
-    images = d.sample(state, 8)
-    t, s = d.predict(state, images)
+    images = d.evaluator.sample(state, 8)
+    t, s = d.evaluator.predict(state, images)
     assert t.shape == s.shape == (8, 32, 32) and t.max() < 11
     save_samples(d, state, str(tmp_path / "samples" / "round_000001.png"))
     assert (tmp_path / "samples" / "round_000001.png").is_file()

@@ -11,7 +11,7 @@ import pytest
 from dfkd_jax import augment, objectives, terms
 from dfkd_jax import pool as pool_lib
 from dfkd_jax.engine.distiller import Distiller
-from dfkd_jax.engine.sharding import make_mesh
+from dfkd_jax.core.sharding import make_mesh
 from dfkd_jax.ensemble import Ensemble, check_compatible
 from dfkd_jax.errors import ConfigError
 from dfkd_jax.synthesis.base import init_best, keep_best
@@ -372,7 +372,7 @@ def test_inversion_methodsrun_rounds(method):
         assert bool(state.synth.has_mmt)
         # the warm-up round left the student alone, the second trained it
         assert float(m["student/loss"]) > 0
-    assert d.sample(state, 8).shape == (8, 32, 32, 1)
+    assert d.evaluator.sample(state, 8).shape == (8, 32, 32, 1)
 
 
 def test_cmi_keep_carries_the_generator_across_rounds():
@@ -402,7 +402,7 @@ def test_pixel_logits_label_a_pool_that_kept_none():
     t = bn_teacher()
     d = Distiller.from_config(_inversion_config("adi"), t, make_mesh(jax.devices()[:1]))
     images = np.asarray(jax.random.randint(jax.random.PRNGKey(0), (5, 32, 32, 1), 0, 256), np.uint8)
-    got = d.pixel_logits(images, batch=4)
+    got = d.evaluator.pixel_logits(images, batch=4)
     want = d.ensemble.logits(d.teacher_variables, d.ensemble.from_pixels(jnp.asarray(images, jnp.float32) / 255))
     assert got.shape == (5, 10) and got.dtype == np.float32
     np.testing.assert_allclose(got, np.asarray(want), rtol=1e-5, atol=1e-5)
@@ -464,5 +464,5 @@ def test_transfer_set_trains_a_student_without_synthesis(tmp_path):
     c2 = _inversion_config("adi", **{"synthesis.transfer_set": str(tmp_path / "set")})
     c2.student.arch = "lenet5"
     d2, s2, m2 = run_rounds(c2, t, rounds=2)
-    assert d2.spec.synthesis_steps == 0 and int(s2.pool.count) == 8 and np.isfinite(m2["student/loss"])
+    assert d2.synth.steps == 0 and int(s2.pool.count) == 8 and np.isfinite(m2["student/loss"])
     assert "synthesis/loss" not in m2

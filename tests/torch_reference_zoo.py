@@ -52,8 +52,8 @@ class TinyResNet(nn.Module):
         return self.fc(F.avg_pool2d(y, y.shape[-1]).flatten(1))
 
 
-TINY = {"resnet8": (8, (16, 16, 32, 64)), "resnet20": (20, (16, 16, 32, 64)), "resnet32": (32, (16, 16, 32, 64)),
-        "resnet56": (56, (16, 16, 32, 64)), "resnet110": (110, (16, 16, 32, 64)),
+TINY = {"resnet8": (8, (16, 16, 32, 64)), "resnet14": (14, (16, 16, 32, 64)), "resnet20": (20, (16, 16, 32, 64)),
+        "resnet32": (32, (16, 16, 32, 64)), "resnet44": (44, (16, 16, 32, 64)), "resnet56": (56, (16, 16, 32, 64)), "resnet110": (110, (16, 16, 32, 64)),
         "resnet8x4": (8, (32, 64, 128, 256)), "resnet32x4": (32, (32, 64, 128, 256))}
 
 
@@ -240,6 +240,48 @@ class DilatedResNet50(nn.Module):
         return y
 
 
+class TVBasicBlock(nn.Module):
+    """torchvision BasicBlock: ``conv1`` (stride) / ``conv2`` 3x3, ``downsample`` shortcut."""
+
+    def __init__(self, cin, planes, stride):
+        super().__init__()
+        self.conv1, self.bn1 = _cbn(cin, planes, 3, stride, 1)
+        self.conv2, self.bn2 = _cbn(planes, planes, 3, 1, 1)
+        self.downsample = nn.Sequential(*_cbn(cin, planes, 1, stride)) if stride != 1 or cin != planes else None
+
+    def forward(self, x):
+        y = F.relu(self.bn1(self.conv1(x)))
+        y = self.bn2(self.conv2(y))
+        return F.relu(y + (x if self.downsample is None else self.downsample(x)))
+
+
+class ImageNetResNet(nn.Module):
+    """torchvision's ImageNet ResNet-18/34/50 (keys ``conv1, bn1, layerS.i.*, fc``)."""
+
+    def __init__(self, blocks, bottleneck, num_classes=1000, nc=3):
+        super().__init__()
+        self.conv1, self.bn1 = _cbn(nc, 64, 7, 2, 3)
+        cin = 64
+        for s, (p, n, stride) in enumerate(zip((64, 128, 256, 512), blocks, (1, 2, 2, 2)), 1):
+            layer = []
+            for i in range(n):
+                st = stride if i == 0 else 1
+                layer.append(TVBottleneck(cin, p, st, 1) if bottleneck else TVBasicBlock(cin, p, st))
+                cin = 4 * p if bottleneck else p
+            setattr(self, f"layer{s}", nn.Sequential(*layer))
+        self.fc = nn.Linear(cin, num_classes)
+
+    def forward(self, x):
+        y = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 3, 2, 1)
+        for s in range(1, 5):
+            y = getattr(self, f"layer{s}")(y)
+        return self.fc(y.mean((2, 3)))
+
+
+IMAGENET_RESNETS = {"resnet18_imagenet": ((2, 2, 2, 2), False), "resnet34_imagenet": ((3, 4, 6, 3), False),
+                    "resnet50_imagenet": ((3, 4, 6, 3), True)}
+
+
 class PadInvRes(nn.Module):
     """Inverted residual that pads its input by the dilation and convolves without padding.
     ``flat``: DFAD's flat ``conv`` sequence; otherwise CMI's nested ConvBNReLU6 blocks."""
@@ -284,8 +326,9 @@ class SegMobileNetV2(nn.Module):
         if dfad:
             self.features = nn.Sequential(*feats)
         else:
-            self.low_level_features = nn.Sequential(*feats[:4])
-            self.high_level_features = nn.Sequential(*feats[4:])
+            # as CMI/Fast: slices of one Sequential, which keep its indices (high_level_features.4 ... 17)
+            features = nn.Sequential(*feats)
+            self.low_level_features, self.high_level_features = features[:4], features[4:]
         self.dfad = dfad
         self.out_channels = cin
 
@@ -369,6 +412,8 @@ def build(name: str, num_classes: int = 10, nc: int = 3) -> nn.Module:
         return CifarResNet50(num_classes, nc)
     if base == "mobilenetv2":
         return MobileNetV2(num_classes, nc)
+    if base in IMAGENET_RESNETS:
+        return ImageNetResNet(*IMAGENET_RESNETS[base], num_classes=num_classes, nc=nc)
     if base == "shufflenetv2":
         return ShuffleNetV2(num_classes, nc)
     if base.startswith("deeplabv3_"):

@@ -78,7 +78,7 @@ def time_config_steps(path: str, steps: int, reps: int, synthesis_conv: str = ""
 
         student_block()
         student = _median_block(student_block, reps) / steps
-    n_syn, n_stu, rounds = d.spec.synthesis_steps, d.spec.student_steps, int(cfg.train.rounds)
+    n_syn, n_stu, rounds = d.synth.steps, d.spec.round.student_steps, int(cfg.train.rounds)
     round_s = n_syn * synthesis + n_stu * student
     return {"synthesis_ms": synthesis * 1e3, "student_ms": student * 1e3, "synthesis_steps": n_syn,
             "student_steps": n_stu, "round_s": round_s, "rounds": rounds, "run_h": rounds * round_s / 3600}

@@ -185,7 +185,7 @@ def teacher_epoch_case(torch, reps: int, warmup: int, log, arch: str = "lenet5",
     """One epoch of supervised training (``dfkd_jax.supervised.make_train_step``; Adam; cross-entropy)."""
     import optax
 
-    from dfkd_jax.engine.state import ModelState
+    from dfkd_jax.core.state import ModelState
     from dfkd_jax.models import build_model
     from dfkd_jax.supervised import make_train_step
 

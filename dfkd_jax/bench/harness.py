@@ -130,8 +130,9 @@ def random_state(distiller, seed: int = 0):
     takes either) without compiling the engine's initialiser, which on small CPUs takes
     longer than compiling the round itself.
     """
-    from dfkd_jax.engine import sharding
-    from dfkd_jax.engine.state import DistillState, ModelState
+    from dfkd_jax.core import sharding
+    from dfkd_jax.core.state import ModelState
+    from dfkd_jax.engine.state import DistillState
 
     shapes = distiller.abstract_state()
     rng = np.random.default_rng(seed)

@@ -1,16 +1,48 @@
-"""PyTorch checkpoint file -> teacher folder (``dfkd_jax.teacher`` format)."""
+"""PyTorch checkpoint file -> teacher folder (``dfkd_jax.teacher`` format).
+
+A file ``torch.load(weights_only=True)`` refuses is explained in one message of our own
+(``load_error_message``), never PyTorch's text cut short: a pickle that would run code on loading (a
+"global" weights-only loading blocks) is named with what it would call; a file whose pickle or zip
+archive cannot be decoded is called damaged, with no suggestion to load it with ``weights_only=False``.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from typing import Any, Mapping
 
-from dfkd_jax.convert.torch_to_flax import (_read_torch_file, convert_with_info, count_parameters,
+from dfkd_jax.convert.torch_to_flax import (read_torch_file, convert_with_info, count_parameters,
                                             detect_architecture, normalize_state_dict)
 from dfkd_jax.data.specs import get_spec
 from dfkd_jax.models import GENERATORS
 from dfkd_jax.teacher import CheckpointMismatchError, TeacherMeta, check_variables, save_teacher
+
+
+def load_error_message(path: str, error: BaseException) -> str:
+    """One message for a ``torch.load`` failure on ``path``: what is wrong with the file and what to do."""
+    text = str(error)
+    blocked = re.search(r"[Uu]nsupported GLOBAL (\S+)(?: whose module (\S+) is blocked)?", text) or \
+        re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if blocked and blocked.lastindex and blocked.lastindex > 1 and blocked.group(2):
+        return (f"{path} was refused: loading it would call {blocked.group(1)} (module {blocked.group(2)}, which "
+                "safe loading blocks: a pickle that runs code). Nothing was run. Do not load it with trust_pickle "
+                "(--trust-pickle) unless you know exactly where it came from; ask for a file saved with "
+                "torch.save(model.state_dict()).")
+    if blocked:
+        return (f"{path} holds a Python object besides tensors ({blocked.group(1)}), which safe (weights-only) "
+                "loading refuses. If you made the file or trust its source, pass trust_pickle=True "
+                "(--trust-pickle); or re-save just its state_dict.")
+    unpickler = re.search(r"WeightsUnpickler error: \s*(.+?)\s*(?:\n|$)", text)
+    if unpickler or isinstance(error, __import__("pickle").UnpicklingError):
+        detail = unpickler.group(1).rstrip(".") if unpickler else type(error).__name__
+        return (f"{path} is damaged or is not a PyTorch checkpoint: its pickle cannot be decoded ({detail}). "
+                "Download or save it again.")
+    lines = [x.strip() for x in text.splitlines() if x.strip() and not x.startswith("Check the documentation")]
+    detail = lines[0] if lines else type(error).__name__
+    return (f"{path} is damaged or is not a PyTorch checkpoint ({type(error).__name__}: {detail}). "
+            "Download or save it again.")
 
 
 @dataclasses.dataclass
@@ -36,7 +68,12 @@ def convert_checkpoint(src: str | Mapping[str, Any], out_dir: str, arch: str | N
     scalars stored beside the state_dict (``epoch``, ``arch``, ``best_acc1``).
     """
     if isinstance(src, (str, os.PathLike)):
-        state, extras = _read_torch_file(os.fspath(src), trust_pickle)
+        try:
+            state, extras = read_torch_file(os.fspath(src), trust_pickle)
+        except ValueError as e:
+            if e.__cause__ is None:  # our own message (not a torch checkpoint, no tensors): already clear
+                raise
+            raise ValueError(load_error_message(os.fspath(src), e.__cause__)) from e.__cause__
         source = os.path.abspath(os.fspath(src))
     else:
         state, extras, source = dict(src), {}, "<state_dict>"

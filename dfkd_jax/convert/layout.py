@@ -53,12 +53,24 @@ _LEAF_TO_TORCH = {
 # The canonical (Flax-derived) scheme is always tried first under the name given in
 # ``CANONICAL_SCHEME``.
 _LENET_CMI = {"features.0": "conv1", "features.3": "conv2", "features.6": "conv3", "fc.0": "fc1", "fc.2": "fc2"}
+# ZSKT's generator (``models/generator.py``) is one ``nn.Sequential`` ``layers``: Linear, View, BN, Upsample,
+# Conv, BN, LeakyReLU, Upsample, Conv, BN, LeakyReLU, Conv, BN(affine); dfkd_jax's ZSKTGenerator has DAFL's names.
+_ZSKT_GENERATOR = {"layers.0": "l1.0", "layers.2": "conv_blocks0.0", "layers.4": "conv_blocks1.0",
+                   "layers.5": "conv_blocks1.1", "layers.8": "conv_blocks2.0", "layers.9": "conv_blocks2.1",
+                   "layers.11": "conv_blocks2.3", "layers.12": "conv_blocks2.5"}
+# CuDFKD's and AdaDFKD's DCGAN_Generator_CIFAR10 at d=2 (ljrprocc/DataFree, ljrprocc/DFKD
+# datafree/models/generator.py): LargeGenerator's layers, ``project.1`` (after a Flatten) and ``main.N`` with
+# the same indices as ``conv_blocks.N``.
+_DCGAN_CIFAR10 = {"project.1": "l1.0", **{f"main.{i}": f"conv_blocks.{i}" for i in (0, 2, 3, 6, 7, 9)}}
 KEY_SCHEMES: dict[str, dict[str, dict[str, str]]] = {
+    "large": {"dcgan_cifar10": _DCGAN_CIFAR10},
     "lenet5": {"cmi": _LENET_CMI},
     "lenet5_half": {"cmi": _LENET_CMI},
     "lenet5_half_zskd": {"cmi": _LENET_CMI},
+    "zskt": {"zskt": _ZSKT_GENERATOR},
 }
-CANONICAL_SCHEME = {"lenet5": "dfad", "lenet5_half": "dfad", "lenet5_half_zskd": "dfad"}
+CANONICAL_SCHEME = {"lenet5": "dfad", "lenet5_half": "dfad", "lenet5_half_zskd": "dfad", "zskt": "dafl",
+                    "large": "cmi"}
 
 _NUMERIC_SEGMENT = re.compile(r"_(?=\d+(?:_|$))")
 
@@ -153,12 +165,14 @@ _GENERATOR_KEYS = {
     "cmi": ("l1.0.weight", "conv_blocks.2.weight", "conv_blocks.6.weight", "conv_blocks.9.weight"),
     "large": ("l1.0.weight", "conv_blocks.2.weight", "conv_blocks.6.weight", "conv_blocks.9.weight"),
     "dfad_b": ("project.1.weight", "main.1.weight", None, "main.13.weight"),
+    "zskt": ("l1.0.weight", "conv_blocks1.0.weight", "conv_blocks2.0.weight", "conv_blocks2.3.weight"),
 }
 _GENERATOR_DEFAULTS = {"dafl": dict(nz=100, ngf=64, channels=1, img_size=32),
                        "cmi": dict(nz=256, ngf=64, channels=3, img_size=32),
                        "large": dict(nz=256, ngf=64, channels=3, img_size=32),
-                       "dfad_b": dict(nz=256, ngf=64, channels=3, img_size=128)}
-_GENERATOR_WIDTH = {"dafl": 2, "cmi": 2, "large": 4}  # channels of the linear layer's map, in ngf
+                       "dfad_b": dict(nz=256, ngf=64, channels=3, img_size=128),
+                       "zskt": dict(nz=100, ngf=64, channels=3, img_size=32)}
+_GENERATOR_WIDTH = {"dafl": 2, "cmi": 2, "large": 4, "zskt": 2}  # channels of the linear layer's map, in ngf
 
 
 def generator_config(state_dict: Mapping[str, np.ndarray], name: str) -> dict[str, int]:

@@ -56,7 +56,7 @@ def _to_numpy(value) -> np.ndarray:
     return t.numpy().copy()
 
 
-def _read_torch_file(path: str, trust_pickle: bool = False) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+def read_torch_file(path: str, trust_pickle: bool = False) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """(state_dict as numpy, scalar metadata of the wrapper such as ``epoch``/``arch``/``best_acc1``)."""
     try:
         import torch
@@ -115,7 +115,7 @@ def load_torch_state_dict(path: str, trust_pickle: bool = False) -> dict[str, np
     ``weights_only=True`` unless ``trust_pickle`` (only for files from a trusted source).
     Raises ``ValueError`` for a file that is not a PyTorch checkpoint.
     """
-    return _read_torch_file(path, trust_pickle)[0]
+    return read_torch_file(path, trust_pickle)[0]
 
 
 def normalize_state_dict(state_dict: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -344,9 +344,12 @@ def convert_state_dict(state_dict: Mapping[str, Any], arch: str, num_classes: in
 
 
 def generator_config(state_dict: Mapping[str, Any], name: str) -> dict[str, int]:
-    """``{'nz', 'ngf', 'channels', 'img_size'}`` of a DAFL (``'dafl'``), CMI (``'cmi'``) or DFAD GeneratorB
-    (``'dfad_b'``) generator checkpoint."""
-    return L.generator_config(normalize_state_dict(state_dict), name)
+    """``{'nz', 'ngf', 'channels', 'img_size'}`` of a DAFL (``'dafl'``), CMI (``'cmi'``, ``'large'``), ZSKT
+    (``'zskt'``) or DFAD GeneratorB (``'dfad_b'``) generator checkpoint."""
+    sd = normalize_state_dict(state_dict)
+    if name in L.KEY_SCHEMES:  # read the dimensions under the key scheme the checkpoint has (ZSKT's ``layers.N``)
+        return dict(match(sd, name).free_dims)
+    return L.generator_config(sd, name)
 
 
 def count_parameters(variables: Mapping[str, Any]) -> int:

@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 
-from dfkd_jax.errors import UserError
+from dfkd_jax.errors import DatasetNotFoundError
 from dfkd_jax.data.pipeline import eval_batches, fit_shape, preprocess, train_batches
 from dfkd_jax.data.specs import SPECS, DatasetSpec, get_spec
 
@@ -32,10 +32,6 @@ __all__ = [
 ]
 
 DATA_DIR_ENV = "DFKD_JAX_DATA_DIR"
-
-
-class DatasetNotFoundError(UserError, FileNotFoundError):
-    """The raw files of a dataset are nowhere to be found; the message says how to provide them."""
 
 SPLITS = ("train", "test")
 
@@ -66,6 +62,13 @@ def load_split(
     spec = get_spec(name)
     if split not in SPLITS:
         raise ValueError(f"Unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
+    if name == "imagenet":  # read from its wnid folders on each call (dfkd_jax.data.imagenet); nothing is built
+        from dfkd_jax.data import imagenet
+
+        if not source_dir:
+            raise DatasetNotFoundError("ImageNet is not downloaded by dfkd_jax: pass its folder as source_dir "
+                                       f"(--config.data.source_dir), holding {imagenet.LAYOUT}.")
+        return imagenet.read_imagenet(os.path.expanduser(source_dir), split)
     from dfkd_jax.data import builders  # imports tensorflow_datasets: only when loading
 
     base = _DERIVED.get(name, name)

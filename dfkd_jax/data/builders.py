@@ -33,7 +33,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow_datasets as tfds
 
-from dfkd_jax.data import DatasetNotFoundError, cifar, idx, scenes, segfiles
+from dfkd_jax.data import cifar, idx, scenes, segfiles
+from dfkd_jax.errors import DatasetNotFoundError
 
 # Known system folders per dataset; tests replace these to isolate themselves.
 SYSTEM_DIRS: dict[str, tuple[str, ...]] = {

@@ -77,6 +77,9 @@ SPECS: dict[str, DatasetSpec] = {
         DatasetSpec("camvid", 11, (240, 320, 3), (240, 320, 3), (0.5,) * 3, (0.5,) * 3, task="segmentation",
                     class_names=("sky", "building", "pole", "road", "pavement", "tree", "sign", "fence", "car",
                                  "pedestrian", "bicyclist")),
+        # ImageNet (ILSVRC-2012): torchvision's evaluation transform (resize 256, centre crop 224) and
+        # constants; classes are the 1,000 wnids in sorted order (dfkd_jax.data.imagenet).
+        DatasetSpec("imagenet", 1000, (224, 224, 3), (224, 224, 3), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
         DatasetSpec("nyuv2", 13, (240, 320, 3), (240, 320, 3), (0.5,) * 3, (0.5,) * 3, task="segmentation",
                     class_names=("bed", "books", "ceiling", "chair", "floor", "furniture", "objects", "picture",
                                  "sofa", "table", "tv", "wall", "window")),

@@ -19,6 +19,27 @@ class MetricsWriter:
         self.path = path
         self.enabled = enabled
 
+    def keep_until(self, last_round: int) -> int:
+        """Drop the records of rounds after ``last_round`` (and a line cut short by a kill): a resumed run
+        computes those rounds again, so each round keeps one record. Returns how many were dropped."""
+        if not (self.enabled and os.path.isfile(self.path)):
+            return 0
+        with open(self.path) as f:
+            lines = f.read().splitlines()
+        kept = []
+        for line in lines:
+            try:
+                if int(json.loads(line)["round"]) <= last_round:
+                    kept.append(line)
+            except (ValueError, KeyError, TypeError):
+                pass
+        if len(kept) < len(lines):
+            tmp = self.path + ".tmp"
+            with open(tmp, "w") as f:
+                f.write("".join(line + "\n" for line in kept))
+            os.replace(tmp, self.path)
+        return len(lines) - len(kept)
+
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:
             return
@@ -196,7 +217,7 @@ def summary_text(results: dict[str, Any]) -> str:
         f"last {100 * s['last']:6.2f}%   mean {100 * s['mean']:6.2f}%",
         agreement,
         f"  wall time {results['wall_time_s']:.1f} s (compile {results['compile_s']:.1f} s)   "
-        f"{results['images_per_s']:.0f} synthetic images/s",
+        + (results.get("images_per_s_note") or f"{results['images_per_s']:.0f} synthetic images/s"),
         f"  outputs in {results['workdir']}: results.json, metrics.jsonl, accuracy.png, samples/, checkpoints/",
     ]
     width = max(len(x) for x in lines)

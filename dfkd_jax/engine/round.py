@@ -44,11 +44,16 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+import flax.linen as nn
+import optax
+
 from dfkd_jax import memory as memory_lib
 from dfkd_jax import objectives, terms
-from dfkd_jax.engine.state import DistillState, ModelState
+from dfkd_jax.core.state import ModelState, apply_update
+from dfkd_jax.engine.state import DistillState
+from dfkd_jax.ensemble import Ensemble
 from dfkd_jax.models import fast_conv
-from dfkd_jax.synthesis.base import Context, apply_update, forward
+from dfkd_jax.synthesis.base import Context, Synthesiser, forward
 
 LOOPS = ("unroll", "scan", "python")
 
@@ -66,19 +71,24 @@ class MemorySpec:
     # the replay objective's weights: the generator's balance and one_hot weights (PRE-DFKD's opt.ie, opt.oh)
     balance_weight: float = 5.0
     one_hot_weight: float = 1.0
+    # the VAE (dfkd_jax.models.vae) and its Adam
+    ngf: int = 64
+    lr: float = 5e-4
+    bn_eps: float = 1e-5
+    init: str = "torch"  # the generators' init scheme (config.generator.init)
 
 
 @dataclasses.dataclass(frozen=True)
 class RoundSpec:
-    """The static description of a round's student side and loops (hashable: closed over by jit)."""
+    """The static description of a round's student side and loops (hashable: closed over by jit). The
+    synthesis side is the synthesiser's (its ``steps``, its spec)."""
 
-    synthesis_steps: int
     student_steps: int
     batch_size: int  # the student's batch
     student_terms: tuple[tuple[str, float], ...]
     hparams: objectives.HParams
     rounds: int = 1  # length of the run: schedules read progress = round / rounds
-    student_ramps: tuple[tuple[str, tuple[float, float]], ...] = ()
+    student_ramps: tuple[tuple[str, tuple[float, ...]], ...] = ()
     # CuDFKD's self-paced student weight: (lambda_0, alpha: lambda's growth per student update); None = off
     self_paced: tuple[float, float] | None = None
     memory: MemorySpec | None = None  # PRE-DFKD's generative memory
@@ -90,6 +100,7 @@ class RoundSpec:
 def self_paced_lambda(spec: RoundSpec, progress):
     """CuDFKD's ``lambda = lambda_0 + alpha * iteration``, the iteration counted in student updates
     from 0 (``progress * rounds * student_steps`` = round * steps + step)."""
+    assert spec.self_paced is not None
     lam0, alpha = spec.self_paced
     return lam0 + alpha * (progress * (spec.rounds * spec.student_steps))
 
@@ -124,14 +135,14 @@ class Round:
     """The round's pieces over ``DistillState`` and the teachers' variables, and their compositions."""
 
     spec: RoundSpec
-    synth: Any  # a dfkd_jax.synthesis Synthesiser
-    student: Any
-    ensemble: Any
-    tx_s: Any
-    shard: Any
-    projector: Any = None
-    vae: Any = None
-    tx_m: Any = None
+    synth: Synthesiser
+    student: nn.Module
+    ensemble: Ensemble
+    tx_s: optax.GradientTransformation
+    shard: Any  # the batch sharding constraint
+    projector: nn.Module | None = None
+    vae: nn.Module | None = None
+    tx_m: optax.GradientTransformation | None = None
 
     def __post_init__(self):
         self.s_needs = objectives.needs(dict(self.spec.student_terms), objectives.STUDENT_TERMS)
@@ -139,7 +150,7 @@ class Round:
     # -- keys, progress, context ------------------------------------------------------------------
     def _keys(self, state):
         rk = jax.random.fold_in(state.rng, state.round)
-        return rk, jax.random.split(rk, self.spec.synthesis_steps + self.spec.student_steps)
+        return rk, jax.random.split(rk, self.synth.steps + self.spec.student_steps)
 
     def _progress(self, state, step, steps):
         return (state.round.astype(jnp.float32) + step / max(steps, 1)) / self.spec.rounds
@@ -160,7 +171,7 @@ class Round:
         impl = self.spec.synthesis_conv_impl
         with fast_conv.using(impl) if impl else contextlib.nullcontext():  # read while the step is traced
             synth, carry, pool, m = self.synth.step(state.synth, carry, state.pool, self._ctx(state, t_vars), keys[i],
-                                                    self._progress(state, i, self.spec.synthesis_steps))
+                                                    self._progress(state, i, self.synth.steps))
         return state.replace(synth=synth, pool=pool), carry, m
 
     def end(self, state: DistillState, carry, t_vars):
@@ -171,7 +182,7 @@ class Round:
 
     def student_step(self, state: DistillState, carry, t_vars, j):
         _, keys = self._keys(state)
-        key_j = keys[self.spec.synthesis_steps + j]
+        key_j = keys[self.synth.steps + j]
 
         def learn(state):
             batch = self.synth.student_batch(state.synth, carry, state.pool, self._ctx(state, t_vars), key_j)
@@ -191,7 +202,7 @@ class Round:
         """The whole round as one program, loops unrolled."""
         history = []
         state, carry = self.begin(state, t_vars)
-        for i in range(self.spec.synthesis_steps):
+        for i in range(self.synth.steps):
             state, carry, m = self.synthesis_step(state, carry, t_vars, i)
             history.append(m)
         state, carry, m = self.end(state, carry, t_vars)
@@ -209,7 +220,7 @@ class Round:
             s, c, m = self.synthesis_step(*sc, t_vars, i)
             return (s, c), m
 
-        (state, carry), m_syn = jax.lax.scan(synth_body, (state, carry), jnp.arange(self.spec.synthesis_steps))
+        (state, carry), m_syn = jax.lax.scan(synth_body, (state, carry), jnp.arange(self.synth.steps))
         state, carry, m_end = self.end(state, carry, t_vars)
 
         def student_body(s, j):
@@ -226,19 +237,23 @@ class Round:
         s, proj, mem = state.student, state.projector, state.memory
         x_novel = batch[0]
         if spec.memory is not None:
+            assert mem is not None
             batch = self._with_replay(mem, batch, t_vars, jax.random.fold_in(key_j, 1))
         s, proj, metrics = self._learn(s, proj, batch, t_vars, self._progress(state, j, spec.student_steps))
-        if spec.memory is not None:
-            def update_memory(mem):
-                return self._memory_update(mem, x_novel, t_vars, jax.random.fold_in(key_j, 2))
-
+        if spec.memory is not None and mem is not None:
             if isinstance(j, int):
                 if j < spec.memory.update_steps:
-                    mem, m = update_memory(mem)
+                    mem, m = self._memory_update(mem, x_novel, t_vars, jax.random.fold_in(key_j, 2))
                     metrics = {**metrics, **m}
             else:
                 raise ValueError("PRE-DFKD's memory needs the unrolled round (config.synthesis.loop='unroll').")
         return state.replace(student=s, projector=proj, memory=mem), metrics
+
+    def _memory(self) -> tuple[MemorySpec, nn.Module, optax.GradientTransformation]:
+        """PRE-DFKD's memory: its spec, the VAE and its optimiser (a run with ``spec.memory`` has all three)."""
+        ms, vae, tx_m = self.spec.memory, self.vae, self.tx_m
+        assert ms is not None and vae is not None and tx_m is not None
+        return ms, vae, tx_m
 
     def _learn(self, s: ModelState, proj: ModelState | None, batch, t_vars, prog):
         x, t_logits, t_feature = batch
@@ -266,11 +281,11 @@ class Round:
             loss, parts, extra = student_objective(self.spec, view)
             return loss, (parts, s_stats, extra)
 
-        p_params = proj.params if use_proj else None
+        p_params = proj.params if proj is not None and use_proj else None
         (loss, (parts, s_stats, extra)), (grads, p_grads) = jax.value_and_grad(loss_fn, argnums=(0, 1),
                                                                               has_aux=True)(s.params, p_params)
         s = apply_update(s, self.tx_s, grads, s_stats)
-        if use_proj:
+        if proj is not None and use_proj:
             proj = apply_update(proj, self.tx_s, p_grads, proj.batch_stats)
         return s, proj, {"student/loss": loss, **{f"student/{n}": jnp.mean(v) for n, v in parts.items()}, **extra}
 
@@ -280,9 +295,9 @@ class Round:
     def _with_replay(self, mem: ModelState, batch, t_vars, key):
         """The student's batch with ``memory.batch_size`` samples replayed from the memory appended
         (PRE-DFKD's ``distill_knowledge``: decoder in ``replay_mode``)."""
-        ms, h = self.spec.memory, self.spec.hparams
+        (ms, vae, _), h = self._memory(), self.spec.hparams
         t_fn = self._teacher_logits_fn(t_vars)
-        x_mem = self.shard(memory_lib.replay(self.vae, mem.variables(), key, ms.batch_size, ms.nz, t_fn, ms.z_lr,
+        x_mem = self.shard(memory_lib.replay(vae, mem.variables(), key, ms.batch_size, ms.nz, t_fn, ms.z_lr,
                                              h.balance_log_base or None, ms.balance_weight, ms.one_hot_weight,
                                              train=ms.replay_mode == "train"))
         t_mem = jax.lax.stop_gradient(t_fn(x_mem))
@@ -292,18 +307,18 @@ class Round:
     def _memory_update(self, mem: ModelState, x_novel, t_vars, key):
         """One Adam step of the VAE on half the novel batch plus its own replay in train mode
         (PRE-DFKD's ``train_memory_generator``, run after the student's step)."""
-        ms, h = self.spec.memory, self.spec.hparams
+        (ms, vae, tx_m), h = self._memory(), self.spec.hparams
         k_fit, k_vae = jax.random.split(key)
         t_fn = self._teacher_logits_fn(t_vars)
-        x_old = self.shard(memory_lib.replay(self.vae, mem.variables(), k_fit, ms.batch_size, ms.nz, t_fn, ms.z_lr,
+        x_old = self.shard(memory_lib.replay(vae, mem.variables(), k_fit, ms.batch_size, ms.nz, t_fn, ms.z_lr,
                                              h.balance_log_base or None, ms.balance_weight, ms.one_hot_weight,
                                              train=True))
         x_fit = jnp.concatenate([x_novel[: self.spec.batch_size // 2], x_old])
 
         def loss_fn(params):
-            return memory_lib.vae_loss(self.vae, {**mem.variables(), "params": params}, x_fit, k_vae, t_fn,
+            return memory_lib.vae_loss(vae, {**mem.variables(), "params": params}, x_fit, k_vae, t_fn,
                                        ms.kl_weight)
 
         (loss, (stats, parts)), grads = jax.value_and_grad(loss_fn, has_aux=True)(mem.params)
-        mem = apply_update(mem, self.tx_m, grads, stats)
+        mem = apply_update(mem, tx_m, grads, stats)
         return mem, {"memory/loss": loss, **{f"memory/{n}": v for n, v in parts.items()}}

@@ -1,4 +1,4 @@
-"""Pytree states. Everything the jitted round reads or writes is one of these."""
+"""``DistillState``: everything the jitted round reads or writes."""
 
 from __future__ import annotations
 
@@ -7,23 +7,10 @@ from typing import Any
 import flax
 import jax
 
-
-@flax.struct.dataclass
-class ModelState:
-    """A trainable network: parameters, BatchNorm running statistics, optimiser state."""
-
-    params: Any
-    batch_stats: Any
-    opt_state: Any
-
-    def variables(self) -> dict[str, Any]:
-        if self.batch_stats:
-            return {"params": self.params, "batch_stats": self.batch_stats}
-        return {"params": self.params}
+from dfkd_jax.core.state import ModelState
 
 
-@flax.struct.dataclass
-class DistillState:
+class DistillState(flax.struct.PyTreeNode):
     """The whole distillation state: checkpointed, donated to the round, sharded (replicated).
 
     ``rng`` is a raw uint32 key; each round folds ``round`` into it on the device, so
@@ -41,8 +28,8 @@ class DistillState:
     synth: Any
     student: ModelState
     pool: Any = None  # dfkd_jax.pool.Pool
-    projector: Any = None  # ModelState of the student-feature projection
-    memory: Any = None  # ModelState of the generative memory (VAE)
+    projector: ModelState | None = None  # the student-feature projection
+    memory: ModelState | None = None  # the generative memory (VAE)
 
     @property
     def generator(self):

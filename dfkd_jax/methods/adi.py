@@ -26,6 +26,8 @@ Readings where paper and code differ:
 
 from __future__ import annotations
 
+from dfkd_jax.methods.students import inversion_student
+
 
 def configure(config):
     config.method = "adi"
@@ -38,24 +40,6 @@ def configure(config):
     config.generator.student_mode = "eval"
     config.hparams.adv_tau = 3.0
     config.hparams.kl_reduction = "batchmean"
-    _student(config)
+    inversion_student(config)
     return config
 
-
-def _student(config, lr: float = 0.1):
-    """The inversion family's student (datafree_kd.py): KD at tau 20 from the augmented pool, SGD
-    momentum 0.9, wd 1e-4, cosine to 2e-4, 400 steps per synthesised batch, batch 256."""
-    config.student.terms = {"kd": 1.0}
-    config.student.tau = 20.0
-    config.student.steps = 400
-    config.student.optimizer = "sgd"
-    config.student.lr = lr
-    config.student.momentum = 0.9
-    config.student.weight_decay = 1e-4
-    config.student.schedule = "cosine"
-    config.student.lr_min = 2e-4
-    config.student.augment = "crop_flip"
-    config.student.pool_size = 50_000
-    config.student.pool_dtype = "uint8"  # the reference's 8-bit PNG files
-    config.train.batch_size = 256
-    config.train.rounds = 200

@@ -30,7 +30,7 @@ generator stays near its random init (``configs/fashion_mnist/lenet_pair.py``).
 
 from __future__ import annotations
 
-from dfkd_jax.methods.adi import _student
+from dfkd_jax.methods.students import inversion_student
 
 
 def configure(config):
@@ -53,5 +53,5 @@ def configure(config):
     config.synthesis.bank_size = 40960
     config.synthesis.n_neg = 4096
     config.synthesis.head_dim = 256
-    _student(config)
+    inversion_student(config)
     return config

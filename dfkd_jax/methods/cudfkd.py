@@ -35,6 +35,8 @@ scalar loss (``nn.L1Loss()`` reduces before ``curr_v``), one weight per batch.
 
 from __future__ import annotations
 
+from dfkd_jax.methods import students
+
 EPOCH_ROUNDS = 40
 
 
@@ -68,11 +70,7 @@ def configure(config, epochs: int = 250, grad_adv: float = 0.5, begin: float = 0
     config.student.steps = 10
     config.student.batch = "fresh"
     config.student.generator_mode = "eval"
-    config.student.optimizer = "sgd"
-    config.student.lr = 0.1
-    config.student.momentum = 0.9
-    config.student.weight_decay = 1e-4
-    config.student.schedule = "cosine"
+    students.sgd(config, 0.1, 1e-4, "cosine")
     config.train.batch_size = 512
     config.train.rounds = int(round(epochs * EPOCH_ROUNDS))
     return config

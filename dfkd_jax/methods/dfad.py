@@ -22,6 +22,8 @@ generator's gradients from vanishing when the student already agrees with the te
 
 from __future__ import annotations
 
+from dfkd_jax.methods import students
+
 
 def configure(config):
     config.method = "dfad"
@@ -34,12 +36,7 @@ def configure(config):
     config.student.terms = {"l1": 1.0}
     config.student.steps = 5
     config.student.batch = "fresh"
-    config.student.optimizer = "sgd"
-    config.student.lr = 0.1
-    config.student.momentum = 0.9
-    config.student.weight_decay = 5e-4
-    config.student.schedule = "step"
-    config.student.milestones = (0.2, 0.4)
+    students.sgd(config, 0.1, 5e-4, "step", milestones=(0.2, 0.4))
     config.generator.schedule = "step"
     config.generator.milestones = (0.2, 0.4)
     return config

@@ -25,6 +25,8 @@ student steps, lr 0.1) and ``datafree_kd.py``:
 
 from __future__ import annotations
 
+from dfkd_jax.methods import students
+
 
 def configure(config):
     config.method = "dfq"
@@ -40,9 +42,5 @@ def configure(config):
     config.student.steps = 10
     config.student.batch = "fresh"
     config.student.generator_mode = "eval"
-    config.student.optimizer = "sgd"
-    config.student.lr = 0.1
-    config.student.momentum = 0.9
-    config.student.weight_decay = 1e-4
-    config.student.schedule = "cosine"
+    students.sgd(config, 0.1, 1e-4, "cosine")
     return config

@@ -24,7 +24,7 @@ Not reproduced: the reference keeps training the student from pool images writte
 from __future__ import annotations
 
 from dfkd_jax.errors import ConfigError
-from dfkd_jax.methods.adi import _student
+from dfkd_jax.methods.students import inversion_student
 
 # inner steps -> (lr_g, lr_z), scripts/fast_cifar.sh
 PUBLISHED = {2: (5e-3, 0.015), 5: (3e-3, 0.01), 10: (2e-3, 0.01)}
@@ -50,6 +50,6 @@ def configure(config, steps: int = 10, adv: float = 1.1, oh: float = 0.4):
     config.synthesis.bn_momentum = 0.9
     config.synthesis.warmup = 20
     config.synthesis.reset_l0_round = 119 + 20
-    _student(config, lr=0.2)
+    inversion_student(config, lr=0.2)
     config.train.rounds = 220
     return config

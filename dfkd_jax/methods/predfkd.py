@@ -41,6 +41,8 @@ Published: 400 epochs x 36 rounds, novel batch 1024, memory batch 128, student S
 
 from __future__ import annotations
 
+from dfkd_jax.methods import students
+
 
 def configure(config):
     config.method = "predfkd"
@@ -61,11 +63,7 @@ def configure(config):
     config.student.steps = 10
     config.student.batch = "fresh"
     config.student.generator_mode = "train"
-    config.student.optimizer = "sgd"
-    config.student.lr = 0.1
-    config.student.momentum = 0.9
-    config.student.weight_decay = 5e-4
-    config.student.schedule = "cosine"
+    students.sgd(config, 0.1, 5e-4, "cosine")
     config.memory.enabled = True
     config.memory.nz = 1000
     config.memory.batch_size = 128

@@ -16,6 +16,7 @@ from dfkd_jax.models.generators import (CMIGenerator, DAFLGenerator, DAFLGenerat
 from dfkd_jax.models.lenet import LeNet5
 from dfkd_jax.models.mobilenetv2 import MobileNetV2
 from dfkd_jax.models.resnet import ResNet
+from dfkd_jax.models.resnet_imagenet import ImageNetResNet
 from dfkd_jax.models.resnet_tiny import TinyResNet
 from dfkd_jax.models.shufflenetv2 import ShuffleNetV2
 from dfkd_jax.models.vgg import VGG, VGG_CFGS
@@ -37,8 +38,10 @@ ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "resnet34": functools.partial(ResNet, num_blocks=(3, 4, 6, 3)),
     "resnet50": functools.partial(ResNet, num_blocks=(3, 4, 6, 3), bottleneck=True),
     "resnet8": functools.partial(TinyResNet, depth=8, widths=_TINY),
+    "resnet14": functools.partial(TinyResNet, depth=14, widths=_TINY),
     "resnet20": functools.partial(TinyResNet, depth=20, widths=_TINY),
     "resnet32": functools.partial(TinyResNet, depth=32, widths=_TINY),
+    "resnet44": functools.partial(TinyResNet, depth=44, widths=_TINY),
     "resnet56": functools.partial(TinyResNet, depth=56, widths=_TINY),
     "resnet110": functools.partial(TinyResNet, depth=110, widths=_TINY),
     "resnet8x4": functools.partial(TinyResNet, depth=8, widths=_TINY_X4),
@@ -50,7 +53,14 @@ ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "vgg8": functools.partial(VGG, cfg=VGG_CFGS["vgg8"]),
     "vgg11": functools.partial(VGG, cfg=VGG_CFGS["vgg11"]),
     "vgg13": functools.partial(VGG, cfg=VGG_CFGS["vgg13"]),
+    "vgg16": functools.partial(VGG, cfg=VGG_CFGS["vgg16"]),
+    "vgg19": functools.partial(VGG, cfg=VGG_CFGS["vgg19"]),
     "mobilenetv2": MobileNetV2,
+    # torchvision's ImageNet ResNets (CMI/Fast-Datafree's resnet_in, the same keys); torchvision's
+    # MobileNetV2 is ``mobilenetv2`` (the same network and keys)
+    "resnet18_imagenet": functools.partial(ImageNetResNet, num_blocks=(2, 2, 2, 2)),
+    "resnet34_imagenet": functools.partial(ImageNetResNet, num_blocks=(3, 4, 6, 3)),
+    "resnet50_imagenet": functools.partial(ImageNetResNet, num_blocks=(3, 4, 6, 3), bottleneck=True),
     "shufflenetv2": ShuffleNetV2,
     "deeplabv3_resnet50": functools.partial(DeepLabV3, backbone="resnet50", scheme="dfad"),
     "deeplabv3_mobilenetv2": functools.partial(DeepLabV3, backbone="mobilenetv2", scheme="dfad"),

@@ -10,7 +10,8 @@ two PyTorch layouts the data-free code bases save (torchvision's ``backbone.*`` 
 * ``scheme='cmi'`` (CMI / Fast-Datafree, ``datafree/models/deeplab/``): head keys
   ``classifier.classifier.{0,1,2,4}``, ASPP rates (12, 24, 36); MobileNetV2 from
   DeepLabV3Plus-Pytorch (``backbone.low_level_features.0-3`` and
-  ``backbone.high_level_features.0-13``, nested ``ConvBNReLU`` keys).
+  ``backbone.high_level_features.4-17``: slices of one ``nn.Sequential`` keep its indices;
+  nested ``ConvBNReLU`` keys).
 
 Head (both): ASPP = five 256-wide branches over the backbone map (1x1 conv, three 3x3
 convs at the dilation rates, image pooling -> 1x1 conv -> bilinear back), each conv -
@@ -54,6 +55,7 @@ import jax.numpy as jnp
 
 from dfkd_jax.models.layers import batch_norm, conv, max_pool, resize_bilinear
 from dfkd_jax.models.mobilenetv2 import INVERTED_RESIDUAL_SETTING, make_divisible, relu6
+from dfkd_jax.models.resnet_imagenet import TVBottleneck as DilatedBottleneck  # torchvision's, with a dilation
 
 ASPP_RATES = {"dfad": (12, 24, 32), "cmi": (12, 24, 36)}
 
@@ -63,32 +65,6 @@ def scaled(width: int, mult: float) -> int:
 
 
 # ----------------------------------------------------------------------------------- ResNet-50
-
-
-class DilatedBottleneck(nn.Module):
-    """torchvision's Bottleneck (stride on the 3x3 conv) with a dilation; shortcut ``downsample.{0,1}``."""
-
-    in_planes: int
-    planes: int
-    stride: int = 1
-    dilation: int = 1
-    dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x, train: bool = False):
-        out_planes = 4 * self.planes
-        out = conv(self.planes, 1, self.in_planes, use_bias=False, name="conv1", dtype=self.dtype)(x)
-        out = nn.relu(batch_norm(train, name="bn1", dtype=self.dtype)(out))
-        out = conv(self.planes, 3, self.planes, stride=self.stride, padding=self.dilation, dilation=self.dilation,
-                   use_bias=False, name="conv2", dtype=self.dtype)(out)
-        out = nn.relu(batch_norm(train, name="bn2", dtype=self.dtype)(out))
-        out = conv(out_planes, 1, self.planes, use_bias=False, name="conv3", dtype=self.dtype)(out)
-        out = batch_norm(train, name="bn3", dtype=self.dtype)(out)
-        if self.stride != 1 or self.in_planes != out_planes:
-            x = conv(out_planes, 1, self.in_planes, stride=self.stride, use_bias=False, name="downsample_0",
-                     dtype=self.dtype)(x)
-            x = batch_norm(train, name="downsample_1", dtype=self.dtype)(x)
-        return nn.relu(out + x)
 
 
 class ResNet50Backbone(nn.Module):
@@ -170,7 +146,8 @@ class MobileNetV2Backbone(nn.Module):
     def _name(self, index: int) -> str:
         if self.scheme == "dfad":
             return f"features_{index}"
-        return f"low_level_features_{index}" if index < 4 else f"high_level_features_{index - 4}"
+        # CMI/Fast slice one nn.Sequential (features[0:4], features[4:-1]): the slices keep its indices
+        return f"low_level_features_{index}" if index < 4 else f"high_level_features_{index}"
 
     @nn.compact
     def __call__(self, x, train: bool = False):

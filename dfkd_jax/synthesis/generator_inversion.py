@@ -59,11 +59,15 @@ import optax
 
 from dfkd_jax import augment
 from dfkd_jax import pool as pool_lib
-from dfkd_jax.engine.state import ModelState
+from dfkd_jax.core.optim import optimizer_step
+from dfkd_jax.core.state import ModelState, apply_update
+from dfkd_jax.ensemble import feature_width
+from dfkd_jax.errors import ConfigError
 from dfkd_jax.models.generators import initialize
 from dfkd_jax.models.layers import dense
-from dfkd_jax.synthesis.base import apply_update, forward, init_best, keep_best, sample_targets
-from dfkd_jax.synthesis.inversion import InversionBase, adam_like, metrics_of, objective
+from dfkd_jax.synthesis.base import BuildContext, forward, init_best, keep_best, sample_targets
+from dfkd_jax.synthesis.inversion import (InversionBase, InversionSpec, adam_like, bn_shapes, common_fields,
+                                          metrics_of, objective, pixel_generator)
 from dfkd_jax.terms import l2_normalize
 
 
@@ -79,10 +83,9 @@ class MLPHead(nn.Module):
         return l2_normalize(dense(self.dim, self.dim_in, name="fc2")(h))
 
 
-@flax.struct.dataclass
-class CMIState:
-    head: ModelState
-    bank: pool_lib.FeatureBank
+class CMIState(flax.struct.PyTreeNode):
+    head: ModelState | None
+    bank: pool_lib.FeatureBank | None
     generator: Any = None  # ``{'params', 'batch_stats'}`` kept across rounds (``reset='keep'``), else None
 
 
@@ -118,7 +121,6 @@ class GeneratorInversion(InversionBase):
         self.keep = self.spec.reset == "keep"  # the generator kept across rounds (module docstring)
         self.scheme = "normal" if self.keep else self.spec.reset
         if self.contrast and self.embed_dim == 0:
-            from dfkd_jax.errors import ConfigError
             raise ConfigError("CMI's contrastive term embeds the teachers' BatchNorm inputs; these teachers have no "
                               "BatchNorm. Set --config.synthesis.embedding=feature (their pooled features), "
                               "--config.synthesis.cr=0, or choose a BN teacher.")
@@ -175,6 +177,7 @@ class GeneratorInversion(InversionBase):
         kg, kl, kb = jax.random.split(key, 3)
         n = spec.batch_size
         if self.contrast:
+            assert state.bank is not None
             bank_rows, valid = pool_lib.bank_draw(state.bank, kb, spec.n_neg)
 
         def loss_fn(params, head_params):
@@ -200,22 +203,45 @@ class GeneratorInversion(InversionBase):
             embed = jnp.concatenate([f_local, f_global], axis=1)
             return total, ({**parts, "contrast": cr}, stats, x, embed)
 
-        head_params = state.head.params if self.contrast else None
+        head_params = state.head.params if self.contrast and state.head is not None else None
         (total, (parts, stats, x, embed)), (grads, head_grads) = jax.value_and_grad(
             loss_fn, argnums=(0, 1), has_aux=True)(carry["params"], head_params)
         best = keep_best(carry["best"], total, x, embed)
-        updates, opt = self.tx.update(grads, carry["opt"], carry["params"])
-        params = jax.tree.map(lambda p, u: p + u, carry["params"], updates)
+        params, opt = optimizer_step(self.tx, grads, carry["opt"], carry["params"])
         carry = {**carry, "params": params, "stats": stats, "opt": opt, "best": best}
-        if self.contrast:
+        if self.contrast and state.head is not None:
             state = state.replace(head=apply_update(state.head, self.tx_head, head_grads, {}))
         return state, carry, pool, metrics_of(total, parts, best.loss)
 
     def end(self, state: CMIState, carry, pool, ctx, key):
         best = carry["best"]
         pool = self.push_iterate(pool, ctx, best.x)
-        if self.contrast:
+        if self.contrast and state.bank is not None:
             state = state.replace(bank=pool_lib.bank_push(state.bank, best.extra))
         if self.keep:
             state = state.replace(generator={"params": carry["params"]["g"], "batch_stats": carry["stats"]})
         return state, carry, pool, {}
+
+
+def embed_dim(spec: InversionSpec, ctx: BuildContext) -> int:
+    """The width of CMI's instance embedding: per teacher its BN inputs' channels (``bn_means``) or its
+    pooled feature's width (``feature``), summed over teachers (``concat``) or shared by them (``mean``)."""
+    if spec.embedding == "bn_means":
+        widths = [sum(layers) for layers in bn_shapes(ctx)]
+    else:
+        widths = [feature_width(t.model, ctx.meta.input_shape) for t in ctx.teachers]
+    if spec.embedding_fusion == "concat":
+        return sum(widths)
+    if len(set(widths)) > 1:
+        raise ConfigError(f"config.synthesis.embedding_fusion='mean' averages the teachers' instance embeddings, "
+                          f"but their widths differ ({', '.join(map(str, widths))} for synthesis.embedding="
+                          f"{spec.embedding!r}). Use --config.synthesis.embedding_fusion=concat.")
+    return widths[0]
+
+
+from_config = InversionSpec.from_config
+
+
+def build(spec: InversionSpec, ctx: BuildContext) -> GeneratorInversion:
+    return GeneratorInversion(spec, **common_fields(ctx), generator=pixel_generator(spec, ctx, "generator"),
+                              embed_dim=embed_dim(spec, ctx))

@@ -17,10 +17,16 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import optax
 
 from dfkd_jax import objectives
+from dfkd_jax.bn_capture import apply_with_bn_stats
 from dfkd_jax import pool as pool_lib
-from dfkd_jax.synthesis.base import SynthesiserBase, draw_from_pool, forward, latest_from_pool
+from dfkd_jax.core import sharding
+from dfkd_jax.errors import ConfigError
+from dfkd_jax.models.generators import INIT_SCHEMES
+from dfkd_jax.synthesis.base import (BuildContext, GeneratorSpec, SynthesiserBase, draw_from_pool, forward,
+                                     latest_from_pool, make_generator)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,10 +60,39 @@ class InversionSpec:
     bn_momentum: float = 0.0
     warmup: int = 0  # rounds before the adversarial term (and the student) start
     reset_l0_round: int = -1  # round at which the first linear layer is re-drawn (Fast's reset_l0); -1 = never
+    # the student's side: its draw from the pool (config.student.augment) and batch
+    augment: str = "crop_flip"
+    student_batch_size: int = 0
+    generator: GeneratorSpec | None = None  # the generator (CMI, Fast); None for pixel inversion
 
     @property
     def needs(self) -> frozenset:
         return objectives.needs(dict(self.terms), objectives.GENERATOR_TERMS)
+
+    @classmethod
+    def from_config(cls, config, ctx: BuildContext) -> "InversionSpec":
+        """The inversion family's spec from ``config.generator`` (steps, optimiser, terms), ``config.synthesis``
+        and the student's pool draw, for the run's teachers (classes, image shape) and mesh."""
+        s = config.synthesis
+        if str(s.reset) not in (*INIT_SCHEMES, "keep"):
+            raise ConfigError(f"Unknown --config.synthesis.reset={s.reset!r}: the generator is re-drawn every round "
+                              f"by one of {', '.join(INIT_SCHEMES)}, or drawn once and kept across rounds with 'keep'.")
+        meta = ctx.meta
+        spec = cls(
+            steps=int(config.generator.steps), batch_size=int(s.batch_size or config.train.batch_size),
+            terms=tuple((k, float(v)) for k, v in config.generator.terms.items()),
+            hparams=ctx.hparams, num_classes=int(meta.num_classes),
+            image_shape=tuple(meta.input_shape), rounds=int(config.train.rounds), lr=float(config.generator.lr),
+            b1=float(config.generator.b1), b2=float(config.generator.b2), lr_z=float(s.lr_z),
+            nz=int(config.generator.nz), student_mode=str(config.generator.student_mode),
+            pool_logits=bool(config.student.pool_logits), cr=float(s.cr), cr_temperature=float(s.cr_temperature),
+            bank_size=int(s.bank_size), n_neg=int(s.n_neg), head_dim=int(s.head_dim), embedding=str(s.embedding),
+            embedding_fusion=str(s.embedding_fusion), reset=str(s.reset), meta=str(s.meta),
+            reptile_scale=float(s.reptile_scale), bn_momentum=float(s.bn_momentum), warmup=int(s.warmup),
+            reset_l0_round=int(s.reset_l0_round), augment=str(config.student.augment),
+            student_batch_size=int(config.train.batch_size), generator=GeneratorSpec.from_config(config))
+        sharding.check_batch_size(spec.batch_size, ctx.mesh, "synthesis.batch_size")
+        return spec
 
 
 ADVERSARIAL = ("adv_l1", "adv_log_l1", "adv_kl", "adv_kd", "adv_js", "adv_js_neg", "adv_kd_masked")
@@ -86,25 +121,23 @@ def objective(spec: InversionSpec, ensemble, student, ctx, x_view, x_clean, targ
 
 
 def adam_like(spec: InversionSpec, lr: float | None = None, b2: float | None = None):
-    import optax
+    """Adam at ``lr`` (default the spec's ``lr_g``) with the spec's betas."""
     return optax.adam(spec.lr if lr is None else lr, b1=spec.b1, b2=spec.b2 if b2 is None else b2)
 
 
 @dataclasses.dataclass(eq=False)
 class InversionBase(SynthesiserBase):
     """What the inversion synthesisers share: their fields (an ``InversionSpec``, the student, the
-    teachers' ensemble, the batch sharding constraint; subclasses add theirs after these, constructed
-    by keyword); the round's lowest-loss iterate goes to the pool (``push_iterate``); the student
-    draws ``student_batch_size`` samples from the pool, augmented by ``augment``
-    (``base.draw_from_pool``); the sample grids show the images pushed last; the optimiser of what a
-    round optimises is ``tx`` (Adam at ``lr_g``, betas ``(b1, b2)``, new every round)."""
+    teachers' ensemble, the batch sharding constraint; subclasses add theirs after these); the round's
+    lowest-loss iterate goes to the pool (``push_iterate``); the student draws ``spec.student_batch_size``
+    samples from the pool, augmented by ``spec.augment`` (``base.draw_from_pool``); the sample grids show
+    the images pushed last; the optimiser of what a round optimises is ``tx`` (Adam at ``lr_g``, betas
+    ``(b1, b2)``, new every round)."""
 
     spec: InversionSpec
     student: Any
     ensemble: Any
     shard: Any
-    augment: str = dataclasses.field(default="crop_flip", kw_only=True)  # the student's draw from the pool
-    student_batch_size: int = dataclasses.field(default=0, kw_only=True)
     fixed_carry = True
 
     @property
@@ -120,12 +153,39 @@ class InversionBase(SynthesiserBase):
         return pool_lib.push(pool, pixels, logits)
 
     def student_batch(self, state, carry, pool, ctx, key):
-        return draw_from_pool(pool, key, self.student_batch_size, self.augment, self.ensemble, self.shard)
+        return draw_from_pool(pool, key, self.spec.student_batch_size, self.spec.augment, self.ensemble, self.shard)
 
     def sample(self, state, pool, z):
         return latest_from_pool(pool, self.ensemble, z.shape[0])
 
 
+def common_fields(ctx: BuildContext) -> dict[str, Any]:
+    """The fields every inversion synthesiser takes from the run: the student, the ensemble, the sharding."""
+    return dict(student=ctx.student, ensemble=ctx.ensemble, shard=ctx.shard)
+
+
 def metrics_of(total, parts, best_loss) -> dict[str, Any]:
     return {"synthesis/loss": total, "synthesis/best_loss": best_loss,
             **{f"synthesis/{n}": jnp.asarray(v, jnp.float32) for n, v in parts.items()}}
+
+
+def bn_shapes(ctx: BuildContext) -> tuple:
+    """Per teacher, per BN call: the channel count (from shapes only)."""
+    shape = ctx.meta.input_shape
+    out = []
+    for t in ctx.teachers:
+        _, stats = jax.eval_shape(lambda v: apply_with_bn_stats(t.model, v, jnp.zeros((2, *shape)), train=False),
+                                  t.variables)
+        out.append(tuple(int(s[0].shape[-1]) for s in stats))
+    return tuple(out)
+
+
+def pixel_generator(spec: InversionSpec, ctx: BuildContext, kind: str):
+    """The generator of an inversion synthesiser that augments its images in pixel space (CMI, Fast)."""
+    assert spec.generator is not None
+    g = make_generator(spec.generator, ctx)
+    if g.output_space != "pixels":
+        raise ConfigError(f"The {kind} synthesiser augments the generator's images in pixel space; generator "
+                          f"{spec.generator.arch!r} does not output pixels. Use generator.arch='cmi' or 'large'.")
+    return g
+

@@ -36,14 +36,15 @@ import jax.numpy as jnp
 import optax
 
 from dfkd_jax import augment
-from dfkd_jax.engine.state import ModelState
+from dfkd_jax.core.optim import optimizer_step
+from dfkd_jax.core.state import ModelState
 from dfkd_jax.models.generators import initialize
-from dfkd_jax.synthesis.base import forward, init_best, keep_best, sample_targets
-from dfkd_jax.synthesis.inversion import ADVERSARIAL, InversionBase, adam_like, metrics_of, objective
+from dfkd_jax.synthesis.base import BuildContext, forward, init_best, keep_best, sample_targets
+from dfkd_jax.synthesis.inversion import (ADVERSARIAL, InversionBase, InversionSpec, adam_like, bn_shapes,
+                                          common_fields, metrics_of, objective, pixel_generator)
 
 
-@flax.struct.dataclass
-class MetaState:
+class MetaState(flax.struct.PyTreeNode):
     generator: ModelState  # the meta generator and its meta optimiser's state
     mmt: Any  # per teacher, per BN layer: (mean, var) EMA over rounds
     has_mmt: jax.Array
@@ -89,9 +90,7 @@ class MetaGenerator(InversionBase):
         return jnp.zeros((2, self.spec.nz), jnp.float32)
 
     def init(self, key, aux_key):
-        variables = initialize(self.generator, key, self._z0(), train=False)
-        params = variables["params"]
-        g = ModelState(params=params, batch_stats=variables.get("batch_stats", {}), opt_state=self.tx_meta.init(params))
+        g = ModelState.create(initialize(self.generator, key, self._z0(), train=False), self.tx_meta)
         mmt = tuple(tuple((jnp.zeros((c,), jnp.float32), jnp.zeros((c,), jnp.float32)) for c in layers)
                     for layers in self.bn_shapes)
         return MetaState(generator=g, mmt=mmt, has_mmt=jnp.zeros((), bool))
@@ -147,8 +146,7 @@ class MetaGenerator(InversionBase):
         meta_grad = jax.tree.map(jnp.add, carry["meta_grad"], grads["g"])
         new_params, opt = {}, {}
         for k, tx in self.tx_inner.items():
-            updates, opt[k] = tx.update(grads[k], carry["opt"][k], carry["params"][k])
-            new_params[k] = jax.tree.map(lambda p, u: p + u, carry["params"][k], updates)
+            new_params[k], opt[k] = optimizer_step(tx, grads[k], carry["opt"][k], carry["params"][k])
         carry = {**carry, "params": new_params, "stats": stats, "opt": opt, "best": best, "meta_grad": meta_grad,
                  "last_bn": last_bn}
         return state, carry, pool, metrics_of(total, parts, best.loss)
@@ -158,10 +156,18 @@ class MetaGenerator(InversionBase):
         g = state.generator
         grad = carry["meta_grad"] if spec.meta == "fomaml" else \
             reptile_grad(g.params, carry["params"]["g"], spec.reptile_scale)
-        updates, opt = self.tx_meta.update(grad, g.opt_state, g.params)
-        g = g.replace(params=jax.tree.map(lambda p, u: p + u, g.params, updates), opt_state=opt)
+        params, opt = optimizer_step(self.tx_meta, grad, g.opt_state, g.params)
+        g = g.replace(params=params, opt_state=opt)
         mmt, has = state.mmt, state.has_mmt
         if spec.bn_momentum and "bn" in spec.needs:
             mmt, has = update_mmt(mmt, carry["last_bn"], has, spec.bn_momentum), jnp.ones((), bool)
         pool = self.push_iterate(pool, ctx, carry["best"].x)
         return MetaState(generator=g, mmt=mmt, has_mmt=has), carry, pool, {}
+
+
+from_config = InversionSpec.from_config
+
+
+def build(spec: InversionSpec, ctx: BuildContext) -> MetaGenerator:
+    return MetaGenerator(spec, **common_fields(ctx), generator=pixel_generator(spec, ctx, "meta"),
+                         bn_shapes=bn_shapes(ctx))

@@ -42,12 +42,14 @@ import jax.numpy as jnp
 
 from dfkd_jax import objectives, terms
 from dfkd_jax import pool as pool_lib
-from dfkd_jax.engine.state import ModelState
-from dfkd_jax.synthesis.base import SynthesiserBase, apply_update, draw_from_pool, forward, to_input_space
+from dfkd_jax.core import optim
+from dfkd_jax.core.state import ModelState, apply_update
+from dfkd_jax.models.generators import initialize
+from dfkd_jax.synthesis.base import (BuildContext, GeneratorSpec, SynthesiserBase, draw_from_pool, forward,
+                                     make_generator, to_input_space)
 
 
-@flax.struct.dataclass
-class OnlineState:
+class OnlineState(flax.struct.PyTreeNode):
     generator: ModelState
     queue: Any = None  # dfkd_jax.pool.KeyQueue (AdaDFKD), else None
 
@@ -68,6 +70,27 @@ class OnlineSpec:
     queue_size: int = 0  # > 0: AdaDFKD's key queue of this many rows
     queue_dim: int = 0
     student_has_steps: bool = True
+    generator: GeneratorSpec | None = None  # None: the module's own init scheme (tests build the module)
+    optimizer: optim.OptimizerSpec = optim.OptimizerSpec()  # the generator's (config.generator)
+
+    @classmethod
+    def from_config(cls, config, ctx: BuildContext) -> "OnlineSpec":
+        """The online generator's spec: ``config.generator`` (network, steps, terms, ramps, optimiser), the
+        student's batch mode and the generator's BatchNorm modes, AdaDFKD's queue (``hparams.r2m_queue_size``,
+        sized to the teachers' feature width when a term reads it)."""
+        needs = objectives.needs(dict(config.generator.terms), objectives.GENERATOR_TERMS)
+        g = GeneratorSpec.from_config(config)
+        return cls(
+            steps=int(config.generator.steps), student_batch=str(config.student.batch),
+            batch_size=int(config.train.batch_size), nz=g.nz,
+            terms=tuple((k, float(v)) for k, v in config.generator.terms.items()),
+            hparams=ctx.hparams, rounds=int(config.train.rounds),
+            ramps=tuple((k, tuple(map(float, v))) for k, v in config.generator.ramps.items()),
+            output_space=make_generator(g, ctx).output_space, student_mode=str(config.generator.student_mode),
+            generator_mode=str(config.student.generator_mode),
+            queue_size=int(config.hparams.r2m_queue_size) if "queue" in needs else 0,
+            queue_dim=ctx.feature_dims[0], student_has_steps=int(config.student.steps) > 0, generator=g,
+            optimizer=optim.OptimizerSpec.from_section(config.generator))
 
 
 @dataclasses.dataclass(eq=False)
@@ -78,7 +101,6 @@ class OnlineGenerator(SynthesiserBase):
     ensemble: Any
     tx: Any
     shard: Any
-    init_model: Any  # (module, key, x, tx) -> ModelState
     projector: Any = None
     fixed_carry = False
 
@@ -87,7 +109,9 @@ class OnlineGenerator(SynthesiserBase):
         return objectives.needs(dict(self.spec.terms), objectives.GENERATOR_TERMS)
 
     def init(self, key, aux_key) -> OnlineState:
-        g = self.init_model(self.generator, key, jnp.zeros((2, self.spec.nz), jnp.float32), self.tx)
+        scheme = None if self.spec.generator is None else self.spec.generator.init
+        g = ModelState.create(initialize(self.generator, key, jnp.zeros((2, self.spec.nz), jnp.float32), init=scheme,
+                                         train=False), self.tx)
         queue = None
         if self.spec.queue_size:
             queue = pool_lib.init_queue(aux_key, self.spec.queue_size, self.spec.queue_dim)
@@ -163,3 +187,13 @@ class OnlineGenerator(SynthesiserBase):
 
     def sample(self, state, pool, z):
         return self.generate(state.generator.variables(), z, train=self.spec.generator_mode == "train")[0]
+
+
+from_config = OnlineSpec.from_config
+
+
+def build(spec: OnlineSpec, ctx: BuildContext) -> OnlineGenerator:
+    assert spec.generator is not None
+    tx = optim.make_optimizer(spec.optimizer, ctx.rounds * spec.steps)
+    return OnlineGenerator(spec, make_generator(spec.generator, ctx), student=ctx.student, ensemble=ctx.ensemble,
+                           tx=tx, shard=ctx.shard, projector=ctx.projector)

@@ -31,8 +31,9 @@ import jax
 import jax.numpy as jnp
 
 from dfkd_jax import augment
-from dfkd_jax.synthesis.base import init_best, keep_best, sample_targets
-from dfkd_jax.synthesis.inversion import InversionBase, metrics_of, objective
+from dfkd_jax.core.optim import optimizer_step
+from dfkd_jax.synthesis.base import BuildContext, init_best, keep_best, sample_targets
+from dfkd_jax.synthesis.inversion import InversionBase, InversionSpec, common_fields, metrics_of, objective
 
 
 @dataclasses.dataclass(eq=False)
@@ -62,11 +63,18 @@ class PixelInversion(InversionBase):
 
         (total, parts), grad = jax.value_and_grad(loss_fn, has_aux=True)(carry["x"])
         best = keep_best(carry["best"], total, carry["x"])
-        updates, opt = self.tx.update(grad, carry["opt"], carry["x"])
+        x, opt = optimizer_step(self.tx, grad, carry["opt"], carry["x"])
         lo, hi = self._bounds()
-        x = self.shard(jnp.clip(carry["x"] + updates, lo, hi))
+        x = self.shard(jnp.clip(x, lo, hi))
         return state, {**carry, "x": x, "opt": opt, "best": best}, pool, metrics_of(total, parts, best.loss)
 
     def end(self, state, carry, pool, ctx, key):
         best_x = carry["best"].x
         return state, carry, self.push_iterate(pool, ctx, self.ensemble.to_pixels(best_x), best_x), {}
+
+
+from_config = InversionSpec.from_config
+
+
+def build(spec: InversionSpec, ctx: BuildContext) -> PixelInversion:
+    return PixelInversion(spec, **common_fields(ctx))

@@ -36,20 +36,41 @@ import jax.numpy as jnp
 
 from dfkd_jax import objectives
 from dfkd_jax import pool as pool_lib
+from dfkd_jax.core.optim import optimizer_step
 from dfkd_jax.models import anatomy
-from dfkd_jax.synthesis.base import draw_from_pool, latest_from_pool
+from dfkd_jax.synthesis import targets as targets_lib
+from dfkd_jax.synthesis.base import BuildContext, draw_from_pool, latest_from_pool
 from dfkd_jax.synthesis.inversion import InversionSpec, adam_like, metrics_of
 
 
-def target_sampler(config, teacher) -> Callable:
-    """The soft-target sampler of ``config.synthesis.targets`` from the first teacher's weights
+@dataclasses.dataclass(frozen=True)
+class SoftPixelsSpec:
+    """The inversion spec and the soft targets (``config.synthesis.targets`` and its options)."""
+
+    inversion: InversionSpec
+    targets: str = "dirichlet"  # 'dirichlet' (ZSKD) | 'mvn' (Wang)
+    dirichlet_betas: tuple[float, ...] = (1.0, 0.1)
+    mvn_layer: str = "penultimate"
+    mvn_sigma: float = 1.5
+    target_tau: float = 20.0
+    pixel_init: str = "uniform"
+
+    @classmethod
+    def from_config(cls, config, ctx: BuildContext) -> "SoftPixelsSpec":
+        s = config.synthesis
+        return cls(inversion=InversionSpec.from_config(config, ctx), targets=str(s.targets),
+                   dirichlet_betas=tuple(float(b) for b in s.dirichlet_betas), mvn_layer=str(s.mvn_layer),
+                   mvn_sigma=float(s.mvn_sigma), target_tau=float(config.hparams.target_tau),
+                   pixel_init=str(s.pixel_init))
+
+
+def target_sampler(spec: SoftPixelsSpec, teacher) -> Callable:
+    """The soft-target sampler of ``spec.targets`` from the first teacher's weights
     (with several teachers the targets come from teacher 0's head; the loss is against the ensemble)."""
-    from dfkd_jax.synthesis import targets
     chain = anatomy.dense_chain(teacher.model, teacher.variables, teacher.meta.input_shape)
-    s = config.synthesis
-    if s.targets == "dirichlet":
-        return targets.zskd_sampler(chain, tuple(float(b) for b in s.dirichlet_betas))
-    return targets.normal_sampler(chain, str(s.mvn_layer), float(s.mvn_sigma), float(config.hparams.target_tau))
+    if spec.targets == "dirichlet":
+        return targets_lib.zskd_sampler(chain, spec.dirichlet_betas)
+    return targets_lib.normal_sampler(chain, spec.mvn_layer, spec.mvn_sigma, spec.target_tau)
 
 
 def minmax_rescale(p):
@@ -73,6 +94,10 @@ class SoftTargetPixels:
     @property
     def steps(self) -> int:
         return self.spec.steps
+
+    @property
+    def nz(self) -> int:
+        return self.spec.nz
 
     @property
     def tx(self):
@@ -111,8 +136,8 @@ class SoftTargetPixels:
     def step(self, state, carry, pool, ctx, key, progress):
         (total, parts), grad = jax.value_and_grad(
             lambda p: self.objective(ctx, p, carry["targets"], progress), has_aux=True)(carry["p"])
-        updates, opt = self.tx.update(grad, carry["opt"], carry["p"])
-        p = self.shard(minmax_rescale(carry["p"] + updates))
+        p, opt = optimizer_step(self.tx, grad, carry["opt"], carry["p"])
+        p = self.shard(minmax_rescale(p))
         return state, {**carry, "p": p, "opt": opt}, pool, metrics_of(total, parts, total)
 
     def end(self, state, carry, pool, ctx, key):
@@ -125,3 +150,13 @@ class SoftTargetPixels:
 
     def sample(self, state, pool, z):
         return latest_from_pool(pool, self.ensemble, z.shape[0])
+
+
+from_config = SoftPixelsSpec.from_config
+
+
+def build(spec: SoftPixelsSpec, ctx: BuildContext) -> SoftTargetPixels:
+    inv = spec.inversion
+    return SoftTargetPixels(inv, student=ctx.student, ensemble=ctx.ensemble, shard=ctx.shard,
+                            targets=target_sampler(spec, ctx.teachers[0]), pixel_init=spec.pixel_init,
+                            augment=inv.augment, student_batch_size=inv.student_batch_size)

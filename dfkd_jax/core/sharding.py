@@ -11,9 +11,11 @@ hold the same host copy (multi-host runs).
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from dfkd_jax.errors import ConfigError
@@ -27,7 +29,7 @@ def initialize_distributed() -> None:
     detects the cluster (TPU pods, SLURM, Open MPI, Kubernetes). Call before any other JAX use.
     """
     env = {k: os.environ.get(k) for k in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")}
-    kwargs = {}
+    kwargs: dict[str, Any] = {}
     if env["JAX_COORDINATOR_ADDRESS"] and env["JAX_NUM_PROCESSES"] and env["JAX_PROCESS_ID"] is not None:
         kwargs = dict(coordinator_address=env["JAX_COORDINATOR_ADDRESS"], num_processes=int(env["JAX_NUM_PROCESSES"]),
                       process_id=int(env["JAX_PROCESS_ID"]))
@@ -37,7 +39,6 @@ def initialize_distributed() -> None:
 def barrier(name: str, timeout_s: int = 3600) -> None:
     """Wait until every process reaches ``name`` (a no-op with one process). ``name`` must be unique per run."""
     if jax.process_count() > 1:
-        import orbax.checkpoint as ocp
         ocp.multihost.sync_global_processes(name, timeout=timeout_s)
 
 
