@@ -85,44 +85,13 @@ PALETTE = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 1
 
 def curves_plot(series: list[tuple[str, list[float], list[float]]], xlabel: str, title: str = "",
                 size: tuple[int, int] = (720, 420), colours=None) -> Image.Image:
-    """Curves of values in [0, 1] (drawn in %) against x, one ``(label, xs, ys)`` per series, with a legend."""
-    width, height = size
-    colours = colours or PALETTE
-    rows = (len(series) + 2) // 3  # legend rows, three entries each
-    left, right, top, bottom = 60, 20, 26 + 16 * rows, 50
-    img = Image.new("RGB", size, "white")
-    draw = ImageDraw.Draw(img)
-    font = ImageFont.load_default()
-    last_x = max([x for _, xs, _ in series for x in xs] + [1])
+    """Curves of values in [0, 1] (drawn in %) against x, one ``(label, xs, ys)`` per series, with a legend
+    (matplotlib, ``dfkd_jax.plots.curves_figure``), as a PIL image of ``size`` pixels; ``colours`` are RGB
+    tuples (0-255) or matplotlib colour names."""
+    from dfkd_jax import plots
 
-    def xy(x, y):
-        return (left + (width - left - right) * x / last_x, top + (height - top - bottom) * (1.0 - y))
-
-    for pct in range(0, 101, 20):  # horizontal grid and the y labels
-        y = xy(0, pct / 100)[1]
-        draw.line([(left, y), (width - right, y)], fill=(225, 225, 225))
-        draw.text((left - 30, y - 6), f"{pct:3d}", fill="black", font=font)
-    for i in range(6):  # x ticks
-        v = last_x * i / 5
-        x = xy(v, 0)[0]
-        draw.line([(x, height - bottom), (x, height - bottom + 4)], fill="black")
-        draw.text((x - 10, height - bottom + 8), f"{v:.0f}", fill="black", font=font)
-    draw.rectangle([left, top, width - right, height - bottom], outline="black")
-    draw.text((width // 2 - 20, height - 20), xlabel, fill="black", font=font)
-    draw.text((8, top - 14), "%", fill="black", font=font)
-    for i, (label, xs, ys) in enumerate(series):
-        colour = colours[i % len(colours)]
-        points = [xy(x, y) for x, y in zip(xs, ys)]
-        if len(points) > 1:
-            draw.line(points, fill=colour, width=2)
-        for x, y in points:
-            draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=colour)
-        lx, ly = left + 10 + 220 * (i % 3), 22 + 16 * (i // 3)
-        draw.line([(lx, ly + 6), (lx + 20, ly + 6)], fill=colour, width=3)
-        draw.text((lx + 25, ly), label, fill="black", font=font)
-    if title:
-        draw.text((left, 4), title, fill="black", font=font)
-    return img
+    colours = [c if isinstance(c, str) else "#%02x%02x%02x" % tuple(c) for c in (colours or PALETTE)]
+    return plots.to_image(plots.curves_figure(series, xlabel, title, size, colours))
 
 
 def accuracy_plot(history: list[dict[str, Any]], title: str = "", size: tuple[int, int] = (720, 420)) -> Image.Image:
