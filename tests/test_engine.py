@@ -92,7 +92,7 @@ def test_a_checkpoint_of_another_structure_is_refused_with_what_to_do(teacher, t
     assert isinstance(e.value, UserError)  # the CLI prints the message and exits with status 1
     assert "round 1" in str(e.value) and "it holds generator, rng, round, student; this version expects rng, round, "\
         "student, synth" in str(e.value)
-    with pytest.raises(IncompatibleCheckpointError, match="dfkd_jax version and config that wrote it"):
+    with pytest.raises(IncompatibleCheckpointError, match="dfkd_jax version that wrote it"):
         ckpts.restore(2, d.abstract_state())
     ckpts.close()
 

@@ -466,7 +466,7 @@ def _run(config, workdir: str, teacher, log, allow_config_change: bool, teacher_
     if test_set is None:
         results["accuracy_measured"] = False
         results["synthetic_eval_samples"] = SYNTHETIC_EVAL
-    if score == "miou":
+    if score == "miou" and test_set is not None:
         results["teacher"]["pixel_accuracy"] = test_set.teacher["teacher_pixel_accuracy"]
     if config.synthesis.export:
         from dfkd_jax import transfer
