@@ -24,6 +24,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from dfkd_jax.models.layers import batch_norm, conv, dense, max_pool
+from dfkd_jax.models.resnet import BasicBlock
 
 
 def _shortcut(x, in_planes: int, out_planes: int, stride: int, train: bool, dtype):
@@ -31,25 +32,6 @@ def _shortcut(x, in_planes: int, out_planes: int, stride: int, train: bool, dtyp
         return x
     x = conv(out_planes, 1, in_planes, stride=stride, use_bias=False, name="downsample_0", dtype=dtype)(x)
     return batch_norm(train, name="downsample_1", dtype=dtype)(x)
-
-
-class TVBasicBlock(nn.Module):
-    """torchvision's BasicBlock (expansion 1)."""
-
-    in_planes: int
-    planes: int
-    stride: int = 1
-    dtype: Any = jnp.float32
-    expansion = 1
-
-    @nn.compact
-    def __call__(self, x, train: bool = False):
-        out = conv(self.planes, 3, self.in_planes, stride=self.stride, padding=1, use_bias=False, name="conv1",
-                   dtype=self.dtype)(x)
-        out = nn.relu(batch_norm(train, name="bn1", dtype=self.dtype)(out))
-        out = conv(self.planes, 3, self.planes, padding=1, use_bias=False, name="conv2", dtype=self.dtype)(out)
-        out = batch_norm(train, name="bn2", dtype=self.dtype)(out)
-        return nn.relu(out + _shortcut(x, self.in_planes, self.planes, self.stride, train, self.dtype))
 
 
 class TVBottleneck(nn.Module):
@@ -87,13 +69,16 @@ class ImageNetResNet(nn.Module):
         out = conv(64, 7, x.shape[-1], stride=2, padding=3, use_bias=False, name="conv1", dtype=self.dtype)(x)
         out = nn.relu(batch_norm(train, name="bn1", dtype=self.dtype)(out))
         out = max_pool(out, 3, 2, 1)
-        block = TVBottleneck if self.bottleneck else TVBasicBlock
+        expansion = TVBottleneck.expansion if self.bottleneck else 1
         in_planes, blocks = 64, []
         for stage, (planes, n, stride) in enumerate(zip((64, 128, 256, 512), self.num_blocks, (1, 2, 2, 2)), 1):
             for i in range(n):
-                out = block(in_planes, planes, stride if i == 0 else 1, dtype=self.dtype,
-                            name=f"layer{stage}_{i}")(out, train)
-                in_planes = planes * block.expansion
+                s, name = stride if i == 0 else 1, f"layer{stage}_{i}"
+                # torchvision's BasicBlock is the CIFAR one with its projection named downsample.0/1
+                block = (TVBottleneck(in_planes, planes, s, dtype=self.dtype, name=name) if self.bottleneck else
+                         BasicBlock(in_planes, planes, s, dtype=self.dtype, shortcut="downsample", name=name))
+                out = block(out, train)
+                in_planes = planes * expansion
             blocks.append(out)
         feature = jnp.mean(out, axis=(1, 2))
         logits = dense(self.num_classes, in_planes, name="fc", dtype=self.dtype)(feature)
