@@ -3,7 +3,7 @@ and its evaluation reader.
 
 The default suite converts the project's PyTorch re-writes (tests/torch_reference_zoo.py, torchvision's
 key layout) at small inputs; torchvision's own classes, loaded from its wheel under a run-time stub
-(tests/torchvision_stub.py, $DFKD_JAX_TORCHVISION), are checked when the wheel is there and skipped
+(tools/torchvision_stub.py, $DFKD_JAX_TORCHVISION), are checked when the wheel is there and skipped
 cleanly otherwise. The 224x224 checks are slow.
 """
 
@@ -20,6 +20,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
 import torch_reference as R  # noqa: E402
 import torch_reference_zoo as Z  # noqa: E402
 import torchvision_stub  # noqa: E402

@@ -25,7 +25,7 @@ run), builds every architecture dfkd_jax lists for that zoo with random weights 
 BatchNorm statistics, saves it as that zoo's training code does, converts the file with
 dfkd_jax (architecture detected from the keys) and compares eval-mode outputs. ``--torchvision``
 (a torchvision wheel or its unpacked folder) loads torchvision's pure-Python model files under
-a stub (tests/torchvision_stub.py), for zoos that import torchvision.
+a stub (tools/torchvision_stub.py), for zoos that import torchvision.
 """
 
 from __future__ import annotations

@@ -240,28 +240,17 @@ class _PatchedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
 def install_torchvision(folder: str) -> None:
     """Register ``torchvision`` and its ``datasets``, ``transforms``, ``models`` and ``models.segmentation``
-    as bare packages over an unpacked wheel, with the names the scripts use (``datasets.MNIST``,
-    ``transforms.Compose``...), and ``torchvision.models.utils.load_state_dict_from_url`` (the name
-    torchvision had before 0.13: ``torch.hub``'s function) for scripts written against it."""
+    as bare packages over an unpacked wheel (``torchvision_stub``), with the names the scripts use
+    (``datasets.MNIST``, ``transforms.Compose``...) and ``torchvision.models.utils.load_state_dict_from_url``
+    (the name torchvision had before 0.13) for scripts written against it."""
     import importlib
-    import types
 
-    import torch.hub
+    from torchvision_stub import load_torchvision
 
-    root = os.path.join(folder, "torchvision")
-    if not os.path.isdir(root):
-        raise ConfigError(f"--torchvision {folder}: no torchvision/ package folder in it (unzip the wheel there).")
-    for name in ("torchvision", "torchvision.datasets", "torchvision.transforms", "torchvision.models",
-                 "torchvision.models.segmentation"):
-        module = types.ModuleType(name)
-        module.__path__ = [os.path.join(root, *name.split(".")[1:])]
-        sys.modules[name] = module
-        parent, _, child_name = name.rpartition(".")
-        if parent:
-            setattr(sys.modules[parent], child_name, module)
-    utils = types.ModuleType("torchvision.models.utils")
-    utils.load_state_dict_from_url = torch.hub.load_state_dict_from_url
-    sys.modules["torchvision.models.utils"] = utils
+    try:
+        load_torchvision(folder, extra=("torchvision.datasets", "torchvision.transforms"))
+    except FileNotFoundError as e:
+        raise ConfigError(f"--torchvision {folder}: {e}") from None
     tv = sys.modules["torchvision"]
     for package, modules in (("datasets", ("mnist", "cifar")), ("transforms", ("transforms",))):
         for m in modules:

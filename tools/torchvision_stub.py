@@ -1,11 +1,12 @@
-"""torchvision's pure-Python model files without its compiled operators (tests and tools only).
+"""torchvision's pure-Python files without its compiled operators (tests and tools only).
 
 The registry's torchvision wheel does not import against the CPU build of torch here (its
 ``__init__`` loads compiled ops built for another torch). Its model files need none of them:
 ``load_torchvision(path)`` registers ``torchvision``, ``torchvision.models`` and
 ``torchvision.models.segmentation`` as bare packages whose ``__path__`` points into an
 unpacked wheel (``pip download --no-deps torchvision==0.28.0``; ``path`` is the wheel, or the
-folder it was unpacked into), so their ``__init__`` files never run, and adds
+folder it was unpacked into), so their ``__init__`` files never run (``extra`` names more of its
+packages, e.g. ``torchvision.datasets`` for a training script), and adds
 ``torchvision.models.utils.load_state_dict_from_url`` (``torch.hub``'s), which older code
 imports from there. ``wheel_path()`` reads ``$DFKD_JAX_TORCHVISION`` (None when unset or absent).
 """
@@ -38,14 +39,15 @@ def _unpacked(path: str) -> str:
     return folder
 
 
-def load_torchvision(path: str):
-    """Registers the bare torchvision packages (once) and returns ``torchvision.models``."""
+def load_torchvision(path: str, extra: tuple[str, ...] = ()):
+    """Registers the bare torchvision packages (``_PACKAGES`` + ``extra``, each once) and returns
+    ``torchvision.models``."""
     import torch.hub
 
-    if getattr(sys.modules.get("torchvision"), "__stub__", False):
-        return sys.modules["torchvision.models"]
     root = _unpacked(path)
-    for name in _PACKAGES:
+    for name in _PACKAGES + tuple(extra):
+        if getattr(sys.modules.get(name), "__stub__", False):
+            continue
         module = types.ModuleType(name)
         module.__path__ = [os.path.join(root, *name.split("."))]
         module.__stub__ = True
@@ -53,9 +55,10 @@ def load_torchvision(path: str):
         parent, _, child = name.rpartition(".")
         if parent:
             setattr(sys.modules[parent], child, module)
-    utils = types.ModuleType("torchvision.models.utils")
-    utils.load_state_dict_from_url = torch.hub.load_state_dict_from_url
-    sys.modules["torchvision.models.utils"] = sys.modules["torchvision.models"].utils = utils
+    if "torchvision.models.utils" not in sys.modules:
+        utils = types.ModuleType("torchvision.models.utils")
+        utils.load_state_dict_from_url = torch.hub.load_state_dict_from_url
+        sys.modules["torchvision.models.utils"] = sys.modules["torchvision.models"].utils = utils
     return sys.modules["torchvision.models"]
 
 
