@@ -172,7 +172,8 @@ def export_checkpoint(src: str, out: str, zoo: str = "flat", module_prefix: bool
                       extra: Mapping[str, Any] | None = None) -> Exported:
     """Write the network in ``src`` (a teacher folder, or a run's workdir: its student) as a PyTorch file.
 
-    The file is ``torch.save`` of the state_dict (torch tensors) wrapped as ``zoo`` stores it; for a
+    The file is ``torch.save`` of the state_dict (torch tensors) wrapped as ``zoo`` stores it, written
+    beside ``out`` and renamed over it when complete (an existing ``out`` is replaced whole); for a
     ``{'state_dict': ...}`` zoo, ``extra`` scalars (``epoch``, ``arch``, ``best_acc1``...) go beside it.
     """
     import torch
@@ -197,7 +198,16 @@ def export_checkpoint(src: str, out: str, zoo: str = "flat", module_prefix: bool
     obj: Any = tensors
     if ZOOS[zoo].wrapper == "state_dict":
         obj = {"state_dict": tensors, **dict(extra or {})}
-    os.makedirs(os.path.dirname(os.path.abspath(out)) or ".", exist_ok=True)
-    torch.save(obj, out)
+    out = os.path.abspath(out)
+    if os.path.isdir(out):
+        raise ExportError(f"--out {out} is a folder: name the .pt/.pth file to write.")
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    partial = f"{out}.partial-{os.getpid()}"  # written beside, renamed into place: a kill leaves no half file at out
+    try:
+        torch.save(obj, partial)
+        os.replace(partial, out)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
     n = int(sum(np.size(x) for x in jax.tree.leaves(variables.get("params", {}))))
-    return Exported(os.path.abspath(out), arch, kind, len(sd), n, round_)
+    return Exported(out, arch, kind, len(sd), n, round_)
